@@ -1,0 +1,39 @@
+"""Test-wide fixtures: where the real services are, and the rule that in CI they must be.
+
+Tests needing a real service (Kafka, PostgreSQL) ask for a fixture below. Without the service
+they skip with a reason; with ``CI=true`` the same absence is a failure, never a silent skip.
+
+- ``FERRYMAN_TEST_KAFKA``: bootstrap servers of a running Kafka (``scripts/kafka.sh start``
+  prints the value to export).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_service(env_var: str, what: str, how: str) -> str:
+    """The value of ``env_var``; skip (locally) or fail (in CI) when it is not set."""
+    value = os.environ.get(env_var, "").strip()
+    if value:
+        return value
+    reason = f"{what} is not available: set {env_var} ({how})"
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap servers of a running single-broker Kafka."""
+    return require_service(
+        "FERRYMAN_TEST_KAFKA",
+        "Apache Kafka",
+        "run `scripts/kafka.sh start` and export what it prints",
+    )
