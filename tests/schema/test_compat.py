@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import parse as avro_parse
+from fastavro import parse_schema
 
 from ferryman.errors import ConfigError, SchemaError
 from ferryman.schema.compat import LEVELS, can_read, check_compatibility
@@ -519,3 +520,19 @@ def test_avro_compatible_pairs(reader: Any, writer: Any) -> None:
 def test_avro_incompatible_pairs(reader: Any, writer: Any) -> None:
     assert can_read(reader, writer) != []
     assert not avro_can_read(reader, writer)
+
+
+def test_fastavro_parsed_schemas_and_schema_text_are_accepted() -> None:
+    def order(qty: str) -> dict[str, Any]:
+        item = record("Item", f("qty", qty))
+        return record("Order", f("a", item), f("b", "Item"), namespace="shop")
+
+    parsed_new, parsed_old = parse_schema(order("int")), parse_schema(order("long"))
+    assert [p.split(":")[0] for p in can_read(parsed_new, parsed_old)] == [
+        "Order.a.qty",
+        "Order.b.qty",
+    ]
+    assert check_compatibility(json.dumps(S2), [json.dumps(S1)], "FULL") == []
+    assert check_compatibility(json.dumps(S3), [json.dumps(S1)], "FULL") != []
+    with pytest.raises(SchemaError, match="not JSON"):
+        can_read('{"type": ', "int")

@@ -10,6 +10,7 @@ items, ``attrs{}`` a map's values).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -17,7 +18,10 @@ from typing import Any, TypeAlias
 from ferryman.errors import ConfigError, SchemaError
 
 SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
-"""A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type)."""
+"""A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type).
+
+JSON schema text (a str starting with ``{``, ``[`` or ``"``) is accepted too.
+"""
 
 LEVELS = (
     "BACKWARD",
@@ -172,6 +176,12 @@ def _invalid(what: str) -> SchemaError:
 
 
 def _parse(schema: SchemaJSON) -> _Node:
+    if isinstance(schema, str) and schema.lstrip()[:1] in ("{", "[", '"'):
+        # Schema text, as the registry's REST API carries it; a type name never starts so.
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            raise _invalid(f"the schema text is not JSON ({exc})") from exc
     return _Parser().parse(schema, None)
 
 
