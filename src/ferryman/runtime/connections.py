@@ -1,0 +1,122 @@
+"""A service's connections, opened on first use: broker, admin, producer, registry, codecs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ferryman.broker import Admin, Broker, Producer, open_broker
+from ferryman.config import Locations
+from ferryman.errors import TopicMismatch
+from ferryman.records import TopicSpec
+from ferryman.runtime.serde import Serde
+
+
+def registry_url(locations: Locations) -> str:
+    """The registry URL; a plain ``embedded`` registry lives beside an embedded broker's file,
+    so every process sharing that broker also shares its schema ids."""
+    if locations.registry == "embedded" and locations.broker.startswith("embedded:"):
+        broker_file = Path(locations.broker[len("embedded:") :])
+        return f"embedded:{broker_file.parent / 'registry.db'}"
+    return locations.registry
+
+
+class Connections:
+    """Owns what it opens (and only that); thread-safe, since blocking calls come from threads."""
+
+    def __init__(self, locations: Locations, broker: Broker | None, registry: Any | None) -> None:
+        self.locations = locations
+        self._broker = broker
+        self._owns_broker = broker is None
+        self._registry = registry
+        self._owns_registry = registry is None
+        self._admin: Admin | None = None
+        self._producer: Producer | None = None
+        self._serde: Serde | None = None
+        self._created: set[str] = set()
+        self._lock = threading.RLock()
+
+    @property
+    def broker(self) -> Broker:
+        with self._lock:
+            if self._broker is None:
+                self._broker = open_broker(self.locations.broker)
+            return self._broker
+
+    @property
+    def admin(self) -> Admin:
+        with self._lock:
+            if self._admin is None:
+                self._admin = self.broker.admin()
+            return self._admin
+
+    @property
+    def producer(self) -> Producer:
+        producer = self._producer
+        if producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = self.broker.producer()
+                producer = self._producer
+        return producer
+
+    @property
+    def registry(self) -> Any:
+        with self._lock:
+            if self._registry is None:
+                from ferryman.schema import open_registry
+
+                self._registry = open_registry(registry_url(self.locations))
+            return self._registry
+
+    @property
+    def serde(self) -> Serde:
+        serde = self._serde
+        if serde is None:
+            with self._lock:
+                if self._serde is None:
+                    from ferryman.schema import AvroCodec
+
+                    registry = self.registry
+                    self._serde = Serde(
+                        lambda model, compat: AvroCodec(model, registry, compatibility=compat)
+                    )
+                serde = self._serde
+        return serde
+
+    def ensure_topics(self, specs: list[TopicSpec]) -> None:
+        """Create the topics that do not exist yet; an existing one must match its declaration."""
+        missing = [s for s in specs if s.name not in self._created]
+        if not missing:
+            return
+        with self._lock:
+            for spec in missing:
+                if spec.name in self._created:
+                    continue
+                try:
+                    self.admin.create_topic(spec, exist_ok=True)
+                except TopicMismatch as exc:
+                    raise TopicMismatch(
+                        f"{exc}. The topic {spec.name!r} exists with another shape than declared "
+                        f"(partitions={spec.partitions}, config={spec.config}); change the "
+                        "declaration to match it, or migrate the topic"
+                    ) from exc
+                self._created.add(spec.name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
+            if self._owns_registry and self._registry is not None:
+                close = getattr(self._registry, "close", None)
+                if close is not None:
+                    close()
+                self._registry = None
+            if self._owns_broker and self._broker is not None:
+                self._broker.close()
+                self._broker = None

@@ -1,0 +1,429 @@
+"""The consumer loop: a polling thread feeding per-partition asyncio workers.
+
+The Broker protocol is synchronous and a Consumer belongs to one thread, so one thread polls,
+pauses, resumes and commits; records cross to the event loop in batches. Each partition has a
+worker task: order is kept within a partition while partitions run in parallel. A partition with
+more than ``max_in_flight`` records fetched but not handled is paused until half is drained.
+
+An offset is committed only after its record was handled (or dead-lettered). On revoke the
+partition's worker finishes the record it is on, then its offset is committed; records fetched
+but not started are dropped, and the next owner reads them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferryman.broker.base import Consumer
+from ferryman.config import ServiceConfig
+from ferryman.errors import CommitFailed, DecodeError, FerrymanError, HandlerError
+from ferryman.records import Headers, Record, TopicPartition
+from ferryman.runtime import messages as h
+from ferryman.runtime.connections import Connections
+from ferryman.runtime.handlers import Route
+from ferryman.runtime.messages import Message
+from ferryman.topics import dlq_name
+
+log = logging.getLogger("ferryman.runtime")
+
+CHUNK = 64
+"""Records handed to a one-at-a-time handler per step (one thread hop for sync handlers)."""
+POLL_TIMEOUT = 0.1
+
+
+@dataclass(eq=False)
+class _Worker:
+    tp: TopicPartition
+    route: Route
+    queue: deque[tuple[int, Record]] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class _Abandoned(Exception):
+    """The partition was revoked or the service is stopping: leave the record uncommitted."""
+
+
+class ConsumerLoop:
+    """Consumes ``routes``' topics in ``group`` and drives their handlers."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        group: str,
+        routes: dict[str, Route],
+        config: ServiceConfig,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self._conn = connections
+        self.group = group
+        self._routes = routes
+        self._config = config
+        self._on_fatal = on_fatal
+        self._lock = threading.Lock()
+        self._epochs: dict[TopicPartition, int] = {}
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._done: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._to_resume: set[TopicPartition] = set()
+        self._workers: dict[TopicPartition, _Worker] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failure: BaseException | None = None
+        self.dead_lettered = 0
+        self.handled = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        consumer = await asyncio.to_thread(
+            self._conn.broker.consumer,
+            self.group,
+            auto_offset_reset=self._config.auto_offset_reset,
+        )
+        consumer.subscribe(sorted(self._routes), on_assign=self._assigned, on_revoke=self._revoked)
+        self._consumer = consumer
+        self._thread = threading.Thread(
+            target=self._poll_forever, name=f"ferryman-poll-{self.group}", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop fetching, finish what was fetched, commit, leave the group."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        try:
+            await asyncio.wait_for(self._drain(), self._config.shutdown_timeout)
+        except TimeoutError:
+            log.warning(
+                "group %s: handlers still running after %.0fs; their records stay uncommitted "
+                "and will be read again",
+                self.group,
+                self._config.shutdown_timeout,
+            )
+        for w in self._workers.values():
+            if w.task is not None:
+                w.task.cancel()
+        await asyncio.gather(
+            *(w.task for w in self._workers.values() if w.task is not None),
+            return_exceptions=True,
+        )
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await asyncio.to_thread(self._close, consumer)
+
+    def _close(self, consumer: Consumer) -> None:
+        try:
+            self._commit(consumer, force=True)
+        finally:
+            consumer.close()
+
+    async def _drain(self) -> None:
+        for w in list(self._workers.values()):
+            while w.queue or not w.idle.is_set():
+                w.wakeup.set()
+                await w.idle.wait()
+                if w.queue:
+                    await asyncio.sleep(0)
+
+    # -- the polling thread ---------------------------------------------------------------
+
+    def _poll_forever(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        last_commit = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                self._flow_control(consumer)
+                now = time.monotonic()
+                if now - last_commit >= self._config.commit_interval:
+                    self._commit(consumer)
+                    last_commit = now
+                records = consumer.poll(POLL_TIMEOUT, self._config.poll_records)
+                if records:
+                    self._hand_over(consumer, records)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _hand_over(self, consumer: Consumer, records: list[Record]) -> None:
+        by_tp: dict[TopicPartition, list[Record]] = {}
+        for r in records:
+            by_tp.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        batches: list[tuple[TopicPartition, int, list[Record]]] = []
+        to_pause: list[TopicPartition] = []
+        with self._lock:
+            for tp, recs in by_tp.items():
+                count = self._in_flight.get(tp, 0) + len(recs)
+                self._in_flight[tp] = count
+                if count >= self._config.max_in_flight and tp not in self._paused:
+                    self._paused.add(tp)
+                    to_pause.append(tp)
+                batches.append((tp, self._epochs.get(tp, 0), recs))
+        if to_pause:
+            consumer.pause(to_pause)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._dispatch, batches)
+
+    def _flow_control(self, consumer: Consumer) -> None:
+        if not self._to_resume:
+            return
+        with self._lock:
+            resume, self._to_resume = self._to_resume, set()
+            self._paused -= resume
+        owned = resume & consumer.assignment()
+        if owned:
+            consumer.resume(owned)
+
+    def _commit(self, consumer: Consumer, *, force: bool = False) -> None:
+        with self._lock:
+            offsets = {tp: off for tp, off in self._done.items() if self._committed.get(tp) != off}
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets)
+        except CommitFailed as exc:
+            # The partitions moved to another member, which resumes from the last commit.
+            log.warning("group %s: commit of %s failed: %s", self.group, offsets, exc)
+            if not force:
+                with self._lock:
+                    for tp in offsets:
+                        self._done.pop(tp, None)
+            return
+        with self._lock:
+            self._committed.update(offsets)
+
+    def _assigned(self, partitions: set[TopicPartition]) -> None:
+        log.debug("group %s: assigned %s", self.group, sorted(partitions))
+
+    def _revoked(self, partitions: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            done = asyncio.run_coroutine_threadsafe(self._quiesce(partitions), loop)
+            try:
+                done.result(self._config.shutdown_timeout)
+            except Exception as exc:
+                log.warning(
+                    "group %s: handlers of revoked %s did not finish: %r",
+                    self.group,
+                    sorted(partitions),
+                    exc,
+                )
+        with self._lock:
+            offsets = {tp: self._done[tp] for tp in partitions if tp in self._done}
+            for tp in partitions:
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+                self._in_flight.pop(tp, None)
+                self._done.pop(tp, None)
+                self._committed.pop(tp, None)
+                self._paused.discard(tp)
+                self._to_resume.discard(tp)
+        if offsets and consumer is not None:
+            try:
+                consumer.commit(offsets)
+            except CommitFailed as exc:
+                log.warning("group %s: commit on revoke failed: %s", self.group, exc)
+
+    # -- the event loop side --------------------------------------------------------------
+
+    def _dispatch(self, batches: list[tuple[TopicPartition, int, list[Record]]]) -> None:
+        for tp, epoch, recs in batches:
+            w = self._workers.get(tp)
+            if w is None:
+                w = _Worker(tp, self._routes[tp.topic])
+                w.idle.set()
+                w.task = asyncio.get_running_loop().create_task(
+                    self._work(w), name=f"ferryman-{self.group}-{tp}"
+                )
+                self._workers[tp] = w
+            w.queue.extend((epoch, r) for r in recs)
+            w.wakeup.set()
+
+    async def _quiesce(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            w = self._workers.get(tp)
+            if w is None:
+                continue
+            w.queue.clear()
+            w.generation += 1
+            w.interrupt.set()
+            await w.idle.wait()
+
+    async def _work(self, w: _Worker) -> None:
+        while True:
+            if not w.queue:
+                w.idle.set()
+                w.wakeup.clear()
+                await w.wakeup.wait()
+                continue
+            w.idle.clear()
+            epoch, first = w.queue.popleft()
+            chunk = [first]
+            limit = w.route.batch or CHUNK
+            while w.queue and len(chunk) < limit and w.queue[0][0] == epoch:
+                chunk.append(w.queue.popleft()[1])
+            if self._epochs.get(w.tp, 0) != epoch or self.failure is not None:
+                continue
+            try:
+                await self._process(w, epoch, chunk)
+            except _Abandoned:
+                pass
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                self._fail(exc)
+
+    async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
+        serde = self._conn.serde
+        topic = w.route.topic
+        pending: list[tuple[Record, Message[Any]]] = []
+        for r in records:
+            try:
+                pending.append((r, serde.decode(topic, r)))
+            except DecodeError as exc:
+                if pending:
+                    await self._handle(w, epoch, pending)
+                    pending = []
+                await self._dead_letter(r, exc, attempts=0)
+                self._mark_done(w.tp, epoch, r.offset, 1)
+        if pending:
+            await self._handle(w, epoch, pending)
+
+    async def _handle(
+        self, w: _Worker, epoch: int, items: list[tuple[Record, Message[Any]]]
+    ) -> None:
+        route = w.route
+        generation = w.generation
+        while items:
+            handled, exc = await route.run([m for _, m in items])
+            if handled:
+                self._mark_done(w.tp, epoch, items[handled - 1][0].offset, handled)
+                items = items[handled:]
+            if exc is None:
+                continue
+            failing = items if route.batch is not None else items[:1]
+            attempts = 1
+            while exc is not None and attempts <= self._config.retries:
+                await self._back_off(w, generation, attempts)
+                _, exc = await route.run([m for _, m in failing])
+                attempts += 1
+            if exc is not None:
+                await self._give_up(w, failing, exc, attempts)
+            self._mark_done(w.tp, epoch, failing[-1][0].offset, len(failing))
+            items = items[len(failing) :]
+
+    async def _back_off(self, w: _Worker, generation: int, attempt: int) -> None:
+        if w.generation != generation or self._stopping.is_set():
+            raise _Abandoned
+        w.interrupt.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(w.interrupt.wait(), self._config.delay(attempt))
+        if w.generation != generation or self._stopping.is_set():
+            raise _Abandoned
+
+    async def _give_up(
+        self,
+        w: _Worker,
+        failing: list[tuple[Record, Message[Any]]],
+        exc: BaseException,
+        attempts: int,
+    ) -> None:
+        record = failing[0][0]
+        if self._config.on_error == "stop":
+            error = HandlerError(
+                f"handler {w.route.name} failed on {record.topic}[{record.partition}] offset "
+                f"{record.offset} after {attempts} attempt(s): {type(exc).__name__}: {exc}. "
+                "The record is not committed; fix the cause and restart, or use "
+                "ServiceConfig(on_error='dead-letter') to park such records in "
+                f"{dlq_name(record.topic)}"
+            )
+            error.__cause__ = exc
+            self._fail(error)
+            raise _Abandoned
+        log.error(
+            "group %s: %s failed %d time(s) on %s[%d]@%d, sending to %s: %r",
+            self.group,
+            w.route.name,
+            attempts,
+            record.topic,
+            record.partition,
+            record.offset,
+            dlq_name(record.topic),
+            exc,
+        )
+        for r, _ in failing:
+            await self._dead_letter(r, exc, attempts)
+
+    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        headers: Headers = (
+            *record.headers,
+            (h.DLQ_TOPIC, record.topic.encode()),
+            (h.DLQ_PARTITION, str(record.partition).encode()),
+            (h.DLQ_OFFSET, str(record.offset).encode()),
+            (h.DLQ_GROUP, self.group.encode()),
+            (h.DLQ_EXCEPTION_TYPE, _qualified_name(exc).encode()),
+            (h.DLQ_EXCEPTION_MESSAGE, str(exc).encode()),
+            (h.DLQ_TRACEBACK, "".join(traceback.format_exception(exc)).encode()),
+            (h.DLQ_ATTEMPTS, str(attempts).encode()),
+        )
+        future = self._conn.producer.send(
+            dlq_name(record.topic),
+            record.value,
+            key=record.key,
+            headers=headers,
+            partition=record.partition,
+            timestamp=record.timestamp,
+        )
+        await asyncio.wrap_future(future)
+        self.dead_lettered += 1
+
+    def _mark_done(self, tp: TopicPartition, epoch: int, offset: int, count: int) -> None:
+        self.handled += count
+        with self._lock:
+            if self._epochs.get(tp, 0) != epoch:
+                return
+            self._done[tp] = offset + 1
+            left = self._in_flight.get(tp, 0) - count
+            self._in_flight[tp] = left
+            if tp in self._paused and left <= self._config.max_in_flight // 2:
+                self._to_resume.add(tp)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self._stopping.set()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._on_fatal(exc)
+        else:
+            loop.call_soon_threadsafe(self._on_fatal, exc)
+
+
+def _qualified_name(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    if isinstance(exc, FerrymanError):
+        return f"ferryman.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,120 @@
+"""Turns a topic's keys and values into record bytes and back, through registered Avro codecs.
+
+Codecs are built once per (topic, key-or-value) and cached. Subjects follow the topic name
+strategy: ``<topic>-key`` and ``<topic>-value``; a request topic's replies use
+``<topic>.reply-value`` (owned, like the request schema, by the responder).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ferryman.errors import DecodeError, SchemaError
+from ferryman.records import Record
+from ferryman.runtime.messages import Message
+from ferryman.schema.base import Codec, Field, SerdeContext
+from ferryman.topics import RequestTopic, Topic
+
+CodecFactory = Callable[[type[Any], str], Codec]
+"""Builds a codec for a model (a dataclass, pydantic model, or key type) and a compatibility."""
+
+REPLY_COMPATIBILITY = "FORWARD_TRANSITIVE"
+"""Replies are written by the responder and read by older requesters: new data, old readers."""
+
+
+class Serde:
+    """Encodes and decodes the keys and values of declared topics."""
+
+    def __init__(self, factory: CodecFactory) -> None:
+        self._factory = factory
+        self._codecs: dict[tuple[str, Field], Codec] = {}
+        self._lock = threading.Lock()
+
+    def _codec(self, subject_topic: str, field: Field, model: type[Any], compat: str) -> Codec:
+        codec = self._codecs.get((subject_topic, field))
+        if codec is None:
+            with self._lock:
+                codec = self._codecs.get((subject_topic, field))
+                if codec is None:
+                    codec = self._factory(model, compat)
+                    self._codecs[(subject_topic, field)] = codec
+        return codec
+
+    def encode_key(self, topic: Topic[Any], key: Any) -> bytes | None:
+        key_type = topic.key_type
+        if key_type is None:
+            return None
+        if key is None or not isinstance(key, key_type):
+            raise SchemaError(
+                f"{topic.kind} {topic.name!r}: key {key!r} is not a {key_type.__name__}; "
+                f"pass the value of the key field as a {key_type.__name__}"
+            )
+        codec = self._codec(topic.name, "key", key_type, topic.compatibility)
+        return codec.encode(key, SerdeContext(topic.name, "key"))
+
+    def encode_value(self, topic: Topic[Any], value: Any) -> bytes:
+        if not isinstance(value, topic.model):
+            raise SchemaError(
+                f"{topic.kind} {topic.name!r} carries {topic.model.__name__}, not "
+                f"{type(value).__name__}; pass a {topic.model.__name__}"
+            )
+        codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
+        return codec.encode(value, SerdeContext(topic.name, "value"))
+
+    def encode_reply(self, topic: RequestTopic[Any, Any], value: Any) -> bytes:
+        if not isinstance(value, topic.reply_model):
+            raise SchemaError(
+                f"the responder of {topic.name!r} returned {type(value).__name__}; "
+                f"return a {topic.reply_model.__name__}"
+            )
+        codec = self._codec(topic.reply_topic, "value", topic.reply_model, REPLY_COMPATIBILITY)
+        return codec.encode(value, SerdeContext(topic.reply_topic, "value"))
+
+    def decode_reply(self, topic: RequestTopic[Any, Any], record: Record) -> Any:
+        codec = self._codec(topic.reply_topic, "value", topic.reply_model, REPLY_COMPATIBILITY)
+        if record.value is None:
+            raise DecodeError(
+                f"a reply on {record.topic!r} has no value; the responder sent a null reply",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        return codec.decode(record.value, _ctx(record, "value"))
+
+    def decode(self, topic: Topic[Any], record: Record) -> Message[Any]:
+        """The Message of ``record``; raises DecodeError (with coordinates) if it cannot."""
+        try:
+            key: Any = None
+            if record.key is not None and topic.key_type is not None:
+                codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
+                key = codec.decode(record.key, _ctx(record, "key"))
+            elif record.key is not None:
+                key = record.key
+            value: Any = None
+            if record.value is not None:
+                codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
+                value = codec.decode(record.value, _ctx(record, "value"))
+        except DecodeError:
+            raise
+        except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
+            raise DecodeError(
+                f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            ) from exc
+        return Message(
+            record.topic,
+            record.partition,
+            record.offset,
+            key,
+            value,
+            record.headers,
+            record.timestamp,
+        )
+
+
+def _ctx(record: Record, field: Field) -> SerdeContext:
+    return SerdeContext(record.topic, field, record.headers, record.partition, record.offset)
