@@ -1,0 +1,84 @@
+"""A client in its own OS process, for the contract tests that kill processes with SIGKILL.
+
+    python proc_worker.py consume URL TOPIC GROUP   group member; logs to stdout what it handled
+    python proc_worker.py produce URL TOPIC         produces until killed; logs each acknowledgement
+
+Every line is flushed before the next step, so what a killed process printed is what it did:
+
+    assign P,P / revoke P,P      rebalance callbacks (partitions of TOPIC)
+    handled P OFFSET VALUE       a record handled, printed *before* its offset is committed
+    ack P OFFSET SEQ             a record acknowledged (printed only after the acknowledgement)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ferryman.broker import open_broker
+from ferryman.errors import CommitFailed
+from ferryman.records import TopicPartition
+
+SESSION = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def names(parts: set[TopicPartition]) -> str:
+    return ",".join(str(tp.partition) for tp in sorted(parts))
+
+
+def consume(url: str, topic: str, group: str) -> None:
+    broker = open_broker(url)
+    consumer = broker.consumer(group, auto_offset_reset="earliest", config=SESSION)
+    consumer.subscribe(
+        [topic],
+        on_assign=lambda parts: say("assign " + names(parts)),
+        on_revoke=lambda parts: say("revoke " + names(parts)),
+    )
+    while True:
+        # small batches, so a kill lands between handling and committing now and then
+        records = consumer.poll(0.2, max_records=7)
+        if not records:
+            continue
+        for r in records:
+            say(f"handled {r.partition} {r.offset} {(r.value or b'').decode()}")
+        nxt: dict[TopicPartition, int] = {}
+        for r in records:
+            nxt[r.topic_partition] = r.offset + 1
+        try:
+            consumer.commit(nxt)
+        except CommitFailed:
+            # revoked meanwhile: the new owner re-reads from the last commit (at-least-once)
+            say("commit-failed")
+
+
+def produce(url: str, topic: str) -> None:
+    broker = open_broker(url)
+    producer = broker.producer()
+    seq = 0
+    while True:
+        batch = []
+        for _ in range(50):
+            batch.append((seq, producer.send(topic, b"%d" % seq, key=b"key-%d" % (seq % 37))))
+            seq += 1
+        producer.flush(60.0)
+        for n, future in batch:
+            ack = future.result(60.0)
+            say(f"ack {ack.partition} {ack.offset} {n}")
+
+
+def main(argv: list[str]) -> None:
+    role, url, topic, *rest = argv
+    if role == "consume":
+        consume(url, topic, rest[0])
+    elif role == "produce":
+        produce(url, topic)
+    else:
+        raise SystemExit(f"unknown role {role!r}: use consume or produce")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
