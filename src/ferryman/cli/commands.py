@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-from ferryman.cli import info  # noqa: F401
+from ferryman.cli import (
+    demo,  # noqa: F401
+    info,  # noqa: F401
+    registry,  # noqa: F401
+    run,  # noqa: F401
+)

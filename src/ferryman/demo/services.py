@@ -1,0 +1,106 @@
+"""The demo's models, topics and services, wired by ``build()`` against one broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ferryman.config import ServiceConfig
+from ferryman.runtime.messages import Message
+from ferryman.runtime.service import Service
+from ferryman.topics import EntityTopic, EventTopic, RequestTopic
+
+
+@dataclass
+class Customer:
+    id: int
+    name: str
+    tier: str = "standard"
+
+
+@dataclass
+class QuoteRequest:
+    customer_id: int
+    sku: str
+    quantity: int
+
+
+@dataclass
+class Quote:
+    sku: str
+    unit_price: float
+    total: float
+
+
+@dataclass
+class OrderPlaced:
+    order_id: str
+    customer_id: int
+    sku: str
+    quantity: int
+    total: float
+
+
+customers_topic = EntityTopic("demo.customers", Customer, key="id", partitions=3)
+quotes_topic = RequestTopic("demo.pricing.quote", QuoteRequest, reply=Quote, partitions=3)
+orders_topic = EventTopic("demo.orders.placed", OrderPlaced, partition_key="order_id", partitions=3)
+
+PRICES = {"kettle": 24.0, "teapot": 31.5, "mug": 6.25}
+DISCOUNT = {"standard": 1.0, "gold": 0.9}
+
+Say = Callable[[str, str], None]
+
+
+@dataclass
+class Demo:
+    """The four services and what they saw."""
+
+    customers: Service
+    orders: Service
+    pricing: Service
+    analytics: Service
+    known_customers: dict[int, Customer] = field(default_factory=dict)
+    revenue: dict[int, float] = field(default_factory=dict)
+    events_seen: int = 0
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.customers, self.orders, self.pricing, self.analytics]
+
+
+def build(broker: str, say: Say) -> Demo:
+    """Four services sharing ``broker``; ``say(service, text)`` reports what flows."""
+    fast = ServiceConfig(commit_interval=0.05)
+    demo = Demo(
+        customers=Service("customers", broker=broker, config=fast),
+        orders=Service("orders", broker=broker, config=fast),
+        pricing=Service("pricing", broker=broker, config=fast),
+        analytics=Service("analytics", broker=broker, config=fast),
+    )
+
+    @demo.orders.on(customers_topic)
+    def mirror_customer(customer: Customer | None, msg: Message[Customer]) -> None:
+        if customer is None:
+            demo.known_customers.pop(msg.key, None)
+            say("orders", f"customer {msg.key} deleted (tombstone) -> dropped from its copy")
+        else:
+            demo.known_customers[customer.id] = customer
+            say("orders", f"customer {customer.id} {customer.name!r} ({customer.tier}) -> its copy")
+
+    @demo.pricing.responder(quotes_topic)
+    async def quote(req: QuoteRequest) -> Quote:
+        if req.sku not in PRICES:
+            raise KeyError(f"no price for {req.sku!r}")
+        tier = "gold" if req.customer_id == 1 else "standard"
+        unit = round(PRICES[req.sku] * DISCOUNT[tier], 2)
+        say("pricing", f"quote {req.quantity} x {req.sku} for customer {req.customer_id}: {unit}")
+        return Quote(req.sku, unit, round(unit * req.quantity, 2))
+
+    @demo.analytics.on(orders_topic, batch=100)
+    async def count(events: list[OrderPlaced]) -> None:
+        for e in events:
+            demo.revenue[e.customer_id] = demo.revenue.get(e.customer_id, 0.0) + e.total
+        demo.events_seen += len(events)
+        say("analytics", f"batch of {len(events)} order event(s); {demo.events_seen} so far")
+
+    return demo
