@@ -1,0 +1,233 @@
+"""The Avro codec: fastavro bodies in the Confluent wire format.
+
+Wire format (keys and values alike): magic byte ``0``, the schema id as 4 bytes big-endian, then
+the Avro binary body. Any Schema-Registry-aware Kafka tool reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Any
+
+import fastavro
+from fastavro.validation import validate
+
+from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
+from ferryman.schema.base import SerdeContext
+from ferryman.schema.models import Binding, binding, model_name
+from ferryman.schema.registry import Registry, canonical
+
+MAGIC = 0
+HEADER_SIZE = 5
+
+_writer = fastavro.schemaless_writer
+_reader = fastavro.schemaless_reader
+
+
+def parse(schema: Any) -> Any:
+    """fastavro's parsed form of ``schema``; SchemaError when it is not valid Avro."""
+    try:
+        return fastavro.parse_schema(schema)
+    except Exception as exc:
+        raise SchemaError(f"invalid Avro schema ({exc}); fix the schema") from exc
+
+
+def frame(schema_id: int) -> bytes:
+    """The 5-byte wire-format header for ``schema_id``."""
+    return bytes((MAGIC,)) + schema_id.to_bytes(4, "big")
+
+
+class AvroCodec:
+    """Encodes model instances to the Confluent wire format and decodes them back.
+
+    ``model`` is a dataclass, a pydantic model, a supported type (``int``, ``str``, ``UUID``...)
+    or a hand-written schema (``.avsc`` path, JSON text or dict: values are then dicts). The
+    schema is registered once per subject, on first encode; ``compatibility``, when given, is
+    set on the subject before that.
+    """
+
+    def __init__(self, model: Any, registry: Registry, *, compatibility: str | None = None) -> None:
+        self.binding: Binding = binding(model)
+        self.model = model
+        self.registry = registry
+        self.compatibility = compatibility
+        self.schema = self.binding.schema
+        self._parsed = parse(self.schema)
+        self._canonical = canonical(self.schema)
+        self._to = self.binding.to_avro
+        self._from = self.binding.from_avro
+        self._cls = model if isinstance(model, type) else None
+        self._headers: dict[str, bytes] = {}
+        # schema id -> (writer schema, reader schema or None when they are the same)
+        self._readers: dict[int, tuple[Any, Any]] = {}
+
+    def encode(self, value: Any, ctx: SerdeContext) -> bytes:
+        """``value`` in the wire format; SchemaError, before anything is sent, if it does not fit."""
+        header = self._headers.get(ctx.subject)
+        if header is None:
+            header = self._register(ctx.subject)
+        to = self._to
+        if to is not None and value.__class__ is self._cls:
+            try:
+                datum = to(value)
+                buf = BytesIO()
+                buf.write(header)
+                _writer(buf, self._parsed, datum)
+                return buf.getvalue()
+            except SchemaError as exc:
+                raise SchemaError(f"{ctx.topic} {ctx.field}: {exc}") from exc
+            except Exception as exc:
+                raise self._explain(value, exc, ctx) from exc
+        return self._encode_other(value, header, ctx)
+
+    def decode(self, data: bytes, ctx: SerdeContext) -> Any:
+        """The value in ``data``; DecodeError with ``ctx``'s coordinates when it cannot be read."""
+        if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
+            raise self._bad_frame(data, ctx)
+        schema_id = int.from_bytes(data[1:5], "big")
+        schemas = self._readers.get(schema_id)
+        if schemas is None:
+            schemas = self._load_writer(schema_id, ctx)
+        fo = BytesIO(data)
+        fo.seek(HEADER_SIZE)
+        try:
+            datum = _reader(fo, schemas[0], schemas[1])
+        except Exception as exc:
+            raise _decode_error(
+                f"the body of a message with schema id {schema_id} cannot be read ({type(exc).__name__}: "
+                f"{exc}); it is truncated, corrupt or not written with that schema",
+                ctx,
+            ) from exc
+        if fo.tell() != len(data):
+            raise _decode_error(
+                f"{len(data) - fo.tell()} bytes left after the body of a message with schema id "
+                f"{schema_id}; it was not written with that schema",
+                ctx,
+            )
+        fr = self._from
+        if fr is None:
+            return datum
+        try:
+            return fr(datum)
+        except Exception as exc:
+            raise _decode_error(
+                f"the message does not fit {model_name(self.model)} ({type(exc).__name__}: {exc}); "
+                "is the model in step with the topic's schema?",
+                ctx,
+            ) from exc
+
+    def _register(self, subject: str) -> bytes:
+        if self.compatibility is not None:
+            current = self.registry.get_compatibility(subject)
+            if current != self.compatibility.upper():
+                self.registry.set_compatibility(self.compatibility, subject)
+        schema_id = self.registry.register(subject, self.schema)
+        header = frame(schema_id)
+        self._headers[subject] = header
+        self._readers.setdefault(schema_id, (self._parsed, None))
+        return header
+
+    def _encode_other(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
+        """Values that are not an instance of the model: dicts (validated in full), subclasses."""
+        if isinstance(value, Mapping):
+            datum: Any = dict(value)
+            self._validate(datum, ctx)
+        elif self._cls is not None and self._to is not None and isinstance(value, self._cls):
+            datum = self._to(value)
+        elif self._to is not None:
+            raise SchemaError(
+                f"{ctx.topic} {ctx.field}: expected a {model_name(self.model)}, got "
+                f"{type(value).__name__}; pass an instance of the topic's model"
+            )
+        else:
+            datum = value
+            self._validate(datum, ctx)
+        buf = BytesIO()
+        buf.write(header)
+        try:
+            _writer(buf, self._parsed, datum)
+        except Exception as exc:
+            raise self._explain(value, exc, ctx) from exc
+        return buf.getvalue()
+
+    def _validate(self, datum: Any, ctx: SerdeContext) -> None:
+        try:
+            validate(datum, self._parsed, raise_errors=True)
+        except Exception as exc:
+            raise SchemaError(
+                f"{ctx.topic} {ctx.field} does not fit its schema: {_validation_text(exc)}; "
+                "fix the value before sending"
+            ) from exc
+
+    def _explain(self, value: Any, exc: Exception, ctx: SerdeContext) -> SchemaError:
+        """A SchemaError naming the field that does not fit (fastavro's validation finds it)."""
+        try:
+            datum = self._to(value) if self._to is not None else value
+            validate(datum, self._parsed, raise_errors=True)
+        except Exception as found:
+            detail = _validation_text(found)
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return SchemaError(
+            f"{ctx.topic} {ctx.field}: {model_name(self.model)} does not fit its schema: {detail}; "
+            "fix the value before sending"
+        )
+
+    def _load_writer(self, schema_id: int, ctx: SerdeContext) -> tuple[Any, Any]:
+        try:
+            writer = self.registry.get_schema(schema_id)
+        except SchemaNotFound as exc:
+            raise _decode_error(
+                f"schema id {schema_id} is unknown to the registry; was the message written "
+                "against another registry?",
+                ctx,
+            ) from exc
+        try:
+            parsed = parse(writer)
+        except SchemaError as exc:
+            raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
+        reader = None if canonical(writer) == self._canonical else self._parsed
+        self._readers[schema_id] = (parsed, reader)
+        return parsed, reader
+
+    def _bad_frame(self, data: bytes | None, ctx: SerdeContext) -> DecodeError:
+        if data is None:
+            return _decode_error("no bytes to decode (a tombstone?)", ctx)
+        if len(data) and data[0] != MAGIC:
+            return _decode_error(
+                f"bad magic byte {data[0]} (expected {MAGIC}); the message is not in the "
+                "Confluent wire format",
+                ctx,
+            )
+        return _decode_error(
+            f"only {len(data)} bytes, fewer than the {HEADER_SIZE}-byte wire-format header; the "
+            "message is truncated or not in the Confluent wire format",
+            ctx,
+        )
+
+
+def _decode_error(message: str, ctx: SerdeContext) -> DecodeError:
+    return DecodeError(
+        f"cannot decode the {ctx.field} of a message: {message}",
+        topic=ctx.topic,
+        partition=ctx.partition,
+        offset=ctx.offset,
+    )
+
+
+def _validation_text(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        parts = []
+        for e in errors:
+            field = getattr(e, "field", None) or "value"
+            schema = getattr(e, "schema", None)
+            expected = schema if isinstance(schema, str) else json.dumps(schema, default=str)
+            datum = getattr(e, "datum", None)
+            parts.append(
+                f"field {field} is {datum!r} ({type(datum).__name__}), expected {expected}"
+            )
+        return "; ".join(parts)
+    return f"{type(exc).__name__}: {exc}"

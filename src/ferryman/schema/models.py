@@ -1,0 +1,502 @@
+"""Python models <-> Avro: dataclasses and pydantic v2 models become Avro schemas and back.
+
+Mapping (``avro_schema(model)``)::
+
+    int -> long             float -> double          bool -> boolean
+    str -> string           bytes -> bytes           X | None -> ["null", X], default null
+    list[X] -> array        dict[str, X] -> map      Enum -> enum (symbols = member names)
+    datetime -> long timestamp-micros (Annotated[datetime, TIMESTAMP_MILLIS] for millis), UTC
+    date -> int date        UUID -> string uuid
+    Decimal -> bytes decimal, precision 38 / scale 9 unless Annotated[Decimal, DecimalSpec(p, s)]
+               (pydantic's ``Field(max_digits=p, decimal_places=s)`` works too)
+    dataclass / BaseModel -> record, nested records by name
+
+A record or enum is named after its class: ``name`` is the class name and ``namespace`` its module,
+unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
+another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
+gives aware UTC datetimes. A hand-written schema (``.avsc`` path, JSON text or dict) also works;
+its values are plain dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import functools
+import json
+import types
+import typing
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Union
+
+from ferryman.errors import SchemaError
+
+AvroSchema = dict[str, Any] | list[Any] | str
+"""A schema as parsed JSON: a dict (record, enum, ...), a list (union) or a primitive name."""
+
+Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DecimalSpec:
+    """Precision and scale of a Decimal field: ``Annotated[Decimal, DecimalSpec(18, 2)]``."""
+
+    precision: int
+    scale: int
+
+
+DEFAULT_DECIMAL = DecimalSpec(38, 9)
+"""Decimals without a spec: 38 digits, 9 after the point (a value with more places is refused)."""
+
+
+class _TimestampMillis:
+    def __repr__(self) -> str:
+        return "TIMESTAMP_MILLIS"
+
+
+TIMESTAMP_MILLIS = _TimestampMillis()
+"""Marker: ``Annotated[datetime, TIMESTAMP_MILLIS]`` stores milliseconds instead of microseconds."""
+
+_PRIMITIVES: dict[type, str] = {
+    bool: "boolean",
+    int: "long",
+    float: "double",
+    str: "string",
+    bytes: "bytes",
+}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A model and its Avro schema, with the converters between instances and fastavro data."""
+
+    model: Any
+    schema: AvroSchema
+    to_avro: Convert | None  # None: the value is already what fastavro writes
+    from_avro: Convert | None  # None: what fastavro reads is already the value
+
+
+def is_record_model(model: Any) -> bool:
+    """True for a dataclass or pydantic model class."""
+    return isinstance(model, type) and (dataclasses.is_dataclass(model) or _is_pydantic(model))
+
+
+def _is_pydantic(model: type) -> bool:
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return False
+    return issubclass(model, BaseModel)
+
+
+def avro_schema(model: Any) -> AvroSchema:
+    """The Avro schema (parsed JSON) of a dataclass, pydantic model, supported type or ``.avsc``."""
+    return binding(model).schema
+
+
+schema_for_model = avro_schema
+
+
+def load_schema(source: str | Path | Mapping[str, Any] | list[Any]) -> AvroSchema:
+    """A hand-written schema from an ``.avsc`` path, JSON text or an already parsed dict/list."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    if isinstance(source, list):
+        return list(source)
+    text = str(source)
+    stripped = text.strip()
+    if isinstance(source, str) and stripped[:1] in ("{", "[", '"'):
+        try:
+            parsed: AvroSchema = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema text is not valid JSON ({exc}); fix the schema") from exc
+        return parsed
+    path = Path(text)
+    try:
+        loaded: AvroSchema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemaError(
+            f"cannot read schema file {text!r} ({exc}); pass an .avsc path, JSON text or a dict"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"schema file {text!r} is not valid JSON ({exc}); fix it") from exc
+    return loaded
+
+
+def binding(model: Any) -> Binding:
+    """The (cached) binding of ``model``: a model class, a supported type, or a schema source."""
+    if isinstance(model, (str, Path, Mapping, list)):
+        return Binding(None, load_schema(model), None, None)
+    try:
+        return _cached_binding(model)
+    except TypeError as exc:  # unhashable annotation objects
+        raise SchemaError(f"{model!r} cannot be mapped to Avro: {exc}") from exc
+
+
+@functools.cache
+def _cached_binding(model: Any) -> Binding:
+    mapped = _Mapper().map(model, (), model_name(model))
+    return Binding(model, mapped.schema, mapped.enc, mapped.dec)
+
+
+def model_name(model: Any) -> str:
+    return getattr(model, "__name__", repr(model))
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapped:
+    schema: AvroSchema
+    enc: Convert | None = None
+    dec: Convert | None = None
+    check: str | None = None  # "int" / "bool": types fastavro would silently coerce
+
+
+class _Mapper:
+    """Maps one model; remembers the named types already emitted so repeats become references."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, Any] = {}
+        self.records: dict[Any, _Mapped] = {}
+
+    def map(self, tp: Any, meta: tuple[Any, ...], where: str) -> _Mapped:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            base, *extra = typing.get_args(tp)
+            return self.map(base, (*meta, *extra), where)
+        if origin in (Union, types.UnionType):
+            return self._union(tp, meta, where)
+        if origin is list:
+            (item,) = typing.get_args(tp) or (Any,)
+            inner = self.map(item, (), f"{where}[]")
+            enc = _each(inner.enc)
+            dec = _each(inner.dec)
+            return _Mapped({"type": "array", "items": inner.schema}, enc, dec)
+        if origin is dict:
+            key, value = typing.get_args(tp) or (Any, Any)
+            if key is not str:
+                raise SchemaError(
+                    f"{where}: dict keys must be str (Avro maps have string keys), not {key!r}"
+                )
+            inner = self.map(value, (), f"{where}{{}}")
+            return _Mapped(
+                {"type": "map", "values": inner.schema},
+                _each_value(inner.enc),
+                _each_value(inner.dec),
+            )
+        if tp is dt.datetime:
+            millis = any(m is TIMESTAMP_MILLIS for m in meta)
+            logical = "timestamp-millis" if millis else "timestamp-micros"
+            return _Mapped({"type": "long", "logicalType": logical})
+        if tp is dt.date:
+            return _Mapped({"type": "int", "logicalType": "date"})
+        if tp is Decimal:
+            spec = _decimal_spec(meta)
+            return _Mapped(
+                {
+                    "type": "bytes",
+                    "logicalType": "decimal",
+                    "precision": spec.precision,
+                    "scale": spec.scale,
+                }
+            )
+        if tp is uuid.UUID:
+            return _Mapped({"type": "string", "logicalType": "uuid"})
+        if tp in _PRIMITIVES:
+            check = "bool" if tp is bool else "int" if tp is int else None
+            return _Mapped(_PRIMITIVES[tp], check=check)
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return self._enum(tp)
+        if is_record_model(tp):
+            return self._record(tp)
+        raise SchemaError(
+            f"{where}: type {tp!r} has no Avro mapping; use int, float, bool, str, bytes, datetime, "
+            "date, Decimal, UUID, an Enum, list[X], dict[str, X], X | None, a dataclass or a "
+            "pydantic model"
+        )
+
+    def _fullname(self, cls: type) -> tuple[str, str]:
+        name = getattr(cls, "__avro_name__", None) or cls.__name__
+        namespace = getattr(cls, "__avro_namespace__", None) or cls.__module__
+        return name, namespace
+
+    def _claim(self, cls: type) -> str | None:
+        """The full name to reference if ``cls`` was emitted already; registers it otherwise."""
+        name, namespace = self._fullname(cls)
+        full = f"{namespace}.{name}"
+        seen = self.named.get(full)
+        if seen is cls:
+            return full
+        if seen is not None:
+            raise SchemaError(
+                f"two different classes are both named {full!r} in one schema; rename one or set "
+                "__avro_name__ / __avro_namespace__ on it"
+            )
+        self.named[full] = cls
+        return None
+
+    def _enum(self, cls: type[enum.Enum]) -> _Mapped:
+        members = cls._member_map_
+        enc: Convert = _enum_name
+        dec: Convert = members.__getitem__
+        ref = self._claim(cls)
+        if ref is not None:
+            return _Mapped(ref, enc, dec)
+        name, namespace = self._fullname(cls)
+        schema = {"type": "enum", "name": name, "namespace": namespace, "symbols": list(members)}
+        return _Mapped(schema, enc, dec)
+
+    def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> _Mapped:
+        args = typing.get_args(tp)
+        nullable = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            inner = self.map(rest[0], meta, where)
+            if not nullable:
+                return inner
+            return _Mapped(["null", inner.schema], _or_none(inner.enc), _or_none(inner.dec))
+        branches = [self.map(a, meta, where) for a in rest]
+        if any(b.enc or b.dec for b in branches):
+            raise SchemaError(
+                f"{where}: unions of several records, enums or converted types are not supported; "
+                "use X | None, or one record with optional fields"
+            )
+        schema = [b.schema for b in branches]
+        return _Mapped(["null", *schema] if nullable else schema)
+
+    def _record(self, cls: type) -> _Mapped:
+        ref = self._claim(cls)
+        if ref is not None and cls in self.records:
+            done = self.records[cls]
+            return _Mapped(ref, done.enc, done.dec)
+        if ref is not None:  # recursive reference while the record is being built
+            enc: Convert = lambda v: _RECORD_CODE[cls][0](v)  # noqa: E731
+            dec: Convert = lambda d: _RECORD_CODE[cls][1](d)  # noqa: E731
+            return _Mapped(ref, enc, dec)
+        name, namespace = self._fullname(cls)
+        fields: list[dict[str, Any]] = []
+        mapped_fields: list[tuple[str, _Mapped]] = []
+        for fname, hint, default in _fields_of(cls):
+            mapped = self.map(hint, (), f"{cls.__name__}.{fname}")
+            schema = mapped.schema
+            field: dict[str, Any] = {"name": fname, "type": schema}
+            if default is not _NO_DEFAULT:
+                if isinstance(schema, list) and default is not None and schema[0] == "null":
+                    schema = [
+                        *schema[1:],
+                        "null",
+                    ]  # Avro: a union's default matches its first branch
+                    field["type"] = schema
+                field["default"] = _json_default(default, mapped, f"{cls.__name__}.{fname}")
+            elif isinstance(schema, list) and schema and schema[0] == "null":
+                field["default"] = None
+            fields.append(field)
+            mapped_fields.append((fname, mapped))
+        schema_out = {"type": "record", "name": name, "namespace": namespace, "fields": fields}
+        enc_fn, dec_fn = _compile_record(cls, mapped_fields)
+        _RECORD_CODE[cls] = (enc_fn, dec_fn)
+        result = _Mapped(schema_out, enc_fn, dec_fn)
+        self.records[cls] = result
+        return result
+
+
+_RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
+
+
+class _NoDefault:
+    pass
+
+
+_NO_DEFAULT: Any = _NoDefault()
+
+
+def _fields_of(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, type hint, default or _NO_DEFAULT) of each field of a dataclass or pydantic model."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as exc:
+        raise SchemaError(
+            f"cannot resolve the annotations of {cls.__qualname__} ({exc}); define the classes it "
+            "refers to at module level"
+        ) from exc
+    out: list[tuple[str, Any, Any]] = []
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            default: Any = _NO_DEFAULT
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            out.append((f.name, hints[f.name], default))
+        return out
+    for fname, info in cls.model_fields.items():  # type: ignore[attr-defined]
+        hint = hints.get(fname, info.annotation)
+        if info.metadata:
+            hint = typing.Annotated[(hint, *info.metadata)]
+        default = _NO_DEFAULT
+        if not info.is_required():
+            default = info.get_default(call_default_factory=True)
+        out.append((fname, hint, default))
+    return out
+
+
+def _decimal_spec(meta: tuple[Any, ...]) -> DecimalSpec:
+    for m in meta:
+        if isinstance(m, DecimalSpec):
+            return m
+    # pydantic's Field(max_digits=, decimal_places=) and annotated-types style objects
+    precision = next((m.max_digits for m in meta if getattr(m, "max_digits", None)), None)
+    scale = next(
+        (m.decimal_places for m in meta if getattr(m, "decimal_places", None) is not None), None
+    )
+    if precision is None and scale is None:
+        return DEFAULT_DECIMAL
+    return DecimalSpec(precision or DEFAULT_DECIMAL.precision, scale or 0)
+
+
+def _enum_name(member: enum.Enum) -> str:
+    return member.name
+
+
+def _each(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda xs: [inner(x) for x in xs]
+
+
+def _each_value(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda m: {k: inner(x) for k, x in m.items()}
+
+
+def _or_none(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda x: None if x is None else inner(x)
+
+
+def _json_default(value: Any, mapped: _Mapped, where: str) -> Any:
+    """A Python default as Avro writes defaults in a schema (JSON; logical types as their base)."""
+    if mapped.enc is not None and value is not None:
+        value = mapped.enc(value)
+    return _jsonable(value, where)
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        delta = aware - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if isinstance(value, dt.date):
+        return (value - dt.date(1970, 1, 1)).days
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, list):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v, where) for k, v in value.items()}
+    raise SchemaError(
+        f"{where}: the default {value!r} cannot be written in an Avro schema; use a default of "
+        "None, a number, a string, an Enum member, a list, a dict or a nested model"
+    )
+
+
+def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Convert, Convert]:
+    """Generated converters: attribute reads into a dict, and the constructor call back.
+
+    Generated code keeps the per-record cost to one dict display and one constructor call.
+    """
+    env: dict[str, Any] = {"_cls": cls, "_bad": _bad_value, "_int": int, "_bool": bool}
+    checks: list[str] = []
+    items: list[str] = []
+    for i, (name, mapped) in enumerate(fields):
+        var = f"_f{i}"
+        checks.append(f"    {var} = v.{name}")
+        if mapped.check == "int":
+            checks.append(
+                f"    if {var}.__class__ is not _int and not isinstance({var}, _int): "
+                f"_bad({cls.__name__!r}, {name!r}, 'an int', {var})"
+            )
+        elif mapped.check == "bool":
+            checks.append(
+                f"    if {var}.__class__ is not _bool: "
+                f"_bad({cls.__name__!r}, {name!r}, 'a bool', {var})"
+            )
+        if mapped.enc is not None:
+            env[f"_e{i}"] = mapped.enc
+            items.append(f"{name!r}: _e{i}({var})")
+        else:
+            items.append(f"{name!r}: {var}")
+        if mapped.dec is not None:
+            env[f"_d{i}"] = mapped.dec
+    decode_lines = [
+        f"    d[{name!r}] = _d{i}(d[{name!r}])"
+        for i, (name, mapped) in enumerate(fields)
+        if mapped.dec is not None
+    ]
+    env.update(_new=object.__new__, _sa=object.__setattr__, _names=[n for n, _ in fields])
+    if _adopts_dict(cls):
+        # The dict fastavro just built becomes the instance's __dict__: no second copy, no
+        # __init__ (safe because the class has no __post_init__/validators to run).
+        decode_lines += ["    o = _new(_cls)", "    _sa(o, '__dict__', d)"]
+        if _is_pydantic(cls):
+            decode_lines += [
+                "    _sa(o, '__pydantic_fields_set__', set(_names))",
+                "    _sa(o, '__pydantic_extra__', None)",
+                "    _sa(o, '__pydantic_private__', None)",
+            ]
+        decode_lines.append("    return o")
+    elif _is_pydantic(cls):
+        decode_lines.append("    return _cls.model_validate(d)")
+    else:
+        init = [f.name for f in dataclasses.fields(cls) if f.init]
+        decode_lines.append("    return _cls(" + ", ".join(f"{n}=d[{n!r}]" for n in init) + ")")
+    src = (
+        "def enc(v):\n"
+        + "\n".join(checks or ["    pass"])
+        + "\n    return {"
+        + ", ".join(items)
+        + "}\n"
+        + "def dec(d):\n"
+        + "\n".join(decode_lines)
+        + "\n"
+    )
+    exec(compile(src, f"<ferryman avro {cls.__qualname__}>", "exec"), env)
+    return env["enc"], env["dec"]
+
+
+def _adopts_dict(cls: type) -> bool:
+    """True when an instance can be made by adopting a field dict as its ``__dict__``."""
+    if _is_pydantic(cls):
+        return (
+            not getattr(cls, "__private_attributes__", None)
+            and getattr(cls, "__pydantic_post_init__", None) is None
+            and not getattr(cls, "__pydantic_root_model__", False)
+            and cls.model_config.get("extra") != "allow"  # type: ignore[attr-defined]
+        )
+    params = getattr(cls, "__dataclass_params__", None)
+    return (
+        not hasattr(cls, "__post_init__")
+        and "__slots__" not in cls.__dict__
+        and all(f.init for f in dataclasses.fields(cls))
+        and params is not None
+    )
+
+
+def _bad_value(model: str, field: str, expected: str, value: Any) -> typing.NoReturn:
+    raise SchemaError(
+        f"{model}.{field} must be {expected}, got {type(value).__name__} {value!r}; "
+        "fix the value before sending"
+    )
