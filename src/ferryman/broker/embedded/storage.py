@@ -1,0 +1,231 @@
+"""The SQLite file: opening it, its schema and version, and writes that wait out contention.
+
+Durability: the file runs in WAL mode with ``synchronous=NORMAL``. A transaction is in the
+WAL (in the OS page cache) when COMMIT returns, so it survives the *process* being killed,
+even by SIGKILL; only a power loss or OS crash can lose the last transactions (never corrupt
+the file). ``fsync=True`` selects ``synchronous=FULL`` for power-loss durability at the cost
+of one fsync per produced batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ferryman.errors import IncompatibleStorage, StorageError
+
+T = TypeVar("T")
+
+APPLICATION_ID = 0x46455259  # "FERY": marks the file as a ferryman broker
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 30.0
+"""Seconds a writer waits for another process's transaction before it gives up."""
+
+PID_SHIFT = 40
+"""Batch ids are ``pid << PID_SHIFT | base_offset``: one integer key orders a whole partition."""
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE topics(
+    name TEXT PRIMARY KEY, partitions INTEGER NOT NULL, config TEXT NOT NULL,
+    created_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE partitions(
+    pid INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL DEFAULT 0,
+    log_start INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    clean_upto INTEGER NOT NULL DEFAULT 0,
+    tomb_upto INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(topic, partition));
+CREATE TABLE batches(
+    id INTEGER PRIMARY KEY,
+    last_offset INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    max_ts INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    deltas BLOB,
+    data BLOB NOT NULL);
+CREATE TABLE clean_marks(pid INTEGER NOT NULL, upto INTEGER NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX clean_marks_pid ON clean_marks(pid, at_ms);
+CREATE TABLE groups(group_id TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE members(
+    group_id TEXT NOT NULL, member_id TEXT NOT NULL, topics TEXT NOT NULL,
+    strategy TEXT NOT NULL, heartbeat_ms INTEGER NOT NULL, session_ms INTEGER NOT NULL,
+    PRIMARY KEY(group_id, member_id)) WITHOUT ROWID;
+CREATE TABLE owners(
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    member_id TEXT NOT NULL, PRIMARY KEY(group_id, topic, partition)) WITHOUT ROWID;
+CREATE TABLE offsets(
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, PRIMARY KEY(group_id, topic, partition)) WITHOUT ROWID;
+INSERT INTO meta(key, value) VALUES ('topics_version', '0');
+"""
+
+_WHAT_TO_DO = (
+    "point FERRYMAN_BROKER (or the embedded:PATH URL) at another file, or move this one aside "
+    "so a fresh one is created"
+)
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError:
+    """A StorageError naming the file, what SQLite said, and what to do."""
+    text = str(exc)
+    if isinstance(exc, OSError) or "unable to open" in text:
+        return StorageError(
+            f"cannot open the embedded broker file {str(path)!r}: {text}; check that the "
+            "directory exists and is writable, or choose another path with embedded:PATH"
+        )
+    if "readonly" in text or "read-only" in text:
+        return StorageError(
+            f"the embedded broker file {str(path)!r} is read-only ({text}); make it and its "
+            "directory writable, or choose another path with embedded:PATH"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return StorageError(
+            f"the embedded broker file {str(path)!r} is not a valid SQLite database or is "
+            f"corrupt ({text}); {_WHAT_TO_DO}"
+        )
+    return StorageError(f"the embedded broker file {str(path)!r} failed: {text}")
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class Store:
+    """Where the broker file is and how to open connections to it."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.wake_dir = self.path.with_name(self.path.name + "-wake")
+        self._synchronous = "FULL" if fsync else "NORMAL"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.wake_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise storage_error(self.path, exc) from exc
+        if self.path.is_dir():
+            raise StorageError(
+                f"the embedded broker path {str(self.path)!r} is a directory; "
+                "name a file inside it, for example embedded:.ferryman/broker.db"
+            )
+        conn = self.connect()
+        try:
+            self._initialize(conn)
+        finally:
+            conn.close()
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection in autocommit mode; transactions are opened explicitly."""
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,  # each owner serialises its own use
+            )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA cache_size=-16000")
+            conn.execute("PRAGMA temp_store=MEMORY")
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc) from exc
+        return conn
+
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        try:
+            app_id, version = self._identity(conn)
+            if app_id == 0 and version == 0:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StorageError(
+                        f"the embedded broker file {str(self.path)!r} cannot use WAL mode "
+                        f"(got {mode!r}); put it on a local file system"
+                    )
+                write(conn, self.path, self._create_schema)
+                app_id, version = self._identity(conn)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc) from exc
+        if app_id != APPLICATION_ID:
+            raise StorageError(
+                f"{str(self.path)!r} is an SQLite database but not an embedded broker file "
+                f"(application id {app_id:#x}); {_WHAT_TO_DO}"
+            )
+        if version != SCHEMA_VERSION:
+            newer = "a newer" if version > SCHEMA_VERSION else "an older"
+            raise IncompatibleStorage(
+                f"the embedded broker file {str(self.path)!r} was written by {newer} version "
+                f"of ferryman (storage schema {version}; this version reads schema "
+                f"{SCHEMA_VERSION}); use the ferryman version that wrote it, or {_WHAT_TO_DO}"
+            )
+
+    @staticmethod
+    def _identity(conn: sqlite3.Connection) -> tuple[int, int]:
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        # reading the schema makes a damaged first page show up now rather than later
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return app_id, version
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        # re-checked inside the write lock: another process may have initialised the file
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
+            return
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StorageError(
+                f"{str(self.path)!r} is an SQLite database but not an embedded broker file; "
+                f"{_WHAT_TO_DO}"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` in one write transaction, waiting (bounded) while other writers hold the lock.
+
+    Errors raised by ``body`` roll the transaction back and propagate unchanged.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            raise storage_error(path, exc) from exc
+        except sqlite3.Error as exc:
+            raise storage_error(path, exc) from exc
+
+
+def read(
+    conn: sqlite3.Connection, path: Path, sql: str, params: tuple[object, ...] = ()
+) -> list[Any]:
+    """All rows of a query, with SQLite errors turned into StorageError."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise storage_error(path, exc) from exc
+
+
+def bump_topics_version(conn: sqlite3.Connection) -> None:
+    """Tell group members that topics changed, so they recompute their assignment."""
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'topics_version'")
