@@ -30,6 +30,7 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DLQ_RETENTION_MS = 14 * DAY_MS
+_FROM_VALUE = object()
 
 
 class Service:
@@ -127,6 +128,8 @@ class Service:
         self._conn.ensure_topics(topic.specs())
         serde = self._conn.serde
         payload = None if value is None else serde.encode_value(topic, value)
+        if key is _FROM_VALUE:  # after encode_value, which checked the value's type
+            key = topic.key_of(value)
         raw_key = serde.encode_key(topic, key)
         extra = tuple(
             (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()
@@ -153,7 +156,7 @@ class Service:
     ) -> Future[RecordMetadata]:
         """Queue an entity upsert; the future resolves once the broker acknowledged it."""
         _expect(topic, EntityTopic, "publish", "emit")
-        return self._send(topic, value, topic.key_of(value), headers, timestamp)
+        return self._send(topic, value, _FROM_VALUE, headers, timestamp)
 
     def delete_nowait(
         self,
@@ -177,7 +180,7 @@ class Service:
     ) -> Future[RecordMetadata]:
         """Queue an event; ``timestamp`` is when it happened (default: now)."""
         _expect(topic, EventTopic, "emit", "publish")
-        return self._send(topic, value, topic.key_of(value), headers, timestamp)
+        return self._send(topic, value, _FROM_VALUE, headers, timestamp)
 
     async def publish(self, topic: EntityTopic[T], value: T, **kw: Any) -> RecordMetadata:
         """Upsert an entity; returns where it landed once the broker acknowledged it."""

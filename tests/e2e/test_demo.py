@@ -1,0 +1,28 @@
+"""``ferryman demo`` runs with nothing to start and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = "import sys; from ferryman.cli import main; sys.argv[0] = 'ferryman'; main()"
+
+
+def test_demo_exits_zero_and_shows_each_pattern(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI, "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "published customer 1" in out
+    assert "deleted (tombstone)" in out
+    assert "accepted by pricing" in out
+    assert "ZeroDivisionError" not in out
+    assert "KeyError" in out
+    assert "order event(s)" in out
+    assert not (tmp_path / ".ferryman").exists(), "the demo must not write to the working directory"

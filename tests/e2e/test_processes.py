@@ -1,0 +1,214 @@
+"""Each pattern across real processes on the embedded broker, run by ``ferryman run``.
+
+The services live in apps.py; these tests start them as separate processes that share one
+broker file, kill or stop them, and check what reached their output files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+HERE = Path(__file__).parent
+CLI = "import sys; from ferryman.cli import main; sys.argv[0] = 'ferryman'; main()"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: Callable[[], object]) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s; last seen: {what()}")
+        time.sleep(0.05)
+
+
+class World:
+    """One broker directory, the environment pointing at it, and the processes started."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.suffix = uuid.uuid4().hex[:8]
+        self.env = {
+            **os.environ,
+            "FERRYMAN_BROKER": f"embedded:{tmp / 'broker.db'}",
+            "E2E_SUFFIX": self.suffix,
+        }
+        self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def run(self, *services: str, out: Path) -> subprocess.Popen[str]:
+        return self._start([sys.executable, "-c", CLI, "run", *services], out)
+
+    def script(self, *args: str, out: Path) -> subprocess.Popen[str]:
+        return self._start([sys.executable, str(HERE / "apps.py"), *args], out)
+
+    def _start(self, argv: list[str], out: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv,
+            cwd=HERE,
+            env={**self.env, "E2E_OUT": str(out)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def apps(self) -> Any:
+        """apps.py imported in this process (the fixture points the environment at this world)."""
+        sys.path.insert(0, str(HERE))
+        try:
+            sys.modules.pop("apps", None)
+            import apps
+
+            return apps
+        finally:
+            sys.path.remove(str(HERE))
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("E2E_OUT", os.devnull)
+    w = World(tmp_path)
+    monkeypatch.setenv("FERRYMAN_BROKER", w.env["FERRYMAN_BROKER"])
+    monkeypatch.setenv("E2E_SUFFIX", w.suffix)
+    monkeypatch.delenv("FERRYMAN_REGISTRY", raising=False)
+    yield w
+    for p in w.procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+    sys.modules.pop("apps", None)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, wait for a clean exit; returns stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err[-3000:]}"
+    return err
+
+
+def lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_20000_events_loses_none_and_keeps_key_order(
+    world: World,
+) -> None:
+    apps = world.apps()
+    keys, per_key = 100, 200
+    producer = apps.Service(f"e2e-producer-{world.suffix}")
+    for seq in range(per_key):
+        for k in range(keys):
+            producer.emit_nowait(apps.ticks, apps.Tick(f"k{k}", seq))
+    assert producer.flush(60) == 0
+    import asyncio
+
+    asyncio.run(producer.stop())
+
+    out = world.tmp / "ticks.txt"
+    first = world.run("apps:ticker", out=out)
+    wait_for(lambda: len(lines(out)) >= 2000, 60, lambda: (len(lines(out)), first.poll()))
+    first.kill()
+    first.communicate()
+    at_kill = len(lines(out))
+    assert at_kill < keys * per_key, "the consumer finished before the kill: nothing was tested"
+
+    second = world.run("apps:ticker", out=out)
+    expected = {(f"k{k}", s) for k in range(keys) for s in range(per_key)}
+
+    def seen() -> set[tuple[str, int]]:
+        return {(a, int(b)) for a, b in (line.split(",") for line in lines(out))}
+
+    wait_for(lambda: seen() >= expected, 120, lambda: (len(seen()), len(expected)))
+    stop(second)
+
+    by_key: dict[str, list[int]] = {}
+    for line in lines(out):
+        key, seq = line.split(",")
+        by_key.setdefault(key, []).append(int(seq))
+    for key, seqs in by_key.items():
+        assert seqs[0] == 0, f"{key} started at {seqs[0]}"
+        for a, b in itertools.pairwise(seqs):
+            # Either the next one, or a replay of already-seen ones after the crash: never a skip.
+            assert b == a + 1 or b <= a, f"{key}: {a} then {b}"
+    assert seen() == expected
+
+
+def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
+    world: World,
+) -> None:
+    apps = world.apps()
+    out = world.tmp / "mirror.jsonl"
+    proc = world.run("apps:mirror", out=out)
+    owner = apps.Service(f"e2e-owner-{world.suffix}")
+    expected: dict[int, str] = {}
+    for i in range(30):
+        owner.publish_sync(apps.customers, apps.Customer(i, f"c{i}"))
+        expected[i] = f"c{i}"
+    for i in range(10):
+        owner.publish_sync(apps.customers, apps.Customer(i, f"renamed{i}"))
+        expected[i] = f"renamed{i}"
+    for i in range(25, 30):
+        owner.delete_sync(apps.customers, i)
+        del expected[i]
+
+    def state() -> dict[int, str]:
+        current: dict[int, str] = {}
+        for line in lines(out):
+            key, name = json.loads(line)
+            if name is None:
+                current.pop(key, None)
+            else:
+                current[key] = name
+        return current
+
+    wait_for(lambda: state() == expected, 60, state)
+    stop(proc)
+
+    admin = owner._conn.admin
+    ends = {p: o.latest for p, o in admin.offsets(apps.customers.name).items()}
+    committed = admin.committed(apps.mirror.group, apps.customers.name)
+    assert {tp.partition: off for tp, off in committed.items()} == {
+        p: end for p, end in ends.items() if end > 0
+    }
+    import asyncio
+
+    asyncio.run(owner.stop())
+
+
+def test_three_requesters_and_two_responders_each_get_their_own_replies(world: World) -> None:
+    responders = [world.run("apps:responder", out=world.tmp / f"r{i}.txt") for i in range(2)]
+    requesters = [
+        world.script("request", "150", str(1000 * i), out=world.tmp / f"q{i}.txt") for i in range(3)
+    ]
+    reports = []
+    for proc in requesters:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    for r in responders:
+        stop(r)
+    for report in reports:
+        assert report["count"] == 150
+        assert report["wrong"] == []
+        assert report["late"] == 0

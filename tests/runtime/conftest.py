@@ -1,0 +1,75 @@
+"""Fixtures for runtime tests: a backend (embedded always, Kafka when available) and helpers.
+
+Every test gets unique topic and service names, so the Kafka cluster can be shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from ferryman.config import ServiceConfig
+from ferryman.runtime.service import Service
+
+T = TypeVar("T")
+
+FAST = ServiceConfig(commit_interval=0.05, backoff=0.01, backoff_max=0.05, shutdown_timeout=10)
+
+
+@dataclass
+class Env:
+    """Where a test's services live, and the services it made (stopped at teardown)."""
+
+    kind: str
+    broker: str
+    registry: str
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    timeout: float = 20.0
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}-{self.suffix}"
+
+    def service(self, name: str, **config: Any) -> Service:
+        return Service(
+            self.name(name),
+            broker=self.broker,
+            registry=self.registry,
+            config=replace(FAST, **config),
+        )
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    registry = f"embedded:{tmp_path / 'registry.db'}"
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        yield Env("kafka", f"kafka://{bootstrap}", registry, timeout=60.0)
+    else:
+        yield Env("embedded", f"embedded:{tmp_path / 'broker.db'}", registry)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an async test body."""
+    return asyncio.run(coro)
+
+
+async def eventually(
+    check: Callable[[], T], timeout: float, what: str | Callable[[], object] = ""
+) -> T:
+    """Wait until ``check()`` is truthy, with a deadline; fail saying what was last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            seen = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout}s: {seen}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,177 @@
+"""Failures: retries with back-off, then <topic>.dlq with headers; undecodable at once; stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from ferryman.broker import open_broker
+from ferryman.broker.base import Broker
+from ferryman.errors import HandlerError
+from ferryman.records import Record, TopicPartition
+from ferryman.runtime.messages import MESSAGE_ID
+from ferryman.topics import EventTopic
+
+from .conftest import Env, eventually, run
+
+
+@dataclass
+class Job:
+    n: int
+
+
+@pytest.fixture
+def broker(env: Env) -> Iterator[Broker]:
+    b = open_broker(env.broker)
+    yield b
+    b.close()
+
+
+def read(broker: Broker, topic: str, count: int, timeout: float) -> list[Record]:
+    """The first ``count`` records of partition 0 of ``topic``, waiting up to ``timeout``."""
+    consumer = broker.consumer(None)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        got: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            assert time.monotonic() < deadline, f"only {len(got)} of {count} records in {topic}"
+            got.extend(consumer.poll(0.1, count))
+        return got
+    finally:
+        consumer.close()
+
+
+def headers(record: Record) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+def test_failing_handler_retries_then_dead_letters_and_goes_on(env: Env, broker: Broker) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+    attempts: dict[int, int] = {}
+
+    async def main() -> None:
+        svc = env.service("worker", retries=2)
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            attempts[job.n] = attempts.get(job.n, 0) + 1
+            if job.n == 3:
+                raise ValueError(f"job {job.n} is cursed")
+            handled.append(job.n)
+
+        async with svc:
+            for n in range(6):
+                await svc.emit(jobs, Job(n))
+            await eventually(lambda: len(handled) == 5, env.timeout, lambda: handled)
+            assert svc.stats["dead_lettered"] == 1
+
+    run(main())
+    assert handled == [0, 1, 2, 4, 5]
+    assert attempts[3] == 3
+    [dead] = read(broker, jobs.name + ".dlq", 1, env.timeout)
+    h = headers(dead)
+    assert h["ferryman.dlq.topic"] == jobs.name
+    assert (h["ferryman.dlq.partition"], h["ferryman.dlq.offset"]) == ("0", "3")
+    assert h["ferryman.dlq.group"] == env.name("worker")
+    assert h["ferryman.dlq.exception-type"] == "ValueError"
+    assert h["ferryman.dlq.exception-message"] == "job 3 is cursed"
+    assert "raise ValueError" in h["ferryman.dlq.traceback"]
+    assert h["ferryman.dlq.attempts"] == "3"
+    assert MESSAGE_ID in h, "the original headers are kept"
+    [original] = [r for r in read(broker, jobs.name, 6, env.timeout) if r.offset == 3]
+    assert (dead.key, dead.value, dead.timestamp) == (
+        original.key,
+        original.value,
+        original.timestamp,
+    )
+
+
+def test_a_transient_failure_is_retried_not_dead_lettered(env: Env) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    calls: list[int] = []
+
+    async def main() -> None:
+        svc = env.service("flaky", retries=3)
+
+        @svc.on(jobs, batch=10)
+        def work(batch: list[Job]) -> None:
+            calls.append(len(batch))
+            if len(calls) < 3:
+                raise ConnectionError("database blinked")
+
+        async with svc:
+            await svc.emit(jobs, Job(1))
+            await eventually(lambda: len(calls) == 3, env.timeout, lambda: calls)
+            await eventually(lambda: svc.stats["handled"] == 1, env.timeout, lambda: svc.stats)
+            assert svc.stats["dead_lettered"] == 0
+
+    run(main())
+
+
+def test_an_undecodable_record_goes_to_the_dlq_at_once(env: Env, broker: Broker) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+
+    async def main() -> None:
+        svc = env.service("decoder", retries=5)
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            handled.append(job.n)
+
+        async with svc:
+            producer = broker.producer()
+            producer.send(
+                jobs.name, b"\x00\x00\x00\x00\x63not avro", headers=(("x", b"1"),)
+            ).result()
+            producer.close()
+            await svc.emit(jobs, Job(7))
+            await eventually(lambda: handled == [7], env.timeout, lambda: handled)
+
+    run(main())
+    [dead] = read(broker, jobs.name + ".dlq", 1, env.timeout)
+    h = headers(dead)
+    assert h["ferryman.dlq.exception-type"] == "ferryman.DecodeError"
+    assert h["ferryman.dlq.attempts"] == "0"
+    assert h["ferryman.dlq.offset"] == "0"
+    assert h["x"] == "1"
+    assert dead.value == b"\x00\x00\x00\x00\x63not avro"
+
+
+def test_on_error_stop_stops_the_service_and_leaves_the_record_uncommitted(
+    env: Env, broker: Broker
+) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+
+    async def main() -> None:
+        svc = env.service("strict", retries=1, on_error="stop")
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            if job.n == 1:
+                raise RuntimeError("cannot handle 1")
+            handled.append(job.n)
+
+        await svc.start()
+        for n in range(3):
+            await svc.emit(jobs, Job(n))
+        with pytest.raises(HandlerError, match="cannot handle 1") as info:
+            await svc.wait()
+        assert "on_error='dead-letter'" in str(info.value)
+        await svc.stop()
+
+    run(main())
+    assert handled == [0]
+    admin = broker.admin()
+    try:
+        committed = admin.committed(env.name("strict"), jobs.name)
+        assert committed == {TopicPartition(jobs.name, 0): 1}
+        assert admin.offsets(jobs.name + ".dlq")[0].latest == 0
+    finally:
+        admin.close()

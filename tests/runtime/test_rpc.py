@@ -1,0 +1,155 @@
+"""Request/response in one process: replies, remote errors, timeouts, late replies, receipt acks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from ferryman.errors import RemoteError, RequestTimeout
+from ferryman.topics import RequestTopic
+
+from .conftest import Env, eventually, run
+
+
+@dataclass
+class Ask:
+    n: int
+    delay: float = 0.0
+
+
+@dataclass
+class Answer:
+    n: int
+    square: int
+
+
+def test_requests_get_their_own_replies(env: Env) -> None:
+    topic = RequestTopic(env.name("square"), Ask, reply=Answer, partitions=3)
+
+    async def main() -> None:
+        server = env.service("server")
+        client = env.service("client")
+
+        @server.responder(topic)
+        async def square(ask: Ask) -> Answer:
+            return Answer(ask.n, ask.n * ask.n)
+
+        async with server, client:
+            answers = await asyncio.gather(
+                *(client.request(topic, Ask(n), timeout=env.timeout) for n in range(50))
+            )
+        assert answers == [Answer(n, n * n) for n in range(50)]
+
+    run(main())
+
+
+def test_a_responder_exception_comes_back_as_remote_error(env: Env) -> None:
+    topic = RequestTopic(env.name("div"), Ask, reply=Answer, partitions=1)
+
+    async def main() -> None:
+        server = env.service("server")
+        client = env.service("client")
+
+        @server.responder(topic)
+        def invert(ask: Ask) -> Answer:
+            return Answer(ask.n, 1 // ask.n)
+
+        async with server, client:
+            with pytest.raises(RemoteError) as info:
+                await client.request(topic, Ask(0), timeout=env.timeout)
+            assert (info.value.remote_type, info.value.remote_message) == (
+                "ZeroDivisionError",
+                "integer division or modulo by zero",
+            )
+            assert await client.request(topic, Ask(1), timeout=env.timeout) == Answer(1, 1)
+            assert server.stats["dead_lettered"] == 0
+
+    run(main())
+
+
+def test_no_responder_times_out(env: Env) -> None:
+    topic = RequestTopic(env.name("void"), Ask, reply=Answer, partitions=1)
+
+    async def main() -> None:
+        async with env.service("client") as client:
+            with pytest.raises(RequestTimeout, match=r"@responder\("):
+                await client.request(topic, Ask(1), timeout=0.3)
+
+    run(main())
+
+
+def test_a_late_reply_is_dropped_and_counted(env: Env) -> None:
+    topic = RequestTopic(env.name("slow"), Ask, reply=Answer, partitions=1)
+    release = threading.Event()
+
+    async def main() -> None:
+        server = env.service("server")
+        client = env.service("client")
+
+        @server.responder(topic)
+        def slow(ask: Ask) -> Answer:
+            if ask.n == 1:
+                release.wait(env.timeout)
+            return Answer(ask.n, ask.n)
+
+        async with server, client:
+            with pytest.raises(RequestTimeout):
+                await client.request(topic, Ask(1), timeout=0.2)
+            release.set()
+            await eventually(lambda: client.late_replies == 1, env.timeout, "a late reply")
+            assert await client.request(topic, Ask(2), timeout=env.timeout) == Answer(2, 2)
+            assert client.late_replies == 1
+
+    run(main())
+
+
+def test_receipt_ack_reaches_the_caller_before_the_reply(env: Env) -> None:
+    topic = RequestTopic(env.name("ack"), Ask, reply=Answer, partitions=1)
+
+    async def main() -> None:
+        server = env.service("server")
+        client = env.service("client")
+        release = asyncio.Event()
+
+        @server.responder(topic)
+        async def held(ask: Ask) -> Answer:
+            await release.wait()
+            return Answer(ask.n, 0)
+
+        async with server, client:
+            pending = await client.request(topic, Ask(4), timeout=env.timeout, ack=True)
+            await pending.accepted()
+            assert not pending.record.done(), "the reply cannot exist yet: the handler is held"
+            release.set()
+            assert await pending.reply() == Answer(4, 0)
+
+    run(main())
+
+
+def test_blocking_request_from_a_thread(env: Env) -> None:
+    topic = RequestTopic(env.name("sync"), Ask, reply=Answer, partitions=1)
+
+    async def main() -> None:
+        server = env.service("server")
+
+        @server.responder(topic)
+        async def square(ask: Ask) -> Answer:
+            return Answer(ask.n, ask.n * ask.n)
+
+        client = env.service("client")
+        async with server:
+            answer = await asyncio.to_thread(
+                client.request_sync, topic, Ask(9), timeout=env.timeout
+            )
+            pending = await asyncio.to_thread(
+                client.request_sync, topic, Ask(3), timeout=env.timeout, ack=True
+            )
+            await asyncio.to_thread(pending.wait_accepted)
+            assert await asyncio.to_thread(pending.result) == Answer(3, 9)
+        await client.stop()
+        assert answer == Answer(9, 81)
+
+    run(main())

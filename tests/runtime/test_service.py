@@ -1,0 +1,169 @@
+"""A Service end to end in one process: publish, delete, emit, handlers, headers, topics."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from ferryman.errors import ConfigError, SchemaError, TopicMismatch
+from ferryman.records import TopicSpec
+from ferryman.runtime.messages import SOURCE, Message
+from ferryman.topics import EntityTopic, EventTopic
+
+from .conftest import Env, eventually, run
+
+
+@dataclass
+class Customer:
+    id: int
+    name: str
+
+
+@dataclass
+class Placed:
+    order_id: str
+    amount: int
+
+
+def test_entities_upsert_and_tombstone_reach_a_handler(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=2)
+    seen: list[tuple[object, Customer | None, bytes | None]] = []
+
+    async def main() -> None:
+        owner = env.service("owner")
+        mirror = env.service("mirror")
+
+        @mirror.on(customers)
+        async def keep(customer: Customer | None, msg: Message[Customer]) -> None:
+            seen.append((msg.key, customer, msg.header(SOURCE)))
+
+        async with owner, mirror:
+            await owner.publish(customers, Customer(1, "Ada"))
+            await owner.publish(customers, Customer(2, "Grace"))
+            await owner.publish(customers, Customer(1, "Ada L."))
+            await owner.delete(customers, key=2)
+            await eventually(lambda: len(seen) == 4, env.timeout, lambda: seen)
+
+    run(main())
+    by_key: dict[object, list[Customer | None]] = {}
+    for key, value, _ in seen:
+        by_key.setdefault(key, []).append(value)
+    assert by_key == {
+        1: [Customer(1, "Ada"), Customer(1, "Ada L.")],
+        2: [Customer(2, "Grace"), None],
+    }
+    assert {source for _, _, source in seen} == {env.name("owner").encode()}
+
+
+def test_events_in_batches_with_message_ids_and_fact_time(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partition_key="order_id", partitions=3)
+    got: list[Message[Placed]] = []
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+    async def main() -> None:
+        shop = env.service("shop")
+        stats = env.service("stats")
+
+        @stats.on(placed, batch=50)
+        def count(values: list[Placed], msgs: list[Message[Placed]]) -> None:
+            assert len(values) == len(msgs) <= 50
+            got.extend(msgs)
+
+        async with shop, stats:
+            for i in range(200):
+                await shop.emit(placed, Placed(f"o-{i % 7}", i), timestamp=when)
+            await eventually(lambda: len(got) == 200, env.timeout, lambda: len(got))
+
+    run(main())
+    assert sorted(m.value.amount for m in got if m.value) == list(range(200))
+    ids = {m.message_id for m in got}
+    assert len(ids) == 200
+    assert None not in ids
+    assert {m.timestamp for m in got} == {int(when.timestamp() * 1000)}
+    for key in {m.key for m in got}:
+        amounts = [m.value.amount for m in got if m.key == key and m.value]
+        assert amounts == sorted(amounts), f"order of key {key} not kept"
+
+
+def test_sync_handlers_run_off_the_event_loop(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=1)
+    threads: set[str] = set()
+
+    async def main() -> None:
+        svc = env.service("svc")
+
+        @svc.on(placed)
+        def handle(event: Placed) -> None:
+            threads.add(threading.current_thread().name)
+
+        async with svc:
+            await svc.emit(placed, Placed("o", 1))
+            await eventually(lambda: threads, env.timeout)
+
+    run(main())
+    assert threading.main_thread().name not in threads
+
+
+def test_blocking_forms_work_without_an_event_loop(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+    svc = env.service("blocking")
+    meta = svc.publish_sync(customers, Customer(5, "Ed"))
+    tomb = svc.delete_sync(customers, 5)
+    assert (meta.topic, tomb.offset) == (customers.name, meta.offset + 1)
+    run(svc.stop())
+
+
+def test_values_are_checked_before_anything_is_sent(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+    placed = EventTopic(env.name("placed"), Placed)
+    svc = env.service("checks")
+    try:
+        with pytest.raises(SchemaError, match="carries Customer, not Placed"):
+            svc.publish_sync(customers, Placed("x", 1))  # type: ignore[arg-type]
+        with pytest.raises(SchemaError, match="key 'five' is not a int"):
+            svc.delete_sync(customers, "five")
+        with pytest.raises(ConfigError, match="use publish"):
+            svc.emit_sync(customers, Customer(1, "x"))  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="use emit"):
+            svc.publish_sync(placed, Placed("x", 1))  # type: ignore[arg-type]
+        admin = svc._conn.admin
+        assert admin.offsets(customers.name)[0].latest == 0
+    finally:
+        run(svc.stop())
+
+
+def test_topics_are_created_on_start_and_a_mismatch_is_refused(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=3)
+    clash = EventTopic(env.name("clash"), Placed, partitions=3)
+
+    async def main() -> None:
+        svc = env.service("creator")
+
+        @svc.on(placed)
+        async def h(e: Placed) -> None: ...
+
+        async with svc:
+            admin = svc._conn.admin
+            assert admin.describe_topic(placed.name).partitions == 3
+            assert admin.describe_topic(placed.name + ".dlq").partitions == 3
+            admin.create_topic(TopicSpec(clash.name, 1, {"cleanup.policy": "delete"}))
+            with pytest.raises(TopicMismatch, match="change the declaration"):
+                await svc.emit(clash, Placed("x", 1))
+
+    run(main())
+
+
+def test_one_handler_per_topic(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed)
+    svc = env.service("twice")
+
+    @svc.on(placed)
+    async def a(e: Placed) -> None: ...
+
+    with pytest.raises(ConfigError, match="one handler per topic"):
+
+        @svc.on(placed)
+        async def b(e: Placed) -> None: ...
