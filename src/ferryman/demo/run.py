@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -81,7 +82,7 @@ async def _main(console: Console, directory: Path) -> Demo:
     return demo
 
 
-def main(action: Callable[[Console, Path], Awaitable[Demo]] = _main) -> Demo:
+def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -> Demo:
     """Run the demo in a fresh temporary directory; raises if anything did not flow."""
     console = Console(highlight=False)
     with tempfile.TemporaryDirectory(prefix="ferryman-demo-") as tmp:
