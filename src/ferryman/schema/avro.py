@@ -12,7 +12,7 @@ from io import BytesIO
 from typing import Any
 
 import fastavro
-from fastavro.validation import validate
+from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SerdeContext
@@ -156,6 +156,9 @@ class AvroCodec:
         try:
             validate(datum, self._parsed, raise_errors=True)
         except Exception as exc:
+            field = "" if isinstance(exc, ValidationError) else self._locate(datum)
+            if field:
+                exc = ValueError(f"field {field}: {exc}")
             raise SchemaError(
                 f"{ctx.topic} {ctx.field} does not fit its schema: {_validation_text(exc)}; "
                 "fix the value before sending"
@@ -163,17 +166,40 @@ class AvroCodec:
 
     def _explain(self, value: Any, exc: Exception, ctx: SerdeContext) -> SchemaError:
         """A SchemaError naming the field that does not fit (fastavro's validation finds it)."""
+        datum = self._to(value) if self._to is not None else value
+        detail = ""
         try:
-            datum = self._to(value) if self._to is not None else value
             validate(datum, self._parsed, raise_errors=True)
-        except Exception as found:
+        except ValidationError as found:
             detail = _validation_text(found)
-        else:
-            detail = f"{type(exc).__name__}: {exc}"
+        except Exception as found:  # fastavro's own conversions failing inside validation
+            exc = found
+        if not detail:
+            field = self._locate(datum)
+            where = f"field {field}: " if field else ""
+            detail = f"{where}{type(exc).__name__}: {exc}"
         return SchemaError(
             f"{ctx.topic} {ctx.field}: {model_name(self.model)} does not fit its schema: {detail}; "
             "fix the value before sending"
         )
+
+    def _locate(self, datum: Any) -> str | None:
+        """The top-level field fastavro cannot write (validation misses e.g. a decimal's scale)."""
+        schema = self.schema
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            return None
+        if not isinstance(datum, Mapping):
+            return None
+        named = self._parsed.get("__named_schemas", {})
+        for field in schema["fields"]:
+            if isinstance(field["type"], str) and field["type"] in named:
+                continue  # a reference to a named type: validation already checked it
+            try:
+                one = fastavro.parse_schema(field["type"], named_schemas=dict(named))
+                _writer(BytesIO(), one, datum.get(field["name"]))
+            except Exception:
+                return str(field["name"])
+        return None
 
     def _load_writer(self, schema_id: int, ctx: SerdeContext) -> tuple[Any, Any]:
         try:

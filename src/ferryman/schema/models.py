@@ -154,7 +154,7 @@ class _Mapped:
     schema: AvroSchema
     enc: Convert | None = None
     dec: Convert | None = None
-    check: str | None = None  # "int" / "bool": types fastavro would silently coerce
+    check: type | None = None  # the class a value must have: fastavro would coerce or not check
 
 
 class _Mapper:
@@ -206,10 +206,9 @@ class _Mapper:
                 }
             )
         if tp is uuid.UUID:
-            return _Mapped({"type": "string", "logicalType": "uuid"})
+            return _Mapped({"type": "string", "logicalType": "uuid"}, check=uuid.UUID)
         if tp in _PRIMITIVES:
-            check = "bool" if tp is bool else "int" if tp is int else None
-            return _Mapped(_PRIMITIVES[tp], check=check)
+            return _Mapped(_PRIMITIVES[tp], check=tp if tp in (bool, int) else None)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return self._enum(tp)
         if is_record_model(tp):
@@ -418,21 +417,18 @@ def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Conve
 
     Generated code keeps the per-record cost to one dict display and one constructor call.
     """
-    env: dict[str, Any] = {"_cls": cls, "_bad": _bad_value, "_int": int, "_bool": bool}
+    env: dict[str, Any] = {"_cls": cls, "_bad": _bad_value}
     checks: list[str] = []
     items: list[str] = []
     for i, (name, mapped) in enumerate(fields):
         var = f"_f{i}"
         checks.append(f"    {var} = v.{name}")
-        if mapped.check == "int":
+        if mapped.check is not None:
+            env[f"_t{i}"] = mapped.check
+            expected = f"a {mapped.check.__name__}"
             checks.append(
-                f"    if {var}.__class__ is not _int and not isinstance({var}, _int): "
-                f"_bad({cls.__name__!r}, {name!r}, 'an int', {var})"
-            )
-        elif mapped.check == "bool":
-            checks.append(
-                f"    if {var}.__class__ is not _bool: "
-                f"_bad({cls.__name__!r}, {name!r}, 'a bool', {var})"
+                f"    if {var}.__class__ is not _t{i} and not isinstance({var}, _t{i}): "
+                f"_bad({cls.__name__!r}, {name!r}, {expected!r}, {var})"
             )
         if mapped.enc is not None:
             env[f"_e{i}"] = mapped.enc

@@ -1,0 +1,130 @@
+"""Models used by the schema tests (at module level so their annotations resolve)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from ferryman.schema import TIMESTAMP_MILLIS, DecimalSpec
+
+
+class Status(enum.Enum):
+    NEW = "new"
+    PAID = "paid"
+    SHIPPED = "shipped"
+
+
+@dataclass
+class Address:
+    city: str
+    zip: str | None = None
+
+
+@dataclass
+class Everything:
+    """One field of every supported kind."""
+
+    id: int
+    name: str
+    price: float
+    active: bool
+    blob: bytes
+    at: dt.datetime
+    at_ms: Annotated[dt.datetime, TIMESTAMP_MILLIS]
+    day: dt.date
+    amount: Decimal
+    exact: Annotated[Decimal, DecimalSpec(10, 2)]
+    ref: uuid.UUID
+    status: Status
+    home: Address
+    work: Address | None
+    tags: list[str]
+    history: list[Address]
+    labels: dict[str, int]
+    places: dict[str, Address]
+    note: str | None = None
+    retries: int = 3
+    state: Status = Status.NEW
+    extra: list[int] = field(default_factory=list)
+
+
+class PAddress(BaseModel):
+    city: str
+    zip: str | None = None
+
+
+class PEverything(BaseModel):
+    id: int
+    name: str
+    at: dt.datetime
+    day: dt.date
+    amount: Decimal = Field(max_digits=12, decimal_places=3)
+    ref: uuid.UUID
+    status: Status
+    home: PAddress
+    work: PAddress | None = None
+    tags: list[str] = []
+    places: dict[str, PAddress] = {}
+    note: str | None = None
+
+
+@dataclass
+class Node:
+    """A recursive record."""
+
+    label: str
+    children: list[Node] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Frozen:
+    id: int
+    status: Status
+
+
+@dataclass
+class WithPostInit:
+    id: int
+    doubled: int = 0
+
+    def __post_init__(self) -> None:
+        self.doubled = self.id * 2
+
+
+@dataclass
+class CustomerV1:
+    __avro_name__ = "Customer"
+    __avro_namespace__ = "shop"
+
+    id: int
+    name: str
+
+
+@dataclass
+class CustomerV2:
+    """V1 plus a field with a default: a BACKWARD (and FULL) compatible change."""
+
+    __avro_name__ = "Customer"
+    __avro_namespace__ = "shop"
+
+    id: int
+    name: str
+    email: str | None = None
+
+
+@dataclass
+class CustomerV3:
+    """V1 plus a field without a default: not BACKWARD compatible."""
+
+    __avro_name__ = "Customer"
+    __avro_namespace__ = "shop"
+
+    id: int
+    name: str
+    tier: int

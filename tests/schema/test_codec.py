@@ -1,0 +1,172 @@
+"""The Avro codec: Confluent wire format, refusal before send, and DecodeError coordinates."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+from schema_models import Address, CustomerV1, CustomerV2, CustomerV3, Status
+from test_models import everything
+
+from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
+from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema
+
+
+def test_wire_format_is_magic_byte_schema_id_and_fastavro_body(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(Address, embedded)
+    data = codec.encode(Address("Oslo", "0150"), SerdeContext(topic))
+    schema_id = embedded.lookup(f"{topic}-value", avro_schema(Address)).schema_id
+    assert data[0] == 0
+    assert int.from_bytes(data[1:5], "big") == schema_id
+    body = io.BytesIO()
+    fastavro.schemaless_writer(
+        body, fastavro.parse_schema(avro_schema(Address)), {"city": "Oslo", "zip": "0150"}
+    )
+    assert data[5:] == body.getvalue()
+
+
+def test_keys_and_values_register_under_their_own_subjects(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    keys, values = AvroCodec(int, embedded), AvroCodec(Address, embedded)
+    key = keys.encode(42, SerdeContext(topic, "key"))
+    values.encode(Address("Oslo"), SerdeContext(topic, "value"))
+    assert embedded.subjects() == sorted([f"{topic}-key", f"{topic}-value"])
+    assert embedded.latest(f"{topic}-key").schema == "long"
+    assert keys.decode(key, SerdeContext(topic, "key")) == 42
+
+
+def test_schema_is_registered_once_per_subject_then_cached(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(Address, embedded)
+    ctx = SerdeContext(topic)
+    first = codec.encode(Address("a"), ctx)
+    embedded.delete_subject(ctx.subject)
+    # No registration on the hot path: the deleted subject stays deleted.
+    second = codec.encode(Address("a"), ctx)
+    assert first == second
+    assert embedded.subjects() == []
+
+
+def test_compatibility_given_to_the_codec_is_set_on_the_subject(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    AvroCodec(Address, embedded, compatibility="full_transitive").encode(
+        Address("a"), SerdeContext(topic)
+    )
+    assert embedded.get_compatibility(f"{topic}-value") == "FULL_TRANSITIVE"
+    assert embedded.get_compatibility() == "BACKWARD"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": "7"}, "id"),
+        ({"id": 7.5}, "id"),
+        ({"active": "yes"}, "active"),
+        ({"name": None}, "name"),
+        ({"exact": Decimal("1.234")}, "exact"),
+        ({"amount": 1.5}, "amount"),
+        ({"ref": "not-a-uuid"}, "ref"),
+        ({"home": Address(city=3)}, "city"),  # type: ignore[arg-type]
+        ({"labels": {"x": "one"}}, "labels"),
+    ],
+)
+def test_a_value_that_does_not_fit_is_refused_naming_the_field(
+    change: dict[str, Any], field: str, embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(type(everything()), embedded)
+    bad = dataclasses.replace(everything(), **change)
+    with pytest.raises(SchemaError, match=field) as caught:
+        codec.encode(bad, SerdeContext(topic))
+    assert topic in str(caught.value)
+    assert not isinstance(caught.value, DecodeError)
+
+
+def test_an_instance_of_another_model_is_refused(embedded: EmbeddedRegistry, topic: str) -> None:
+    codec = AvroCodec(Address, embedded)
+    with pytest.raises(SchemaError, match="expected a Address, got CustomerV1"):
+        codec.encode(CustomerV1(1, "x"), SerdeContext(topic))
+
+
+def test_dicts_are_validated_in_full(embedded: EmbeddedRegistry, topic: str) -> None:
+    codec = AvroCodec(Address, embedded)
+    ctx = SerdeContext(topic)
+    assert codec.decode(codec.encode({"city": "Oslo", "zip": None}, ctx), ctx) == Address("Oslo")
+    with pytest.raises(SchemaError, match="city"):
+        codec.encode({"city": 5}, ctx)
+
+
+def coordinates(error: DecodeError) -> tuple[str | None, int | None, int | None]:
+    return error.topic, error.partition, error.offset
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "words"),
+    [
+        (lambda d: b"\x01" + d[1:], "bad magic byte 1"),
+        (lambda d: d[:3], "fewer than the 5-byte"),
+        (lambda d: b"", "fewer than the 5-byte"),
+        (lambda d: d[:-3], "cannot be read"),
+        (lambda d: d + b"\x00\x01", "bytes left after the body"),
+        (lambda d: b"\x00\x00\x00\x30\x39" + d[5:], "schema id 12345 is unknown"),
+    ],
+)
+def test_undecodable_messages_raise_decode_error_with_coordinates(
+    corrupt: Any, words: str, embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(Address, embedded)
+    good = codec.encode(Address("Oslo", "0150"), SerdeContext(topic))
+    where = SerdeContext(topic, partition=3, offset=1234)
+    with pytest.raises(DecodeError, match=words) as caught:
+        codec.decode(corrupt(good), where)
+    assert coordinates(caught.value) == (topic, 3, 1234)
+    assert "partition 3, offset 1234" in str(caught.value)
+
+
+def test_old_messages_are_read_into_the_new_model(embedded: EmbeddedRegistry, topic: str) -> None:
+    ctx = SerdeContext(topic)
+    old = AvroCodec(CustomerV1, embedded).encode(CustomerV1(1, "Ann"), ctx)
+    new_codec = AvroCodec(CustomerV2, embedded)
+    new = new_codec.encode(CustomerV2(2, "Bo", "bo@example.com"), ctx)
+    assert embedded.versions(ctx.subject) == [1, 2]
+    assert new_codec.decode(old, ctx) == CustomerV2(1, "Ann", None)
+    assert new_codec.decode(new, ctx) == CustomerV2(2, "Bo", "bo@example.com")
+    # And the old model reads new messages (the added field is skipped).
+    assert AvroCodec(CustomerV1, embedded).decode(new, ctx) == CustomerV1(2, "Bo")
+
+
+def test_an_incompatible_model_change_is_refused_before_sending(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    AvroCodec(CustomerV1, embedded).encode(CustomerV1(1, "Ann"), ctx)
+    with pytest.raises(IncompatibleSchema, match=rf"{topic}-value.*tier.*BACKWARD"):
+        AvroCodec(CustomerV3, embedded).encode(CustomerV3(1, "Ann", 2), ctx)
+    assert embedded.versions(ctx.subject) == [1]
+
+
+def test_a_message_the_model_cannot_hold_is_a_decode_error(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic, partition=0, offset=9)
+    embedded.set_compatibility("NONE", ctx.subject)
+    data = AvroCodec(CustomerV3, embedded).encode(CustomerV3(1, "Ann", 2), ctx)
+    reader = AvroCodec(Status, embedded)  # an enum model reading a record
+    with pytest.raises(DecodeError) as caught:
+        reader.decode(data, ctx)
+    assert coordinates(caught.value) == (topic, 0, 9)
+
+
+def test_same_model_same_id_across_codecs(embedded: EmbeddedRegistry) -> None:
+    a = AvroCodec(Address, embedded).encode(Address("x"), SerdeContext(f"a{uuid.uuid4().hex}"))
+    b = AvroCodec(Address, embedded).encode(Address("x"), SerdeContext(f"b{uuid.uuid4().hex}"))
+    assert a[:5] == b[:5]
