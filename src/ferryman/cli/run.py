@@ -41,6 +41,7 @@ def run(
     services: Annotated[list[str], typer.Argument(help="Services to run, as module:attribute.")],
 ) -> None:
     """Run one or more services until SIGTERM or SIGINT, then stop them cleanly."""
+    from ferryman.errors import FerrymanError
     from ferryman.runtime.runner import run_services
     from ferryman.runtime.service import Service
 
@@ -50,4 +51,8 @@ def run(
         if not isinstance(obj, Service):
             raise typer.BadParameter(f"{target!r} is a {type(obj).__name__}, not a ferryman Service")
         loaded.append(obj)
-    asyncio.run(run_services(loaded))
+    try:
+        asyncio.run(run_services(loaded))
+    except FerrymanError as exc:
+        typer.echo(f"ferryman run: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -88,6 +88,16 @@ class ConsumerLoop:
         self.dead_lettered = 0
         self.handled = 0
 
+    def in_flight(self) -> dict[TopicPartition, int]:
+        """Records fetched but not yet handled, per partition (bounded by ``max_in_flight``)."""
+        with self._lock:
+            return {tp: n for tp, n in self._in_flight.items() if n}
+
+    def paused(self) -> set[TopicPartition]:
+        """Partitions paused for back-pressure."""
+        with self._lock:
+            return set(self._paused)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         consumer = await asyncio.to_thread(

@@ -343,6 +343,11 @@ class Service:
         await run_services([self])
 
     @property
+    def consumer(self) -> ConsumerLoop | None:
+        """The running consumer loop (None when stopped or without handlers)."""
+        return self._consumer
+
+    @property
     def stats(self) -> dict[str, int]:
         """Counters: records handled and dead-lettered by this instance, late replies."""
         consumer = self._consumer or self._last_consumer
