@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ferryman.errors import ConfigError
@@ -86,6 +86,7 @@ class ServiceConfig:
     shutdown_timeout: float = 30.0
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     create_topics: bool = True
+    consumer_config: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("dead-letter", "stop"):

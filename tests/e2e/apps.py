@@ -21,7 +21,11 @@ from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 SUFFIX = os.environ.get("E2E_SUFFIX", "x")
 OUT = os.environ.get("E2E_OUT", os.devnull)
-FAST = ServiceConfig(commit_interval=0.05, shutdown_timeout=10)
+FAST = ServiceConfig(
+    commit_interval=0.05,
+    shutdown_timeout=10,
+    consumer_config={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
+)
 
 
 @dataclass

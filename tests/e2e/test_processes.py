@@ -39,15 +39,18 @@ def wait_for(check: Callable[[], T], timeout: float, what: Callable[[], object])
 class World:
     """One broker directory, the environment pointing at it, and the processes started."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, kafka: str | None) -> None:
         self.tmp = tmp
         self.suffix = uuid.uuid4().hex[:8]
         self.env = {
             **os.environ,
-            "FERRYMAN_BROKER": f"embedded:{tmp / 'broker.db'}",
+            "FERRYMAN_BROKER": f"kafka://{kafka}" if kafka else f"embedded:{tmp / 'broker.db'}",
             "E2E_SUFFIX": self.suffix,
         }
-        self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
+        if kafka:
+            self.env["FERRYMAN_REGISTRY"] = f"embedded:{tmp / 'registry.db'}"
+        else:
+            self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
         self.procs: list[subprocess.Popen[str]] = []
 
     def run(self, *services: str, out: Path) -> subprocess.Popen[str]:
@@ -80,13 +83,18 @@ class World:
             sys.path.remove(str(HERE))
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def world(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
     monkeypatch.setenv("E2E_OUT", os.devnull)
-    w = World(tmp_path)
-    monkeypatch.setenv("FERRYMAN_BROKER", w.env["FERRYMAN_BROKER"])
-    monkeypatch.setenv("E2E_SUFFIX", w.suffix)
-    monkeypatch.delenv("FERRYMAN_REGISTRY", raising=False)
+    w = World(tmp_path, kafka)
+    for name in ("FERRYMAN_BROKER", "E2E_SUFFIX", "FERRYMAN_REGISTRY"):
+        if name in w.env:
+            monkeypatch.setenv(name, w.env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
     yield w
     for p in w.procs:
         if p.poll() is None:

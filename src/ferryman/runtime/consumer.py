@@ -104,6 +104,7 @@ class ConsumerLoop:
             self._conn.broker.consumer,
             self.group,
             auto_offset_reset=self._config.auto_offset_reset,
+            config=dict(self._config.consumer_config) or None,
         )
         consumer.subscribe(sorted(self._routes), on_assign=self._assigned, on_revoke=self._revoked)
         self._consumer = consumer
