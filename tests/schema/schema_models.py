@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ferryman.schema import TIMESTAMP_MILLIS, DecimalSpec
 
@@ -128,3 +128,15 @@ class CustomerV3:
     id: int
     name: str
     tier: int
+
+
+class Validated(BaseModel):
+    """A model whose validator must run on decode too."""
+
+    email: str
+    level: int = Field(ge=0)
+
+    @field_validator("email")
+    @classmethod
+    def lower(cls, value: str) -> str:
+        return value.lower()

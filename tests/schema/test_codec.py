@@ -10,7 +10,7 @@ from typing import Any
 
 import fastavro
 import pytest
-from schema_models import Address, CustomerV1, CustomerV2, CustomerV3, Status
+from schema_models import Address, CustomerV1, CustomerV2, CustomerV3, Status, Validated
 from test_models import everything
 
 from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
@@ -170,3 +170,15 @@ def test_same_model_same_id_across_codecs(embedded: EmbeddedRegistry) -> None:
     a = AvroCodec(Address, embedded).encode(Address("x"), SerdeContext(f"a{uuid.uuid4().hex}"))
     b = AvroCodec(Address, embedded).encode(Address("x"), SerdeContext(f"b{uuid.uuid4().hex}"))
     assert a[:5] == b[:5]
+
+
+def test_pydantic_validators_run_on_decode(embedded: EmbeddedRegistry, topic: str) -> None:
+    ctx = SerdeContext(topic)
+    raw = AvroCodec(avro_schema(Validated), embedded)  # dicts, no model: no validation
+    data = raw.encode({"email": "ANN@EXAMPLE.COM", "level": 1}, ctx)
+    assert AvroCodec(Validated, embedded).decode(data, ctx) == Validated(
+        email="ann@example.com", level=1
+    )
+    bad = raw.encode({"email": "a@b", "level": -1}, ctx)
+    with pytest.raises(DecodeError, match="Validated"):
+        AvroCodec(Validated, embedded).decode(bad, ctx)

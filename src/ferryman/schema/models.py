@@ -14,7 +14,9 @@ Mapping (``avro_schema(model)``)::
 A record or enum is named after its class: ``name`` is the class name and ``namespace`` its module,
 unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
 another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
-gives aware UTC datetimes. A hand-written schema (``.avsc`` path, JSON text or dict) also works;
+gives aware UTC datetimes. Decoding builds instances without re-running ``__init__`` when a model
+has nothing to run (no ``__post_init__``, validators or constraints), and through the constructor
+or ``model_validate`` otherwise. A hand-written schema (``.avsc`` path, JSON text or dict) also works;
 its values are plain dicts.
 """
 
@@ -476,8 +478,13 @@ def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Conve
 def _adopts_dict(cls: type) -> bool:
     """True when an instance can be made by adopting a field dict as its ``__dict__``."""
     if _is_pydantic(cls):
+        decorators = getattr(cls, "__pydantic_decorators__", None)
+        fields = cls.model_fields.values()  # type: ignore[attr-defined]
         return (
-            not getattr(cls, "__private_attributes__", None)
+            # Validators and constraints run: such models are built by model_validate.
+            not (decorators and (decorators.field_validators or decorators.model_validators))
+            and not any(f.metadata for f in fields)
+            and not getattr(cls, "__private_attributes__", None)
             and getattr(cls, "__pydantic_post_init__", None) is None
             and not getattr(cls, "__pydantic_root_model__", False)
             and cls.model_config.get("extra") != "allow"  # type: ignore[attr-defined]
