@@ -1,18 +1,24 @@
 """A client in its own OS process, for the contract tests that kill processes with SIGKILL.
 
-    python proc_worker.py consume URL TOPIC GROUP   group member; logs to stdout what it handled
+    python proc_worker.py consume URL TOPIC GROUP [STALL_AFTER]
+                                                    group member; logs to stdout what it handled;
+                                                    after STALL_AFTER records it hangs before
+                                                    committing (to be killed holding uncommitted work)
     python proc_worker.py produce URL TOPIC         produces until killed; logs each acknowledgement
 
 Every line is flushed before the next step, so what a killed process printed is what it did:
 
     assign P,P / revoke P,P      rebalance callbacks (partitions of TOPIC)
     handled P OFFSET VALUE       a record handled, printed *before* its offset is committed
+    committed                    the records handled so far are committed
+    stalled                      hanging with handled but uncommitted records
     ack P OFFSET SEQ             a record acknowledged (printed only after the acknowledgement)
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 
 from ferryman.broker import open_broker
 from ferryman.errors import CommitFailed
@@ -30,7 +36,7 @@ def names(parts: set[TopicPartition]) -> str:
     return ",".join(str(tp.partition) for tp in sorted(parts))
 
 
-def consume(url: str, topic: str, group: str) -> None:
+def consume(url: str, topic: str, group: str, stall_after: int | None) -> None:
     broker = open_broker(url)
     consumer = broker.consumer(group, auto_offset_reset="earliest", config=SESSION)
     consumer.subscribe(
@@ -38,6 +44,7 @@ def consume(url: str, topic: str, group: str) -> None:
         on_assign=lambda parts: say("assign " + names(parts)),
         on_revoke=lambda parts: say("revoke " + names(parts)),
     )
+    handled = 0
     while True:
         # small batches, so a kill lands between handling and committing now and then
         records = consumer.poll(0.2, max_records=7)
@@ -45,11 +52,16 @@ def consume(url: str, topic: str, group: str) -> None:
             continue
         for r in records:
             say(f"handled {r.partition} {r.offset} {(r.value or b'').decode()}")
+        handled += len(records)
+        if stall_after is not None and handled >= stall_after:
+            say("stalled")
+            threading.Event().wait()
         nxt: dict[TopicPartition, int] = {}
         for r in records:
             nxt[r.topic_partition] = r.offset + 1
         try:
             consumer.commit(nxt)
+            say("committed")
         except CommitFailed:
             # revoked meanwhile: the new owner re-reads from the last commit (at-least-once)
             say("commit-failed")
@@ -73,7 +85,7 @@ def produce(url: str, topic: str) -> None:
 def main(argv: list[str]) -> None:
     role, url, topic, *rest = argv
     if role == "consume":
-        consume(url, topic, rest[0])
+        consume(url, topic, rest[0], int(rest[1]) if len(rest) > 1 else None)
     elif role == "produce":
         produce(url, topic)
     else:

@@ -124,7 +124,8 @@ def test_group_members_in_two_processes_split_and_survive_sigkill(
             values[(a.partition, a.offset)] = str(start + i)
 
     produce(0, 400)
-    a = spawn("a", "consume", backend.url, topic, group)
+    # the member to be killed hangs, holding handled but uncommitted records, after 600
+    a = spawn("a", "consume", backend.url, topic, group, "600")
     b = spawn("b", "consume", backend.url, topic, group)
 
     def split() -> bool:
@@ -137,11 +138,8 @@ def test_group_members_in_two_processes_split_and_survive_sigkill(
     a_owned = replay(a).owned
 
     produce(400, 2000)
-    # kill the first member while it is working through the second batch
     wait_until(
-        lambda: any(int(v) >= 400 for _, _, v in replay(a).handled),
-        backend.join_timeout,
-        lambda: len(replay(a).handled),
+        lambda: ["stalled"] in a.lines(), backend.join_timeout, lambda: len(replay(a).handled)
     )
     a.kill()
     produce(2400, 400)
@@ -163,6 +161,12 @@ def test_group_members_in_two_processes_split_and_survive_sigkill(
     assert {(p, o) for p, o, _ in handled} == set(values), "a record was skipped"
     for p, o, v in handled:
         assert values[(p, o)] == v, f"{p}@{o} handled as {v}, written as {values[(p, o)]}"
+    # what the killed member handled after its last commit was handled again by the survivor
+    lines_a = a.lines()
+    last_commit = max(i for i, words in enumerate(lines_a) if words == ["committed"])
+    uncommitted = {(int(w[1]), int(w[2])) for w in lines_a[last_commit:] if w[0] == "handled"}
+    assert uncommitted, "the killed member held no uncommitted records"
+    assert uncommitted <= {(p, o) for p, o, _ in log_b.handled}, "uncommitted records were lost"
     # the survivor really handled records of the partitions the killed member owned
     assert {p for p, _, v in log_b.handled if int(v) >= 2400} >= a_owned
 
