@@ -448,13 +448,19 @@ def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Conve
     if _adopts_dict(cls):
         # The dict fastavro just built becomes the instance's __dict__: no second copy, no
         # __init__ (safe because the class has no __post_init__/validators to run).
-        decode_lines += ["    o = _new(_cls)", "    _sa(o, '__dict__', d)"]
+        decode_lines.append("    o = _new(_cls)")
         if _is_pydantic(cls):
+            # BaseModel's slots, set through their descriptors as model_construct does.
+            slots = _pydantic_slots()
+            env.update(_fields_set=set(env["_names"]), **slots)
             decode_lines += [
-                "    _sa(o, '__pydantic_fields_set__', set(_names))",
-                "    _sa(o, '__pydantic_extra__', None)",
-                "    _sa(o, '__pydantic_private__', None)",
+                "    _set_dict(o, d)",
+                "    _set_fields_set(o, _fields_set.copy())",
+                "    _set_extra(o, None)",
+                "    _set_private(o, None)",
             ]
+        else:
+            decode_lines.append("    _sa(o, '__dict__', d)")
         decode_lines.append("    return o")
     elif _is_pydantic(cls):
         decode_lines.append("    return _cls.model_validate(d)")
@@ -473,6 +479,18 @@ def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Conve
     )
     exec(compile(src, f"<ferryman avro {cls.__qualname__}>", "exec"), env)
     return env["enc"], env["dec"]
+
+
+def _pydantic_slots() -> dict[str, Any]:
+    from pydantic import BaseModel
+
+    slots = BaseModel.__dict__
+    return {
+        "_set_dict": slots["__dict__"].__set__,
+        "_set_fields_set": slots["__pydantic_fields_set__"].__set__,
+        "_set_extra": slots["__pydantic_extra__"].__set__,
+        "_set_private": slots["__pydantic_private__"].__set__,
+    }
 
 
 def _adopts_dict(cls: type) -> bool:
