@@ -182,3 +182,15 @@ def test_pydantic_validators_run_on_decode(embedded: EmbeddedRegistry, topic: st
     bad = raw.encode({"email": "a@b", "level": -1}, ctx)
     with pytest.raises(DecodeError, match="Validated"):
         AvroCodec(Validated, embedded).decode(bad, ctx)
+
+
+def test_plain_type_keys_refuse_values_of_another_type(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(int, embedded)
+    ctx = SerdeContext(topic, "key")
+    assert codec.decode(codec.encode(7, ctx), ctx) == 7
+    with pytest.raises(SchemaError, match="expected long"):
+        codec.encode("7", ctx)
+    with pytest.raises(SchemaError):
+        codec.encode(7.5, ctx)

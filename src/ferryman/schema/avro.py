@@ -68,10 +68,10 @@ class AvroCodec:
         header = self._headers.get(ctx.subject)
         if header is None:
             header = self._register(ctx.subject)
-        to = self._to
-        if to is not None and value.__class__ is self._cls:
+        if value.__class__ is self._cls:  # exactly the model: its converters already checked it
+            to = self._to
             try:
-                datum = to(value)
+                datum = value if to is None else to(value)
                 buf = BytesIO()
                 buf.write(header)
                 _writer(buf, self._parsed, datum)
