@@ -140,3 +140,13 @@ class Validated(BaseModel):
     @classmethod
     def lower(cls, value: str) -> str:
         return value.lower()
+
+
+@dataclass
+class CustomerCopy:
+    """A consumer's own copy of Customer, in its own module: fewer fields, its own namespace."""
+
+    __avro_namespace__ = "consumer.models"
+
+    name: str
+    id: int

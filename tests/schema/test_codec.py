@@ -10,7 +10,15 @@ from typing import Any
 
 import fastavro
 import pytest
-from schema_models import Address, CustomerV1, CustomerV2, CustomerV3, Status, Validated
+from schema_models import (
+    Address,
+    CustomerCopy,
+    CustomerV1,
+    CustomerV2,
+    CustomerV3,
+    Status,
+    Validated,
+)
 from test_models import everything
 
 from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
@@ -194,3 +202,9 @@ def test_plain_type_keys_refuse_values_of_another_type(
         codec.encode("7", ctx)
     with pytest.raises(SchemaError):
         codec.encode(7.5, ctx)
+
+
+def test_a_consumer_keeps_its_own_copy_of_the_model(embedded: EmbeddedRegistry, topic: str) -> None:
+    ctx = SerdeContext(topic)
+    data = AvroCodec(CustomerV2, embedded).encode(CustomerV2(3, "Cy", "cy@example.com"), ctx)
+    assert AvroCodec(CustomerCopy, embedded).decode(data, ctx) == CustomerCopy("Cy", 3)

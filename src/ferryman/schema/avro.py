@@ -96,8 +96,9 @@ class AvroCodec:
             datum = _reader(fo, schemas[0], schemas[1])
         except Exception as exc:
             raise _decode_error(
-                f"the body of a message with schema id {schema_id} cannot be read ({type(exc).__name__}: "
-                f"{exc}); it is truncated, corrupt or not written with that schema",
+                f"the body of a message with schema id {schema_id} cannot be read "
+                f"({type(exc).__name__}: {str(exc)[:300]}); it is truncated, corrupt, not written "
+                "with that schema, or the model cannot read that schema",
                 ctx,
             ) from exc
         if fo.tell() != len(data):
@@ -214,9 +215,23 @@ class AvroCodec:
             parsed = parse(writer)
         except SchemaError as exc:
             raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
-        reader = None if canonical(writer) == self._canonical else self._parsed
+        reader = None if canonical(writer) == self._canonical else self._reader_for(writer)
         self._readers[schema_id] = (parsed, reader)
         return parsed, reader
+
+    def _reader_for(self, writer: Any) -> Any:
+        """The model's schema, told that the writer's top-level record is another name for it.
+
+        Avro matches records by name; a consumer's own copy of a model may be named differently
+        (``CustomerCopy`` reading ``shop.Customer``), and an alias is how Avro says that is fine.
+        """
+        mine = self.schema
+        if not (_is_record(mine) and _is_record(writer)) or writer["name"] == mine["name"]:
+            return self._parsed
+        full = writer["name"]
+        if "." not in full and writer.get("namespace"):
+            full = f"{writer['namespace']}.{full}"
+        return parse({**mine, "aliases": [*mine.get("aliases", []), full]})
 
     def _bad_frame(self, data: bytes | None, ctx: SerdeContext) -> DecodeError:
         if data is None:
@@ -232,6 +247,10 @@ class AvroCodec:
             "message is truncated or not in the Confluent wire format",
             ctx,
         )
+
+
+def _is_record(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "record" and "name" in schema
 
 
 def _decode_error(message: str, ctx: SerdeContext) -> DecodeError:
