@@ -225,7 +225,7 @@ class AvroCodec:
         Avro matches records by name; a consumer's own copy of a model may be named differently
         (``CustomerCopy`` reading ``shop.Customer``), and an alias is how Avro says that is fine.
         """
-        mine = self.schema
+        mine: Any = self.schema
         if not (_is_record(mine) and _is_record(writer)) or writer["name"] == mine["name"]:
             return self._parsed
         full = writer["name"]
