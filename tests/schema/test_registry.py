@@ -6,6 +6,7 @@ The HTTP runs go through confluent-kafka's SchemaRegistryClient to `ferryman reg
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ from typing import Any
 import pytest
 from schema_models import Address, CustomerV1, CustomerV2, CustomerV3
 
-from ferryman.errors import ConfigError, IncompatibleSchema, SchemaError, SchemaNotFound
+from ferryman.errors import (
+    ConfigError,
+    IncompatibleSchema,
+    RegistryError,
+    SchemaError,
+    SchemaNotFound,
+)
 from ferryman.schema import (
     EmbeddedRegistry,
     HttpRegistry,
@@ -181,3 +188,13 @@ def test_open_registry_picks_the_backend(
     http.close()
     with pytest.raises(ConfigError, match="unknown registry URL"):
         open_registry("ftp://nowhere")
+
+
+def test_an_unreachable_http_registry_is_a_registry_error() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    registry = HttpRegistry(f"http://127.0.0.1:{port}")
+    with pytest.raises(RegistryError, match="cannot reach the schema registry"):
+        registry.subjects()
+    registry.close()

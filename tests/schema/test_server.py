@@ -104,4 +104,7 @@ def test_config_and_compatibility_test(api: httpx.Client, topic: str) -> None:
     ).json()
     assert bad["is_compatible"] is False
     assert any("tier" in m for m in bad["messages"])
+    every = f"/compatibility/subjects/{subject}/versions"
+    assert api.post(every, json={"schema": V2}).json() == {"is_compatible": True}
+    assert api.post(every, json={"schema": V3}).json() == {"is_compatible": False}
     assert api.get(f"/subjects/{subject}/versions").json() == [1]

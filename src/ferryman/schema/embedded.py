@@ -268,6 +268,15 @@ class EmbeddedRegistry:
         against = self.get_version(subject, version).schema
         return check(schema, [against], self.get_compatibility(subject))
 
+    def test_compatibility_all(self, subject: str, schema: AvroSchema) -> list[str]:
+        """The problems ``schema`` would have as the next version of ``subject``, by its rule."""
+        from ferryman.schema.avro import parse
+
+        schema = parse_schema_text(schema)
+        parse(schema)
+        existing = [self.get_version(subject, v).schema for v in self.versions(subject)]
+        return check(schema, existing, self.get_compatibility(subject))
+
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:

@@ -219,6 +219,17 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
             out["messages"] = problems
         return out
 
+    def test_compatibility_all(request: Request) -> Any:
+        subject, schema = subject_of(request), schema_of(request)
+        require_subject(subject)
+        problems = translate(
+            lambda: registry.test_compatibility_all(subject, schema), SUBJECT_NOT_FOUND
+        )
+        out: dict[str, Any] = {"is_compatible": not problems}
+        if request.query_params.get("verbose", "").lower() == "true":
+            out["messages"] = problems
+        return out
+
     def root(request: Request) -> Any:
         return {}
 
@@ -242,6 +253,11 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
         Route("/config", endpoint(put_config), methods=["PUT"]),
         Route("/config/{subject}", endpoint(get_subject_config), methods=["GET"]),
         Route("/config/{subject}", endpoint(put_subject_config), methods=["PUT"]),
+        Route(
+            "/compatibility/subjects/{subject}/versions",
+            endpoint(test_compatibility_all),
+            methods=["POST"],
+        ),
         Route(
             "/compatibility/subjects/{subject}/versions/{version}",
             endpoint(test_compatibility),
