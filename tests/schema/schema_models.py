@@ -150,3 +150,11 @@ class CustomerCopy:
 
     name: str
     id: int
+
+
+@dataclass
+class NonNullDefault:
+    """An optional field whose default is not None: its union lists the value's type first."""
+
+    id: int
+    region: str | None = "eu"

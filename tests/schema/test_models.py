@@ -17,6 +17,7 @@ from schema_models import (
     Everything,
     Frozen,
     Node,
+    NonNullDefault,
     PAddress,
     PEverything,
     Status,
@@ -221,3 +222,12 @@ def test_unsupported_types_are_refused_with_a_reason(model: Any, words: str) -> 
 def test_a_missing_avsc_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="cannot read schema file"):
         load_schema(str(tmp_path / "nope.avsc"))
+
+
+def test_an_optional_field_with_a_value_default_puts_that_type_first(
+    embedded: EmbeddedRegistry,
+) -> None:
+    fields = {f["name"]: f for f in avro_schema(NonNullDefault)["fields"]}
+    assert fields["region"] == {"name": "region", "type": ["string", "null"], "default": "eu"}
+    for value in (NonNullDefault(1), NonNullDefault(2, None)):
+        assert round_trip(value, embedded) == value

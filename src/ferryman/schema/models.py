@@ -288,11 +288,8 @@ class _Mapper:
             field: dict[str, Any] = {"name": fname, "type": schema}
             if default is not _NO_DEFAULT:
                 if isinstance(schema, list) and default is not None and schema[0] == "null":
-                    schema = [
-                        *schema[1:],
-                        "null",
-                    ]  # Avro: a union's default matches its first branch
-                    field["type"] = schema
+                    # Avro: a union's default must match its first branch.
+                    field["type"] = schema = [*schema[1:], "null"]
                 field["default"] = _json_default(default, mapped, f"{cls.__name__}.{fname}")
             elif isinstance(schema, list) and schema and schema[0] == "null":
                 field["default"] = None
