@@ -19,7 +19,7 @@ from ferryman.records import Headers, Record, RecordMetadata
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
 _HEADER = struct.Struct("<HI")
-_pack_head = _HEAD.pack
+pack_head = _HEAD.pack
 _unpack_head = _HEAD.unpack_from
 
 # Record and RecordMetadata are frozen dataclasses, whose generated __init__ costs about a
@@ -68,26 +68,6 @@ def decode_headers(data: bytes) -> Headers:
         out.append((name, data[pos : pos + vlen]))
         pos += vlen
     return tuple(out)
-
-
-def encode_record(
-    parts: list[bytes], ts: int, key: bytes | None, value: bytes | None, headers: bytes
-) -> int:
-    """Append one record's encoding to ``parts``; returns its payload size in bytes."""
-    klen = -1 if key is None else len(key)
-    vlen = -1 if value is None else len(value)
-    parts.append(_pack_head(ts, klen, vlen, len(headers)))
-    size = 0
-    if key:
-        parts.append(key)
-        size = klen
-    if value:
-        parts.append(value)
-        size += vlen
-    if headers:
-        parts.append(headers)
-        size += len(headers)
-    return size
 
 
 def decode_batch(

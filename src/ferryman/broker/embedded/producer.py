@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from concurrent.futures._base import PENDING
+from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
 from ferryman.broker.partitioner import partition_for
@@ -15,7 +14,7 @@ from ferryman.errors import ClientClosed, ConfigError, ProduceError, UnknownPart
 from ferryman.records import Headers, RecordMetadata
 
 from .admin import load_topic
-from .codec import encode_headers, encode_record, make_metadata
+from .codec import encode_headers, make_metadata, pack_head
 from .storage import PID_SHIFT, Store, write
 from .wakeup import Notifier
 
@@ -23,25 +22,116 @@ MAX_ROW_RECORDS = 1000
 MAX_ROW_BYTES = 1 << 20
 """Records of one partition are stored in rows of at most this many records / bytes."""
 
-_Item = tuple[str, int, int, "bytes | None", "bytes | None", bytes, "_Ack"]
-
 
 class _Ack(Future[RecordMetadata]):
-    """The future of one record. It shares one Condition with every record of its batch.
+    """A queued record and the future of its acknowledgement, in one object.
 
-    ``Future()`` builds a Condition (with an RLock) per instance, which costs more than the
-    rest of ``send``; records of one batch are acknowledged together, under that shared
-    Condition held for the whole batch, so a waiter never sees a sibling's notification while
-    its own record is still pending.
+    ``Future()`` builds a Condition (with an RLock) per instance, and ``set_result`` takes it
+    and notifies; per record, that alone costs more than the rest of producing, and the
+    allocations wake the garbage collector. So the records of one batch share one Condition
+    and the writer resolves them all while holding it (a waiter never wakes to find its own
+    record still pending); the lists Future keeps are made on first use, and the
+    RecordMetadata only when someone asks for the result.
     """
 
-    def __init__(self, condition: threading.Condition) -> None:
+    __slots__ = ("_callback_list", "_h", "_k", "_o", "_p", "_t", "_ts", "_v", "_waiter_list")
+    _state = PENDING
+    _result: Any = None
+    _exception: BaseException | None = None
+
+    def __init__(
+        self,
+        condition: threading.Condition,
+        topic: str,
+        partition: int,
+        ts: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: bytes,
+    ) -> None:
         self._condition = condition
-        self._state = PENDING
-        self._result = None
-        self._exception = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+        self._t = topic
+        self._p = partition
+        self._ts = ts
+        self._k = key
+        self._v = value
+        self._h = headers
+        self._o = -1
+        self._waiter_list: list[Any] | None = None
+        self._callback_list: list[Any] | None = None
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        if self._waiter_list is None:
+            self._waiter_list = []
+        return self._waiter_list
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        if self._callback_list is None:
+            self._callback_list = []
+        return self._callback_list
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        value: Any = super().result(timeout)
+        if value is None:
+            value = self._result = make_metadata(self._t, self._p, self._o, self._ts)
+        return value  # type: ignore[no-any-return]
+
+
+def _resolve(group: list[_Ack], base: int) -> list[_Ack]:
+    """Mark a batch's futures done (caller holds their Condition); returns those with waiters
+    or callbacks, which need the slow path."""
+    slow: list[_Ack] = []
+    offset = base
+    for future in group:
+        future._k = future._v = None  # written: let the payload go
+        if future._state == PENDING:  # else cancelled by its caller; the record is written anyway
+            future._o = offset
+            future._state = FINISHED
+            if future._waiter_list or future._callback_list:
+                slow.append(future)
+        offset += 1
+    return slow
+
+
+def _encode_rows(group: list[_Ack]) -> tuple[list[tuple[int, int, int, int, bytes]], int]:
+    """One partition's queued records as batch rows (first index, count, max timestamp,
+    payload size, data), and the total payload size."""
+    rows: list[tuple[int, int, int, int, bytes]] = []
+    total = 0
+    first = 0
+    n_all = len(group)
+    pack = pack_head
+    while first < n_all:
+        parts: list[bytes] = []
+        append = parts.append
+        size = 0
+        max_ts = group[first]._ts
+        n = 0
+        for f in group[first : first + MAX_ROW_RECORDS]:
+            ts, key, value, headers = f._ts, f._k, f._v, f._h
+            klen = -1 if key is None else len(key)
+            vlen = -1 if value is None else len(value)
+            append(pack(ts, klen, vlen, len(headers)))
+            if key:
+                append(key)
+                size += klen
+            if value:
+                append(value)
+                size += vlen
+            if headers:
+                append(headers)
+                size += len(headers)
+            if ts > max_ts:
+                max_ts = ts
+            n += 1
+            if size >= MAX_ROW_BYTES:
+                break
+        rows.append((first, n, max_ts, size, b"".join(parts)))
+        total += size
+        first += n
+    return rows, total
 
 
 def _int_config(config: Mapping[str, str], name: str, default: int) -> int:
@@ -58,7 +148,7 @@ class EmbeddedProducer:
     """Producer of the embedded broker; ``send`` is thread-safe and does not block on I/O.
 
     Config (Kafka names): ``linger.ms`` (default 0: records that arrive while a batch is being
-    written form the next batch) and ``queue.buffering.max.messages`` (default 100000; ``send``
+    written form the next batch) and ``queue.buffering.max.messages`` (default 50000; ``send``
     waits for room beyond it).
     """
 
@@ -71,12 +161,13 @@ class EmbeddedProducer:
     ) -> None:
         cfg = dict(config or {})
         self._linger = _int_config(cfg, "linger.ms", 0) / 1000
-        self._max_queued = max(_int_config(cfg, "queue.buffering.max.messages", 100_000), 1)
+        self._max_queued = max(_int_config(cfg, "queue.buffering.max.messages", 50_000), 1)
         self._store = store
         self._notifier = notifier
         self._clock = clock
-        self._cv = threading.Condition(threading.Lock())
-        self._pending: list[_Item] = []
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._pending: list[_Ack] = []
         self._epoch = threading.Condition()
         self._epoch_no = 0
         self._inflight = 0
@@ -110,7 +201,11 @@ class EmbeddedProducer:
             if key is not None:
                 partition = partition_for(key, count)
             else:
-                partition = self._sticky_partition(topic, count)
+                sticky = self._sticky.get(topic)
+                if sticky is not None and sticky[0] == self._epoch_no:
+                    partition = sticky[1]
+                else:
+                    partition = self._next_sticky(topic, count)
         elif not 0 <= partition < count:
             raise UnknownPartition(
                 f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}; "
@@ -118,14 +213,19 @@ class EmbeddedProducer:
             )
         ts = self._clock() if timestamp is None else timestamp
         encoded_headers = encode_headers(headers) if headers else b""
-        with self._cv:
-            while len(self._pending) >= self._max_queued and not self._closed:
-                self._cv.wait()
-            future = _Ack(self._epoch)
-            self._pending.append((topic, partition, ts, key, value, encoded_headers, future))
+        if len(self._pending) >= self._max_queued:
+            self._wait_for_room()
+        with self._lock:
+            future = _Ack(self._epoch, topic, partition, ts, key, value, encoded_headers)
+            self._pending.append(future)
         if not self._wake.is_set():
             self._wake.set()
         return future
+
+    def _wait_for_room(self) -> None:
+        with self._cv:
+            while len(self._pending) >= self._max_queued and not self._closed:
+                self._cv.wait()
 
     def _lookup(self, topic: str) -> int:
         with self._lookup_lock:
@@ -133,12 +233,11 @@ class EmbeddedProducer:
         self._partitions[topic] = count
         return count
 
-    def _sticky_partition(self, topic: str, count: int) -> int:
+    def _next_sticky(self, topic: str, count: int) -> int:
         # Kafka's sticky partitioner: one partition per batch, the next one for the next batch
-        epoch, current = self._sticky.get(topic, (-1, -1))
-        if epoch != self._epoch_no:
-            current = (current + 1) % count
-            self._sticky[topic] = (self._epoch_no, current)
+        _, current = self._sticky.get(topic, (-1, -1))
+        current = (current + 1) % count
+        self._sticky[topic] = (self._epoch_no, current)
         return current
 
     def flush(self, timeout: float | None = None) -> int:
@@ -197,15 +296,15 @@ class EmbeddedProducer:
         finally:
             conn.close()
 
-    def _write(self, conn: Any, items: list[_Item], epoch: threading.Condition) -> None:
-        by_partition: dict[tuple[str, int], list[_Item]] = {}
+    def _write(self, conn: Any, items: list[_Ack], epoch: threading.Condition) -> None:
+        by_partition: dict[tuple[str, int], list[_Ack]] = {}
         for item in items:
-            group = by_partition.get((item[0], item[1]))
+            group = by_partition.get((item._t, item._p))
             if group is None:
-                by_partition[(item[0], item[1])] = [item]
+                by_partition[(item._t, item._p)] = [item]
             else:
                 group.append(item)
-        plan = [(tp, group, *_encode(group)) for tp, group in by_partition.items()]
+        plan = [(tp, group, *_encode_rows(group)) for tp, group in by_partition.items()]
 
         def body(c: Any) -> list[int | None]:
             bases: list[int | None] = []
@@ -238,10 +337,12 @@ class EmbeddedProducer:
             error = ProduceError(f"records were not written to the embedded broker: {exc}")
             with epoch:
                 for item in items:
-                    _fail(item[6], error)
+                    if item._state == PENDING:
+                        item.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
             return
+        slow: list[_Ack] = []
         with epoch:
             for ((topic, partition), group, _, _), base in zip(plan, bases, strict=True):
                 if base is None:
@@ -251,40 +352,19 @@ class EmbeddedProducer:
                         "deleted while records were queued); create it again and resend"
                     )
                     for item in group:
-                        _fail(item[6], error)
+                        if item._state == PENDING:
+                            item._exception = error
+                            item._state = FINISHED
+                            slow.append(item)
                     continue
-                for i, item in enumerate(group):
-                    # try/except costs nothing here, contextlib.suppress would, per record
-                    try:  # noqa: SIM105
-                        item[6].set_result(make_metadata(topic, partition, base + i, item[2]))
-                    except Exception:  # cancelled by its caller: the record is written anyway
-                        pass
+                slow += _resolve(group, base)
+            epoch.notify_all()
+            for future in slow:
+                for waiter in future._waiters:
+                    if future._exception is None:
+                        waiter.add_result(future)
+                    else:
+                        waiter.add_exception(future)
+        for future in slow:
+            future._invoke_callbacks()  # type: ignore[attr-defined]
         self._notifier.notify()
-
-
-def _fail(future: _Ack, error: Exception) -> None:
-    with contextlib.suppress(Exception):  # cancelled by its caller
-        future.set_exception(error)
-
-
-def _encode(group: list[_Item]) -> tuple[list[tuple[int, int, int, int, bytes]], int]:
-    """Rows (first index, count, max timestamp, payload size, data) and the total size."""
-    rows: list[tuple[int, int, int, int, bytes]] = []
-    total = 0
-    first = 0
-    while first < len(group):
-        parts: list[bytes] = []
-        size = 0
-        max_ts = group[first][2]
-        n = 0
-        for item in group[first : first + MAX_ROW_RECORDS]:
-            size += encode_record(parts, item[2], item[3], item[4], item[5])
-            if item[2] > max_ts:
-                max_ts = item[2]
-            n += 1
-            if size >= MAX_ROW_BYTES:
-                break
-        rows.append((first, n, max_ts, size, b"".join(parts)))
-        total += size
-        first += n
-    return rows, total
