@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ferryman.errors import (
@@ -48,39 +47,36 @@ class HttpRegistry:
                 "and the client settings"
             ) from exc
 
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            yield
+            return fn()
         except FerrymanError:
             raise
-        except SchemaRegistryError as exc:
-            code = exc.error_code
-            if code in _NOT_FOUND:
-                raise SchemaNotFound(f"{what}: {exc.error_message}") from exc
-            if exc.http_status_code == 409:
-                raise IncompatibleSchema(
-                    f"{what}: the registry at {self.url} refused the schema as incompatible "
-                    f"({exc.error_message}); make the change compatible or change the subject's "
-                    "compatibility on purpose"
-                ) from exc
-            if exc.http_status_code == 422:
-                raise SchemaError(f"{what}: {exc.error_message}; fix the schema") from exc
-            raise RegistryError(
-                f"{what}: the registry at {self.url} answered {exc}; check the registry"
-            ) from exc
         except Exception as exc:
-            raise RegistryError(
+            raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: Exception) -> FerrymanError:
+        """ferryman's error for what the client raised while doing ``what``."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        if not isinstance(exc, SchemaRegistryError):
+            return RegistryError(
                 f"{what}: cannot reach the schema registry at {self.url} ({type(exc).__name__}: "
                 f"{exc}); check that it runs and the URL is right"
-            ) from exc
-
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        with self._calling(what):
-            return fn()
-        raise AssertionError("unreachable")  # pragma: no cover
+            )
+        if exc.error_code in _NOT_FOUND:
+            return SchemaNotFound(f"{what}: {exc.error_message}")
+        if exc.http_status_code == 409:
+            return IncompatibleSchema(
+                f"{what}: the registry at {self.url} refused the schema as incompatible "
+                f"({exc.error_message}); make the change compatible or change the subject's "
+                "compatibility on purpose"
+            )
+        if exc.http_status_code == 422:
+            return SchemaError(f"{what}: {exc.error_message}; fix the schema")
+        return RegistryError(
+            f"{what}: the registry at {self.url} answered {exc}; check the registry"
+        )
 
     def register(self, subject: str, schema: AvroSchema) -> int:
         """Register ``schema`` under ``subject`` and return its id."""
@@ -153,8 +149,9 @@ class HttpRegistry:
                 return level
             except SchemaRegistryError as exc:
                 if exc.error_code != _NO_SUBJECT_CONFIG:
-                    with self._calling(f"reading the compatibility of {subject!r}"):
-                        raise
+                    raise self._error(f"reading the compatibility of {subject!r}", exc) from exc
+            except Exception as exc:
+                raise self._error(f"reading the compatibility of {subject!r}", exc) from exc
         level = self._call("reading the global compatibility", self._client.get_compatibility)
         return level
 
