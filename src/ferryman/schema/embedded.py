@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ferryman.errors import IncompatibleSchema, SchemaNotFound, StorageError
+from ferryman.errors import IncompatibleSchema, RegistryError, SchemaNotFound, StorageError
 from ferryman.schema.registry import (
     DEFAULT_COMPATIBILITY,
     AvroSchema,
@@ -76,7 +76,7 @@ class EmbeddedRegistry:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -86,8 +86,18 @@ class EmbeddedRegistry:
             self._db.execute("COMMIT")
 
     def _rows(self, sql: str, *args: object) -> list[tuple[object, ...]]:
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             return self._db.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise RegistryError(
+                f"the schema registry file {str(self.path)!r} failed ({exc}); check the disk and "
+                "that no process holds a write lock for long"
+            ) from exc
 
     def register(self, subject: str, schema: AvroSchema) -> int:
         """Register ``schema`` under ``subject``; the same schema again returns the same id."""

@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferryman.errors import ConfigError, IncompatibleSchema, SchemaError, SchemaNotFound
+from ferryman.errors import (
+    ConfigError,
+    FerrymanError,
+    IncompatibleSchema,
+    SchemaError,
+    SchemaNotFound,
+)
 from ferryman.schema.embedded import EmbeddedRegistry
 from ferryman.schema.registry import AvroSchema, Version, parse_schema_text
 
@@ -71,6 +77,8 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
                 return reply(await run_in_threadpool(fn, request))
             except ApiError as exc:
                 return reply({"error_code": exc.code, "message": exc.message}, exc.status)
+            except FerrymanError as exc:
+                return reply({"error_code": SERVER_ERROR, "message": str(exc)}, 500)
 
         return handle
 
