@@ -1,0 +1,221 @@
+"""The cleaner on a fake clock: compaction, tombstones, min.compaction.lag.ms, retention."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.records import PartitionOffsets, Record, TopicPartition, TopicSpec
+
+HOUR = 3_600_000
+
+
+class Clock:
+    """Milliseconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, clock: Clock) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "broker.db", clock=clock, cleaner_interval=None)
+    yield b
+    b.close()
+
+
+def read_all(broker: EmbeddedBroker, topic: str, partition: int = 0) -> list[Record]:
+    consumer = broker.consumer(None)
+    consumer.assign([TopicPartition(topic, partition)])
+    end = broker.admin().offsets(topic)[partition].latest
+    out: list[Record] = []
+    while True:
+        batch = consumer.poll(0)
+        out += batch
+        if not batch or consumer.position(TopicPartition(topic, partition)) >= end:
+            break
+    consumer.close()
+    return out
+
+
+def send(
+    broker: EmbeddedBroker, topic: str, items: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = broker.producer()
+    for key, value in items:
+        producer.send(topic, value, key=key, partition=0)
+    producer.close(10)
+
+
+def compacted(broker: EmbeddedBroker, config: dict[str, str] | None = None) -> str:
+    broker.admin().create_topic(
+        TopicSpec(
+            "c",
+            1,
+            {"cleanup.policy": "compact", "delete.retention.ms": str(HOUR), **(config or {})},
+        )
+    )
+    return "c"
+
+
+def test_compaction_keeps_the_last_record_of_each_key_in_offset_order(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker)
+    writes = [(b"k%d" % (i % 7), b"v%d" % i) for i in range(100)] + [(None, b"unkeyed")]
+    send(broker, topic, writes)
+    clock.advance(1)
+    broker.clean()
+
+    records = read_all(broker, topic)
+    survivors = {r.key: r.value for r in records}
+    expected = {key: value for key, value in writes}
+    assert survivors == expected
+    assert [r.offset for r in records] == sorted(r.offset for r in records)
+    assert len(records) == 8  # 7 keys and the unkeyed record
+    assert [r.offset for r in records if r.key is not None] == list(range(93, 100))
+    assert broker.admin().offsets(topic)[0] == PartitionOffsets(0, 101)
+
+
+def test_a_second_pass_compacts_what_arrived_since(broker: EmbeddedBroker, clock: Clock) -> None:
+    topic = compacted(broker)
+    send(broker, topic, [(b"a", b"1"), (b"a", b"2")])
+    broker.clean()
+    send(broker, topic, [(b"a", b"3"), (b"b", b"1")])
+    clock.advance(1)
+    broker.clean()
+    assert [(r.offset, r.value) for r in read_all(broker, topic)] == [(2, b"3"), (3, b"1")]
+
+
+def test_tombstones_survive_delete_retention_after_cleaning(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker)
+    send(broker, topic, [(b"gone", b"v1"), (b"kept", b"v"), (b"gone", None)])
+    broker.clean()
+    assert [(r.key, r.value) for r in read_all(broker, topic)] == [(b"kept", b"v"), (b"gone", None)]
+
+    clock.advance(HOUR - 1)
+    broker.clean()
+    assert (b"gone", None) in [(r.key, r.value) for r in read_all(broker, topic)]
+
+    clock.advance(1)
+    broker.clean()
+    assert [(r.key, r.value) for r in read_all(broker, topic)] == [(b"kept", b"v")]
+
+
+def test_records_newer_than_the_compaction_lag_are_not_compacted(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker, {"min.compaction.lag.ms": "60000"})
+    send(broker, topic, [(b"k", b"old"), (b"k", b"older-but-cleanable")])
+    clock.advance(60_000)
+    send(broker, topic, [(b"k", b"new")])
+    broker.clean()
+    # the first two are past the lag: only the later of them stays; "new" is within the lag
+    # and does not count as a later write yet
+    assert [r.value for r in read_all(broker, topic)] == [b"older-but-cleanable", b"new"]
+
+    clock.advance(60_000)
+    broker.clean()
+    assert [r.value for r in read_all(broker, topic)] == [b"new"]
+
+
+def test_headers_and_null_values_survive_compaction_rewrites(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker)
+    producer = broker.producer()
+    producer.send(topic, b"x", key=b"k", headers=(("a", b"1"),))
+    producer.send(topic, b"", key=b"e", headers=(("b", b"\x00" * 3), ("b", b"")))
+    producer.send(topic, b"y", key=b"k", headers=(("c", b"\xff"),))
+    producer.close(10)
+    broker.clean()
+    records = read_all(broker, topic)
+    assert [(r.key, r.value, r.headers, r.offset) for r in records] == [
+        (b"e", b"", (("b", b"\x00\x00\x00"), ("b", b"")), 1),
+        (b"k", b"y", (("c", b"\xff"),), 2),
+    ]
+
+
+def test_retention_by_time_advances_the_log_start(broker: EmbeddedBroker, clock: Clock) -> None:
+    broker.admin().create_topic(TopicSpec("e", 1, {"retention.ms": str(HOUR)}))
+    send(broker, "e", [(None, b"old-%d" % i) for i in range(5)])
+    clock.advance(HOUR // 2)
+    send(broker, "e", [(None, b"new-%d" % i) for i in range(3)])
+
+    clock.advance(HOUR // 2)
+    broker.clean()  # the old ones are exactly retention.ms old: kept
+    assert broker.admin().offsets("e")[0] == PartitionOffsets(0, 8)
+
+    clock.advance(1)
+    broker.clean()
+    assert broker.admin().offsets("e")[0] == PartitionOffsets(5, 8)
+    assert [r.value for r in read_all(broker, "e")] == [b"new-0", b"new-1", b"new-2"]
+
+
+def test_retention_by_size_keeps_at_least_the_limit(broker: EmbeddedBroker, clock: Clock) -> None:
+    broker.admin().create_topic(TopicSpec("e", 1, {"retention.bytes": "250"}))
+    producer = broker.producer()
+    for i in range(10):  # ten separate batches of 100 bytes
+        producer.send("e", bytes([i]) * 100).result(10)
+    producer.close(10)
+    broker.clean()
+    assert broker.admin().offsets("e")[0] == PartitionOffsets(7, 10)
+    assert [r.value[:1] for r in read_all(broker, "e") if r.value] == [b"\x07", b"\x08", b"\x09"]
+
+
+@pytest.mark.parametrize(("reset", "first"), [("earliest", b"new"), ("latest", None)])
+def test_a_consumer_whose_position_fell_off_the_log_resets(
+    broker: EmbeddedBroker, clock: Clock, reset: str, first: bytes | None
+) -> None:
+    broker.admin().create_topic(TopicSpec("e", 1, {"retention.ms": "1000"}))
+    send(broker, "e", [(None, b"old-1"), (None, b"old-2")])
+    tp = TopicPartition("e", 0)
+    consumer = broker.consumer("g", auto_offset_reset=reset)  # type: ignore[arg-type]
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    assert [r.value for r in consumer.poll(5, max_records=1)] == [b"old-1"]
+    consumer.commit({tp: 1})
+
+    clock.advance(2000)
+    send(broker, "e", [(None, b"new")])
+    broker.clean()
+    assert broker.admin().offsets("e")[0] == PartitionOffsets(2, 3)
+    # the buffered old record was read before the clean; past it, the position is off the log
+    consumer.seek(tp, 1)
+    got = consumer.poll(0.5)
+    assert (got[0].value if got else None) == first
+    assert consumer.position(tp) == 3
+    # a fresh member with the stale commit resets the same way
+    fresh = broker.consumer("g", auto_offset_reset=reset)  # type: ignore[arg-type]
+    fresh.assign([tp])
+    assert fresh.position(tp) == (2 if reset == "earliest" else 3)
+
+
+def test_the_background_cleaner_runs_without_being_asked(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "b.db", cleaner_interval=0.05)
+    try:
+        broker.admin().create_topic(TopicSpec("c", 1, {"cleanup.policy": "compact"}))
+        send(broker, "c", [(b"k", b"1"), (b"k", b"2")])
+        deadline = time.monotonic() + 30
+        while [r.value for r in read_all(broker, "c")] != [b"2"]:
+            assert time.monotonic() < deadline, "the background cleaner never compacted"
+            time.sleep(0.05)
+    finally:
+        broker.close()

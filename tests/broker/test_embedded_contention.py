@@ -1,0 +1,143 @@
+"""Many OS processes writing one broker file at once: writers wait their turn, nothing is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.records import TopicPartition, TopicSpec
+
+PRODUCER = textwrap.dedent(
+    """
+    import sys
+    from ferryman.broker.embedded import EmbeddedBroker
+
+    path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    broker = EmbeddedBroker(path, cleaner_interval=None)
+    producer = broker.producer()
+    futures = []
+    for seq in range(count):
+        key = f"{name}-{seq % 17}".encode()
+        futures.append(producer.send("t", f"{name} {seq}".encode(), key=key))
+        if seq % 50 == 49:  # many small transactions, interleaved with the other writers
+            assert producer.flush(120) == 0
+    assert producer.flush(120) == 0
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    assert not failed, failed[:3]
+    broker.close()
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "broker.db", cleaner_interval=None)
+    b.admin().create_topic(TopicSpec("t", 3))
+    yield b
+    b.close()
+
+
+def read_everything(broker: EmbeddedBroker, partitions: int) -> dict[int, list[bytes]]:
+    admin = broker.admin()
+    ends = {p: o.latest for p, o in admin.offsets("t").items()}
+    consumer = broker.consumer(None)
+    consumer.assign([TopicPartition("t", p) for p in range(partitions)])
+    seen: dict[int, list[bytes]] = defaultdict(list)
+    while any(consumer.position(TopicPartition("t", p)) < ends[p] for p in range(partitions)):
+        for record in consumer.poll(10):
+            assert record.value is not None
+            seen[record.partition].append(record.value)
+    consumer.close()
+    return seen
+
+
+def test_concurrent_producer_processes_lose_and_duplicate_nothing(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    writers, count = 4, 1500
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRODUCER, str(tmp_path / "broker.db"), f"w{i}", str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(writers)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert out.split() == [b"done"]
+
+    seen = read_everything(broker, 3)
+    everything = [v for values in seen.values() for v in values]
+    assert len(everything) == writers * count
+    assert len(set(everything)) == writers * count
+    # each writer's records keep their send order within a partition
+    for values in seen.values():
+        last: dict[bytes, int] = {}
+        for value in values:
+            name, seq = value.split()
+            assert int(seq) > last.get(name, -1)
+            last[name] = int(seq)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("holding", flush=True)
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    print("released", flush=True)
+    """
+)
+
+
+def test_a_writer_waits_for_another_process_holding_the_write_lock(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "broker.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        try:
+            assert holder.stdout.readline() == b"holding\n"
+            producer = broker.producer()
+            future = producer.send("t", b"patient", partition=1)
+            # while the other process holds the lock the record cannot be acknowledged, and
+            # the producer waits rather than failing it
+            assert producer.flush(0.3) == 1
+            assert not future.done()
+            holder.stdin.write(b"go\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline() == b"released\n"
+            assert future.result(60).offset == 0
+        finally:
+            holder.kill()
+
+
+def test_readers_are_not_blocked_by_a_writer(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    broker.producer().send("t", b"visible", partition=0).result(10)
+    conn = sqlite3.connect(tmp_path / "broker.db", isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        consumer = broker.consumer(None)
+        consumer.assign([TopicPartition("t", 0)])
+        assert [r.value for r in consumer.poll(10)] == [b"visible"]
+        assert broker.admin().offsets("t")[0].latest == 1
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()

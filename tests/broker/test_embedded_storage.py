@@ -1,0 +1,126 @@
+"""The embedded broker's file: bad files and paths fail clearly; good ones persist."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ferryman.broker import open_broker
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.errors import IncompatibleStorage, StorageError
+from ferryman.records import TopicSpec
+
+
+def open_at(path: Path) -> EmbeddedBroker:
+    return EmbeddedBroker(path, cleaner_interval=None)
+
+
+def test_creates_parent_directories_and_persists_records(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "broker.db"
+    broker = open_at(path)
+    broker.admin().create_topic(TopicSpec("t", 2, {"cleanup.policy": "compact"}))
+    producer = broker.producer()
+    meta = producer.send("t", b"v", key=b"k", headers=(("h", b"\xff\x00"),)).result(10)
+    broker.close()
+
+    again = open_at(path)
+    try:
+        admin = again.admin()
+        assert admin.describe_topic("t").config["cleanup.policy"] == "compact"
+        assert admin.offsets("t")[meta.partition].latest == 1
+    finally:
+        again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_open_broker_url_gives_the_embedded_broker(tmp_path: Path) -> None:
+    broker = open_broker(f"embedded:{tmp_path / 'b.db'}")
+    try:
+        assert isinstance(broker, EmbeddedBroker)
+    finally:
+        broker.close()
+
+
+def test_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    with pytest.raises(StorageError, match="not a valid SQLite database") as err:
+        open_at(path)
+    assert str(path) in str(err.value)
+    assert "FERRYMAN_BROKER" in str(err.value)
+
+
+def test_a_corrupt_broker_file(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    open_at(path).close()
+    with sqlite3.connect(path) as conn:  # fold the WAL into the file so the damage sticks
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = bytearray(path.read_bytes())
+    raw[100:4096] = b"\xa5" * (4096 - 100)  # the schema page, after the file header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StorageError, match="corrupt") as err:
+        open_at(path)
+    assert str(path) in str(err.value)
+
+
+def test_another_applications_sqlite_database(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY)")
+    with pytest.raises(StorageError, match="not an embedded broker file"):
+        open_at(path)
+    with sqlite3.connect(path) as conn:  # left untouched
+        assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("version", [2, 99])
+def test_a_file_from_an_incompatible_version(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "broker.db"
+    open_at(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={version}")
+    with pytest.raises(IncompatibleStorage, match="newer version of ferryman") as err:
+        open_at(path)
+    assert "schema 1" in str(err.value)
+
+
+def test_a_file_from_an_older_version(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    open_at(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=-1")
+    with pytest.raises(IncompatibleStorage, match="older version"):
+        open_at(path)
+
+
+def test_a_path_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="cannot open") as err:
+        open_at(blocker / "broker.db")
+    assert "embedded:PATH" in str(err.value)
+
+
+def test_a_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="is a directory"):
+        open_at(tmp_path)
+
+
+def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    broker = open_at(path)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        broker.close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = bytearray(path.read_bytes())
+        raw[:16] = b"garbage garbage!"
+        path.write_bytes(bytes(raw))
+        with pytest.raises(StorageError):
+            open_at(path)
+    finally:
+        broker.close()
