@@ -158,3 +158,27 @@ class NonNullDefault:
 
     id: int
     region: str | None = "eu"
+
+
+def everything() -> Everything:
+    return Everything(
+        id=2**40,
+        name="Zoë",
+        price=9.75,
+        active=True,
+        blob=b"\x00\xff",
+        at=dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC),
+        at_ms=dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=dt.UTC),
+        day=dt.date(2024, 2, 29),
+        amount=Decimal("-12345678901234567890.123456789"),
+        exact=Decimal("12345678.90"),
+        ref=uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        status=Status.PAID,
+        home=Address("Oslo", "0150"),
+        work=None,
+        tags=["a", "b"],
+        history=[Address("Bergen"), Address("Tromsø", "9008")],
+        labels={"x": 1, "y": -2},
+        places={"summer": Address("Lofoten")},
+        note="hi",
+    )

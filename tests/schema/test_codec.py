@@ -10,7 +10,11 @@ from typing import Any
 
 import fastavro
 import pytest
-from schema_models import (
+
+from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
+from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema
+
+from .schema_models import (
     Address,
     CustomerCopy,
     CustomerV1,
@@ -18,11 +22,8 @@ from schema_models import (
     CustomerV3,
     Status,
     Validated,
+    everything,
 )
-from test_models import everything
-
-from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
-from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema
 
 
 def test_wire_format_is_magic_byte_schema_id_and_fastavro_body(

@@ -16,9 +16,10 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from schema_models import Address, CustomerV1, CustomerV3, PAddress, PEverything, Status
 
 from ferryman.schema import AvroCodec, EmbeddedRegistry, HttpRegistry, SerdeContext, avro_schema
+
+from .schema_models import Address, CustomerV1, CustomerV3, PAddress, PEverything, Status
 
 UTC = dt.UTC
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import fastavro
 import pytest
-from schema_models import (
+
+from ferryman.errors import SchemaError
+from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema, load_schema
+
+from .schema_models import (
     Address,
     Everything,
     Frozen,
@@ -22,36 +26,10 @@ from schema_models import (
     PEverything,
     Status,
     WithPostInit,
+    everything,
 )
 
-from ferryman.errors import SchemaError
-from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema, load_schema
-
 UTC = dt.UTC
-
-
-def everything() -> Everything:
-    return Everything(
-        id=2**40,
-        name="Zoë",
-        price=9.75,
-        active=True,
-        blob=b"\x00\xff",
-        at=dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
-        at_ms=dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC),
-        day=dt.date(2024, 2, 29),
-        amount=Decimal("-12345678901234567890.123456789"),
-        exact=Decimal("12345678.90"),
-        ref=uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        status=Status.PAID,
-        home=Address("Oslo", "0150"),
-        work=None,
-        tags=["a", "b"],
-        history=[Address("Bergen"), Address("Tromsø", "9008")],
-        labels={"x": 1, "y": -2},
-        places={"summer": Address("Lofoten")},
-        note="hi",
-    )
 
 
 def field_types(schema: Any) -> dict[str, Any]:
@@ -90,16 +68,16 @@ def test_every_type_maps_to_its_avro_type() -> None:
     assert types["status"] == {
         "type": "enum",
         "name": "Status",
-        "namespace": "schema_models",
+        "namespace": Status.__module__,
         "symbols": ["NEW", "PAID", "SHIPPED"],
     }
     assert types["home"]["type"] == "record"
     assert types["home"]["name"] == "Address"
     # The second use of a named type is a reference by full name, as Avro requires.
-    assert types["work"] == ["null", "schema_models.Address"]
-    assert types["history"] == {"type": "array", "items": "schema_models.Address"}
+    assert types["work"] == ["null", f"{Address.__module__}.Address"]
+    assert types["history"] == {"type": "array", "items": f"{Address.__module__}.Address"}
     assert types["labels"] == {"type": "map", "values": "long"}
-    assert types["places"] == {"type": "map", "values": "schema_models.Address"}
+    assert types["places"] == {"type": "map", "values": f"{Address.__module__}.Address"}
     fastavro.parse_schema(avro_schema(Everything))  # a valid Avro schema
 
 
@@ -116,7 +94,7 @@ def test_optional_fields_are_null_unions_defaulting_to_null_and_defaults_are_kep
 
 def test_record_name_and_namespace_come_from_the_class() -> None:
     schema = avro_schema(Address)
-    assert (schema["name"], schema["namespace"]) == ("Address", "schema_models")
+    assert (schema["name"], schema["namespace"]) == ("Address", Address.__module__)
 
 
 def test_dataclass_round_trip_covers_every_type(embedded: EmbeddedRegistry) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from schema_models import Address, CustomerV1, CustomerV2, CustomerV3
 
 from ferryman.errors import (
     ConfigError,
@@ -29,6 +28,8 @@ from ferryman.schema import (
     canonical,
     open_registry,
 )
+
+from .schema_models import Address, CustomerV1, CustomerV2, CustomerV3
 
 V1, V2, V3 = avro_schema(CustomerV1), avro_schema(CustomerV2), avro_schema(CustomerV3)
 

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from schema_models import CustomerV1, CustomerV2, CustomerV3
 
 from ferryman.schema import avro_schema
+
+from .schema_models import CustomerV1, CustomerV2, CustomerV3
 
 CT = "application/vnd.schemaregistry.v1+json"
 V1, V2, V3 = (json.dumps(avro_schema(m)) for m in (CustomerV1, CustomerV2, CustomerV3))
