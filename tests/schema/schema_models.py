@@ -182,3 +182,16 @@ def everything() -> Everything:
         places={"summer": Address("Lofoten")},
         note="hi",
     )
+
+
+@dataclass
+class CustomerV4:
+    """V1 plus collections with empty defaults."""
+
+    __avro_name__ = "Customer"
+    __avro_namespace__ = "shop"
+
+    id: int
+    name: str
+    tags: list[str] = field(default_factory=list)
+    attrs: dict[str, str] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from .schema_models import (
     CustomerV1,
     CustomerV2,
     CustomerV3,
+    CustomerV4,
     Status,
     Validated,
     everything,
@@ -209,3 +210,16 @@ def test_a_consumer_keeps_its_own_copy_of_the_model(embedded: EmbeddedRegistry, 
     ctx = SerdeContext(topic)
     data = AvroCodec(CustomerV2, embedded).encode(CustomerV2(3, "Cy", "cy@example.com"), ctx)
     assert AvroCodec(CustomerCopy, embedded).decode(data, ctx) == CustomerCopy("Cy", 3)
+
+
+def test_defaults_filled_in_for_old_messages_are_not_shared(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    old = AvroCodec(CustomerV1, embedded).encode(CustomerV1(1, "Ann"), ctx)
+    codec = AvroCodec(CustomerV4, embedded)
+    first, second = codec.decode(old, ctx), codec.decode(old, ctx)
+    first.tags.append("vip")
+    first.attrs["k"] = "v"
+    assert (second.tags, second.attrs) == ([], {})
+    assert codec.decode(old, ctx) == CustomerV4(1, "Ann")

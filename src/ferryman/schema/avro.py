@@ -6,6 +6,7 @@ the Avro binary body. Any Schema-Registry-aware Kafka tool reads it.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from io import BytesIO
@@ -61,7 +62,7 @@ class AvroCodec:
         self._cls = model if isinstance(model, type) else None
         self._headers: dict[str, bytes] = {}
         # schema id -> (writer schema, reader schema or None when they are the same)
-        self._readers: dict[int, tuple[Any, Any]] = {}
+        self._readers: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}
 
     def encode(self, value: Any, ctx: SerdeContext) -> bytes:
         """``value`` in the wire format; SchemaError, before anything is sent, if it does not fit."""
@@ -93,7 +94,9 @@ class AvroCodec:
         fo = BytesIO(data)
         fo.seek(HEADER_SIZE)
         try:
-            datum = _reader(fo, schemas[0], schemas[1])
+            datum: Any = _reader(fo, schemas[0], schemas[1])
+            for name in schemas[2]:  # fastavro hands out the schema's own default object
+                datum[name] = copy.copy(datum[name])
         except Exception as exc:
             raise _decode_error(
                 f"the body of a message with schema id {schema_id} cannot be read "
@@ -127,7 +130,7 @@ class AvroCodec:
         schema_id = self.registry.register(subject, self.schema)
         header = frame(schema_id)
         self._headers[subject] = header
-        self._readers.setdefault(schema_id, (self._parsed, None))
+        self._readers.setdefault(schema_id, (self._parsed, None, ()))
         return header
 
     def _encode_other(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
@@ -202,7 +205,7 @@ class AvroCodec:
                 return str(field["name"])
         return None
 
-    def _load_writer(self, schema_id: int, ctx: SerdeContext) -> tuple[Any, Any]:
+    def _load_writer(self, schema_id: int, ctx: SerdeContext) -> tuple[Any, Any, tuple[str, ...]]:
         try:
             writer = self.registry.get_schema(schema_id)
         except SchemaNotFound as exc:
@@ -216,8 +219,9 @@ class AvroCodec:
         except SchemaError as exc:
             raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
         reader = None if canonical(writer) == self._canonical else self._reader_for(writer)
-        self._readers[schema_id] = (parsed, reader)
-        return parsed, reader
+        fresh = () if reader is None else _mutable_defaults(self.schema, writer)
+        self._readers[schema_id] = (parsed, reader, fresh)
+        return parsed, reader, fresh
 
     def _reader_for(self, writer: Any) -> Any:
         """The model's schema, told that the writer's top-level record is another name for it.
@@ -247,6 +251,18 @@ class AvroCodec:
             "message is truncated or not in the Confluent wire format",
             ctx,
         )
+
+
+def _mutable_defaults(reader: Any, writer: Any) -> tuple[str, ...]:
+    """Reader fields the writer lacks whose default is a list or dict (to copy per record)."""
+    if not (_is_record(reader) and _is_record(writer)):
+        return ()
+    written = {f["name"] for f in writer["fields"]}
+    return tuple(
+        f["name"]
+        for f in reader["fields"]
+        if f["name"] not in written and isinstance(f.get("default"), (list, dict))
+    )
 
 
 def _is_record(schema: Any) -> bool:
