@@ -139,6 +139,21 @@ def _raise_mapped(exc: BaseException, what: str, *, bootstrap: str, topic: str =
     raise BrokerError(f"{what} failed: {err.str()}") from exc
 
 
+_LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.OFFSET_NOT_AVAILABLE,
+    KafkaError.REPLICA_NOT_AVAILABLE,
+}
+
+
+def _moving_leader(exc: BaseException) -> bool:
+    err = _kafka_error(exc)
+    return err is not None and err.code() in _LEADER_MOVING
+
+
 def _client_config(
     bootstrap: str, defaults: Mapping[str, Any], *overrides: Mapping[str, str] | None
 ) -> dict[str, Any]:
@@ -366,14 +381,20 @@ class KafkaAdmin:
             raise UnknownTopic(f"topic {topic!r} does not exist on {self._bootstrap}")
         parts = sorted(meta.partitions)
         bounds: dict[int, list[int]] = {p: [0, 0] for p in parts}
+        deadline = time.monotonic() + self._timeout
         for index, spec in enumerate(_EDGES):
             request = {_RdPartition(topic, p): spec for p in parts}
-            try:
-                futures = self._client.list_offsets(request, request_timeout=self._timeout)
-                for tp, future in futures.items():
-                    bounds[tp.partition][index] = future.result().offset
-            except KafkaException as exc:
-                self._fail(exc, f"listing the offsets of topic {topic!r}", topic)
+            while True:
+                try:
+                    futures = self._client.list_offsets(request, request_timeout=self._timeout)
+                    for tp, future in futures.items():
+                        bounds[tp.partition][index] = future.result().offset
+                    break
+                except KafkaException as exc:
+                    # A new topic's or a failed-over partition's leader may not be ready yet.
+                    if not _moving_leader(exc) or time.monotonic() >= deadline:
+                        self._fail(exc, f"listing the offsets of topic {topic!r}", topic)
+                    time.sleep(0.05)
         return {p: PartitionOffsets(earliest=lo, latest=hi) for p, (lo, hi) in bounds.items()}
 
     def committed(self, group: str, topic: str | None = None) -> dict[TopicPartition, int]:
@@ -600,11 +621,14 @@ class KafkaConsumer:
 
     def _revoked(self, _: object, partitions: list[_RdPartition]) -> None:
         gone = {TopicPartition(p.topic, p.partition) for p in partitions}
-        for tp in gone:
-            self._next.pop(tp, None)
-            self._paused.discard(tp)
-        if self._on_revoke is not None and gone and not self._closed:
-            self._on_revoke(gone)
+        try:
+            # The partitions are still owned here, so the callback can commit their positions.
+            if self._on_revoke is not None and gone and not self._closed:
+                self._on_revoke(gone)
+        finally:
+            for tp in gone:
+                self._next.pop(tp, None)
+                self._paused.discard(tp)
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         self._check_open()
