@@ -72,6 +72,10 @@ class _Ack(Future[RecordMetadata]):
             self._callback_list = []
         return self._callback_list
 
+    def cancel(self) -> bool:
+        """A queued record cannot be taken back (as with Kafka): always False."""
+        return False
+
     def result(self, timeout: float | None = None) -> RecordMetadata:
         value: Any = super().result(timeout)
         if value is None:
@@ -86,7 +90,7 @@ def _resolve(group: list[_Ack], base: int) -> list[_Ack]:
     offset = base
     for future in group:
         future._k = future._v = None  # written: let the payload go
-        if future._state == PENDING:  # else cancelled by its caller; the record is written anyway
+        if future._state == PENDING:
             future._o = offset
             future._state = FINISHED
             if future._waiter_list or future._callback_list:

@@ -47,18 +47,20 @@ class Waiter:
         self._sock = sock
         self._file = path
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until woken or ``timeout`` (capped at FALLBACK) passes; then drain wake-ups."""
-        timeout = min(timeout, FALLBACK)
-        if timeout <= 0:
-            return
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken or ``timeout`` (capped at FALLBACK) passes, then drain wake-ups.
+
+        Returns whether a wake-up arrived.
+        """
+        timeout = max(min(timeout, FALLBACK), 0.0)
         sock = self._sock
         if sock is None:
             select.select([], [], [], timeout)
-            return
+            return False
         ready, _, _ = select.select([sock], [], [], timeout)
         if ready:
             self.drain()
+        return bool(ready)
 
     def drain(self) -> None:
         sock = self._sock

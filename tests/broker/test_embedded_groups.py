@@ -1,0 +1,155 @@
+"""Consumer groups in the embedded broker: assignment, ownership, expiry and fencing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded.consumer import EmbeddedConsumer
+from ferryman.broker.embedded.group import assign
+from ferryman.errors import CommitFailed, ConfigError
+from ferryman.records import TopicPartition, TopicSpec
+
+QUICK = {"session.timeout.ms": "400", "heartbeat.interval.ms": "50"}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "broker.db", cleaner_interval=None)
+    b.admin().create_topic(TopicSpec("t", 4))
+    yield b
+    b.close()
+
+
+def settle(
+    consumers: list[EmbeddedConsumer], done: Callable[[], bool], timeout: float = 30
+) -> None:
+    """Poll every member in turn until ``done()``, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, [c.assignment() for c in consumers]
+        for c in consumers:
+            c.poll(0.05)
+
+
+def tps(*partitions: int) -> set[TopicPartition]:
+    return {TopicPartition("t", p) for p in partitions}
+
+
+@pytest.mark.parametrize("strategy", ["range", "roundrobin"])
+@pytest.mark.parametrize("members", [1, 2, 3, 5])
+def test_assignment_gives_every_partition_to_exactly_one_member(
+    strategy: str, members: int
+) -> None:
+    subs = [(f"m{i}", {"a", "b"} if i % 2 == 0 else {"a"}) for i in range(members)]
+    sizes = {"a": 7, "b": 3}
+    result = assign(subs, sizes, strategy)
+    owned = [tp for parts in result.values() for tp in parts]
+    assert sorted(owned) == sorted(TopicPartition(t, p) for t, n in sizes.items() for p in range(n))
+    assert assign(list(reversed(subs)), sizes, strategy) == result  # order does not matter
+    for member, topics in subs:
+        assert {tp.topic for tp in result[member]} <= topics
+    counts = [sum(tp.topic == "a" for tp in parts) for parts in result.values()]
+    assert max(counts) - min(counts) <= (1 if strategy == "range" else 2)
+
+
+def test_roundrobin_balances_across_topics() -> None:
+    result = assign([("x", {"a", "b"}), ("y", {"a", "b"})], {"a": 1, "b": 1}, "roundrobin")
+    assert {len(v) for v in result.values()} == {1}
+    ranged = assign([("x", {"a", "b"}), ("y", {"a", "b"})], {"a": 1, "b": 1}, "range")
+    assert {len(v) for v in ranged.values()} == {0, 2}
+
+
+def test_revoke_runs_before_the_new_owner_gets_the_partition(broker: EmbeddedBroker) -> None:
+    events: list[tuple[str, str, frozenset[TopicPartition]]] = []
+    # members are ordered by id, which starts with client.id: first gets the lower partitions
+    first = broker.consumer("g", config={**QUICK, "client.id": "a"})
+    second = broker.consumer("g", config={**QUICK, "client.id": "b"})
+    tp0 = TopicPartition("t", 0)
+
+    def on_revoke(name: str, member: EmbeddedConsumer) -> Callable[[set[TopicPartition]], None]:
+        def revoked(parts: set[TopicPartition]) -> None:
+            events.append((name, "revoke", frozenset(parts)))
+            member.commit(dict.fromkeys(parts, 0))  # still the owner: accepted
+
+        return revoked
+
+    first.subscribe(
+        ["t"],
+        on_assign=lambda p: events.append(("first", "assign", frozenset(p))),
+        on_revoke=on_revoke("first", first),
+    )
+    settle([first], lambda: first.assignment() == tps(0, 1, 2, 3))
+    second.subscribe(
+        ["t"],
+        on_assign=lambda p: events.append(("second", "assign", frozenset(p))),
+        on_revoke=on_revoke("second", second),
+    )
+    settle([first, second], lambda: second.assignment() == tps(2, 3))
+    assert first.assignment() == tps(0, 1)
+    assert events[-2:] == [
+        ("first", "revoke", frozenset(tps(2, 3))),
+        ("second", "assign", frozenset(tps(2, 3))),
+    ]
+    with pytest.raises(CommitFailed, match="no longer owns"):
+        first.commit({TopicPartition("t", 3): 1})
+    first.commit({tp0: 1})
+    second.close()
+    settle([first], lambda: first.assignment() == tps(0, 1, 2, 3))
+
+
+def test_a_silent_member_is_expired_fenced_and_rejoins(broker: EmbeddedBroker) -> None:
+    # "silent" never heartbeats on its own, so it misses its session unless it polls
+    silent = broker.consumer(
+        "g", config={"session.timeout.ms": "300", "heartbeat.interval.ms": "3600000"}
+    )
+    live = broker.consumer("g", config=QUICK)
+    revoked: list[set[TopicPartition]] = []
+    silent.subscribe(["t"], on_revoke=revoked.append)
+    live.subscribe(["t"])
+    settle([silent, live], lambda: len(silent.assignment()) == len(live.assignment()) == 2)
+    mine = silent.assignment()
+
+    # only live polls now: its heartbeats declare silent dead and it takes everything
+    settle([live], lambda: live.assignment() == tps(0, 1, 2, 3))
+    with pytest.raises(CommitFailed):
+        silent.commit(dict.fromkeys(mine, 1))
+
+    # on its next poll silent learns it was fenced, gives up its partitions and rejoins
+    silent.poll(0)
+    assert revoked[-1] == mine
+    settle([silent, live], lambda: len(silent.assignment()) == len(live.assignment()) == 2)
+
+
+def test_pause_and_resume(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    for p in range(2):
+        producer.send("t", b"p%d" % p, partition=p)
+    producer.flush(10)
+    consumer = broker.consumer("g")
+    consumer.assign(tps(0, 1))
+    consumer.pause(tps(0))
+    assert [r.value for r in consumer.poll(1)] == [b"p1"]
+    assert consumer.poll(0.05) == []
+    consumer.resume(tps(0))
+    assert [r.value for r in consumer.poll(1)] == [b"p0"]
+
+
+def test_group_misuse_says_what_to_do(broker: EmbeddedBroker) -> None:
+    standalone = broker.consumer(None)
+    with pytest.raises(ConfigError, match="group_id"):
+        standalone.subscribe(["t"])
+    with pytest.raises(CommitFailed, match="without a group"):
+        standalone.commit({TopicPartition("t", 0): 1})
+    with pytest.raises(ConfigError, match=r"session\.timeout\.ms"):
+        broker.consumer("g", config={"session.timeout.ms": "0"})
+    with pytest.raises(ConfigError, match=r"partition\.assignment\.strategy"):
+        broker.consumer("g", config={"partition.assignment.strategy": "sticky-ish"})
+    member = broker.consumer("g")
+    member.subscribe(["t"])
+    with pytest.raises(ConfigError, match="assign"):
+        member.assign(tps(0))

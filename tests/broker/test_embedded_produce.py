@@ -1,0 +1,166 @@
+"""Producing to the embedded broker: acknowledgements as real futures, batching, records intact."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.partitioner import partition_for
+from ferryman.errors import ClientClosed, ConfigError
+from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "broker.db", cleaner_interval=None)
+    b.admin().create_topic(TopicSpec("t", 4))
+    yield b
+    b.close()
+
+
+def read(broker: EmbeddedBroker, partition: int, start: int = 0) -> list[Record]:
+    tp = TopicPartition("t", partition)
+    end = broker.admin().offsets("t")[partition].latest
+    consumer = broker.consumer(None)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    out: list[Record] = []
+    while consumer.position(tp) < end:
+        out += consumer.poll(10, max_records=333)
+    consumer.close()
+    return out
+
+
+def test_acknowledgements_work_with_every_way_of_waiting(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    called: list[RecordMetadata] = []
+    futures = [producer.send("t", b"%d" % i, partition=1) for i in range(300)]
+    futures[5].add_done_callback(lambda f: called.append(f.result()))
+
+    done, not_done = concurrent.futures.wait(futures, timeout=30)
+    assert not not_done
+    assert len(done) == 300
+    assert sorted(f.result().offset for f in concurrent.futures.as_completed(futures)) == list(
+        range(300)
+    )
+    assert called == [futures[5].result()]
+    assert futures[5].result() == RecordMetadata("t", 1, 5, futures[5].result().timestamp)
+
+    async def wait_async() -> RecordMetadata:
+        return await asyncio.wrap_future(producer.send("t", b"async", partition=1))
+
+    assert asyncio.run(wait_async()).offset == 300
+    late: list[int] = []
+    futures[0].add_done_callback(lambda f: late.append(f.result().offset))
+    assert late == [0]  # a callback added after the fact runs at once
+
+
+def test_a_queued_record_cannot_be_cancelled(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    future = producer.send("t", b"v", partition=0)
+    assert not future.cancel()
+    assert future.result(10).offset == 0
+
+
+def test_threads_waiting_on_records_of_one_batch(broker: EmbeddedBroker) -> None:
+    producer = broker.producer({"linger.ms": "50"})
+    futures = [producer.send("t", b"x", partition=2) for _ in range(50)]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def wait_for(i: int) -> None:
+        offset = futures[i].result(30).offset
+        with lock:
+            results.append(offset)
+
+    threads = [threading.Thread(target=wait_for, args=(i,)) for i in range(0, 50, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == list(range(0, 50, 5))
+
+
+def test_many_threads_sending_at_once(broker: EmbeddedBroker) -> None:
+    producer = broker.producer({"queue.buffering.max.messages": "64"})
+    acks: list[RecordMetadata] = []
+    lock = threading.Lock()
+
+    def run(name: int) -> None:
+        futures = [producer.send("t", b"%d-%d" % (name, i), key=b"k%d" % name) for i in range(500)]
+        mine = [f.result(60) for f in futures]
+        with lock:
+            acks.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(acks) == 3000
+    assert len({(a.partition, a.offset) for a in acks}) == 3000
+    for partition in range(4):
+        values = [r.value for r in read(broker, partition)]
+        for name in range(6):
+            mine = [v for v in values if v is not None and v.startswith(b"%d-" % name)]
+            assert mine == sorted(mine, key=lambda v: int(v.split(b"-")[1]))
+
+
+def test_keyed_records_follow_murmur2_and_unkeyed_ones_spread(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    for i in range(40):
+        key = b"customer-%d" % i
+        assert producer.send("t", b"v", key=key).result(10).partition == partition_for(key, 4)
+    used = {producer.send("t", b"v").result(10).partition for _ in range(8)}
+    assert used == {0, 1, 2, 3}  # the sticky partition moves on after every batch
+
+
+def test_records_come_back_exactly(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    sent = [
+        (None, None, ()),
+        (None, b"", ()),
+        (b"", b"x", (("", b""),)),
+        (b"k", b"\x00" * 10, (("a", b"\x00\xff"), ("a", b"again"), ("ünï", b"\x80"))),
+    ]
+    for key, value, headers in sent:
+        producer.send("t", value, key=key, headers=headers, partition=3, timestamp=1234)
+    producer.flush(10)
+    got = [(r.key, r.value, r.headers, r.timestamp, r.offset) for r in read(broker, 3)]
+    assert got == [(k, v, h, 1234, i) for i, (k, v, h) in enumerate(sent)]
+
+
+def test_large_batches_and_records_span_rows_and_read_from_any_offset(
+    broker: EmbeddedBroker,
+) -> None:
+    producer = broker.producer()
+    big = bytes(range(256)) * 8192  # 2 MiB: larger than one row's byte budget
+    for i in range(2500):
+        producer.send("t", b"%d" % i, partition=0)
+    producer.send("t", big, partition=0)
+    producer.send("t", b"after", partition=0)
+    assert producer.flush(60) == 0
+    records = read(broker, 0)
+    assert [r.offset for r in records] == list(range(2502))
+    assert records[2500].value == big
+    assert [r.value for r in read(broker, 0, start=1499)][:2] == [b"1499", b"1500"]
+
+
+def test_close_flushes_and_then_refuses(broker: EmbeddedBroker) -> None:
+    producer = broker.producer({"linger.ms": "20"})
+    future = producer.send("t", b"last words", partition=0)
+    producer.close()
+    assert future.done()
+    with pytest.raises(ClientClosed):
+        producer.send("t", b"too late")
+
+
+def test_bad_producer_config(broker: EmbeddedBroker) -> None:
+    with pytest.raises(ConfigError, match=r"linger\.ms"):
+        broker.producer({"linger.ms": "soon"})
