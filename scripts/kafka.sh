@@ -173,6 +173,9 @@ log.cleaner.backoff.ms=500
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=16777216
 file.delete.delay.ms=1000
+# A killed node is fenced, and its partitions led elsewhere, within seconds (fault tests).
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=6000
 # Two cores for the whole machine: few threads.
 num.network.threads=2
 num.io.threads=4

@@ -154,6 +154,11 @@ def _moving_leader(exc: BaseException) -> bool:
     return err is not None and err.code() in _LEADER_MOVING
 
 
+def _reason(exc: BaseException) -> str:
+    err = _kafka_error(exc)
+    return err.str() if err is not None else str(exc)
+
+
 def _client_config(
     bootstrap: str, defaults: Mapping[str, Any], *overrides: Mapping[str, str] | None
 ) -> dict[str, Any]:
@@ -166,11 +171,18 @@ def _client_config(
 class KafkaBroker:
     """A connection to one Kafka cluster; makes admin clients, producers and consumers.
 
-    ``timeout`` bounds the reachability check made here and every admin request, so an
-    unreachable cluster raises BrokerUnavailable instead of hanging.
+    Construction asks the cluster for its metadata and raises BrokerUnavailable if no broker
+    answers within ``connect_timeout`` seconds; ``timeout`` bounds every later admin request.
     """
 
-    def __init__(self, bootstrap: str, config: Mapping[str, str], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        config: Mapping[str, str],
+        *,
+        connect_timeout: float = 5.0,
+        timeout: float = 30.0,
+    ) -> None:
         self.bootstrap = bootstrap
         self.config = dict(config)
         self.timeout = timeout
@@ -178,13 +190,13 @@ class KafkaBroker:
         self._closed = False
         self._admin_client = self._new_admin_client()
         try:
-            self._admin_client.list_topics(timeout=timeout)
+            self._admin_client.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
             err = _kafka_error(exc)
             if err is not None and err.code() in _UNAVAILABLE:
                 raise BrokerUnavailable(
-                    f"no Kafka broker answered at {bootstrap} within {timeout:g}s: check that "
-                    "Kafka runs there (for tests: scripts/kafka.sh start), that the host and "
+                    f"no Kafka broker answered at {bootstrap} within {connect_timeout:g}s: check "
+                    "that Kafka runs there (for tests: scripts/kafka.sh start), that the host and "
                     "port are right, and the security settings (FERRYMAN_KAFKA_SECURITY_PROTOCOL, "
                     "FERRYMAN_KAFKA_SASL_*)"
                 ) from exc
@@ -195,7 +207,7 @@ class KafkaBroker:
             return AdminClient(_client_config(self.bootstrap, {}, self.config))
         except (KafkaException, ValueError, TypeError) as exc:
             raise ConfigError(
-                f"bad Kafka client configuration for {self.bootstrap}: {exc}; check the "
+                f"bad Kafka client configuration for {self.bootstrap}: {_reason(exc)}; check the "
                 "librdkafka properties passed (FERRYMAN_KAFKA_*)"
             ) from exc
 
@@ -444,7 +456,7 @@ class KafkaProducer:
             self._producer = _RdProducer(config)
         except (KafkaException, ValueError, TypeError) as exc:
             raise ConfigError(
-                f"bad Kafka producer configuration: {exc}; check the librdkafka properties"
+                f"bad Kafka producer configuration: {_reason(exc)}; check the librdkafka properties"
             ) from exc
         self._partitions: dict[str, int] = {}
         self._fatal: KafkaError | None = None
@@ -544,9 +556,14 @@ class KafkaProducer:
                     ) from None
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                _raise_mapped(
-                    exc, f"sending to topic {topic!r}", bootstrap=self._bootstrap, topic=topic
-                )
+                err = _kafka_error(exc)
+                if err is not None and err.code() in _UNKNOWN_TOPIC:
+                    _raise_mapped(exc, "sending", bootstrap=self._bootstrap, topic=topic)
+                reason = err.str() if err is not None else str(exc)
+                raise ProduceError(
+                    f"cannot send a record to topic {topic!r}: {reason}; check the record "
+                    "(size, fields) against the producer's settings"
+                ) from exc
 
     def flush(self, timeout: float | None = None) -> int:
         if self._closed:
@@ -579,7 +596,7 @@ class KafkaConsumer:
             self._consumer = _RdConsumer({**config, "error_cb": self._on_error})
         except (KafkaException, ValueError, TypeError) as exc:
             raise ConfigError(
-                f"bad Kafka consumer configuration: {exc}; check the librdkafka properties"
+                f"bad Kafka consumer configuration: {_reason(exc)}; check the librdkafka properties"
             ) from exc
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None

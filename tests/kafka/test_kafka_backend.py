@@ -1,0 +1,143 @@
+"""The Kafka backend's own behaviour beyond the contract: bad addresses, mismatches, passthrough.
+
+The unreachable-server tests need no Kafka and run everywhere; the rest use the running one.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+import zlib
+from collections.abc import Iterator
+
+import pytest
+
+from ferryman.broker import open_broker
+from ferryman.broker.kafka import KafkaBroker
+from ferryman.broker.partitioner import partition_for
+from ferryman.errors import BrokerUnavailable, ConfigError, ProduceError, TopicMismatch
+from ferryman.records import TopicSpec
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An address that accepts TCP connections and never answers (a hung or wrong server)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def refusing_address() -> str:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def unique(prefix: str) -> str:
+    return f"kafka-backend.{prefix}.{uuid.uuid4().hex[:12]}"
+
+
+# pytest-timeout turns a hang into a failure (the broker is given 2 s, open_broker 5 s).
+@pytest.mark.timeout(60)
+def test_refused_connection_raises_broker_unavailable_naming_the_address(
+    refusing_address: str,
+) -> None:
+    with pytest.raises(BrokerUnavailable) as raised:
+        KafkaBroker(refusing_address, {}, connect_timeout=2.0)
+    message = str(raised.value)
+    assert refusing_address in message
+    assert "scripts/kafka.sh start" in message
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_never_answers_raises_broker_unavailable(silent_server: str) -> None:
+    with pytest.raises(BrokerUnavailable, match=re.escape(silent_server)):
+        KafkaBroker(silent_server, {}, connect_timeout=2.0)
+
+
+@pytest.mark.timeout(60)
+def test_open_broker_with_an_unreachable_url_raises_broker_unavailable(
+    refusing_address: str,
+) -> None:
+    with pytest.raises(BrokerUnavailable, match=re.escape(refusing_address)):
+        open_broker(f"kafka://{refusing_address}", kafka_config={})
+
+
+def test_an_unknown_librdkafka_property_is_a_config_error(refusing_address: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("no.such.property")):
+        KafkaBroker(refusing_address, {"no.such.property": "1"}, connect_timeout=2.0)
+
+
+@pytest.fixture
+def broker(kafka_bootstrap: str) -> Iterator[KafkaBroker]:
+    b = KafkaBroker(kafka_bootstrap, {})
+    yield b
+    b.close()
+
+
+@pytest.mark.kafka
+def test_topic_mismatch_says_what_differs_and_how_to_change_it(broker: KafkaBroker) -> None:
+    admin = broker.admin()
+    name = unique("mismatch")
+    admin.create_topic(TopicSpec(name, 3, {"cleanup.policy": "compact"}))
+    try:
+        with pytest.raises(TopicMismatch) as raised:
+            admin.create_topic(TopicSpec(name, 6, {"cleanup.policy": "delete"}), exist_ok=True)
+        message = str(raised.value)
+        assert name in message
+        assert "3 partitions" in message
+        assert "--partitions 6" in message
+        assert "cleanup.policy=compact" in message
+        assert "--add-config cleanup.policy=delete" in message
+        # nothing was changed on the broker
+        info = admin.describe_topic(name)
+        assert (info.partitions, info.config["cleanup.policy"]) == (3, "compact")
+        # the declaration the topic does match is accepted
+        admin.create_topic(TopicSpec(name, 3, {"cleanup.policy": "compact"}), exist_ok=True)
+    finally:
+        admin.delete_topic(name)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_librdkafka_properties_pass_through(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # message.max.bytes is enforced by the client itself, so its effect is observable at once.
+    if where == "argument":
+        b = open_broker(f"kafka://{kafka_bootstrap}", kafka_config={"message.max.bytes": "2000"})
+    else:
+        monkeypatch.setenv("FERRYMAN_KAFKA_MESSAGE_MAX_BYTES", "2000")
+        b = open_broker(f"kafka://{kafka_bootstrap}")
+    admin = b.admin()
+    name = unique("passthrough")
+    admin.create_topic(TopicSpec(name, 1))
+    producer = b.producer()
+    try:
+        assert producer.send(name, bytes(100)).result(30.0).offset == 0
+        with pytest.raises(ProduceError, match="too large"):
+            producer.send(name, bytes(5000)).result(30.0)
+    finally:
+        producer.close(30.0)
+        admin.delete_topic(name)
+        b.close()
+
+
+@pytest.mark.kafka
+def test_per_client_config_wins_over_the_defaults(broker: KafkaBroker) -> None:
+    admin = broker.admin()
+    name = unique("override")
+    admin.create_topic(TopicSpec(name, 4))
+    # the default partitioner is murmur2_random; "consistent" (CRC32) puts this key elsewhere
+    producer = broker.producer({"partitioner": "consistent", "compression.type": "zstd"})
+    try:
+        ack = producer.send(name, b"v", key=b"customer-2").result(30.0)
+        assert ack.partition == zlib.crc32(b"customer-2") % 4 != partition_for(b"customer-2", 4)
+    finally:
+        producer.close(30.0)
+        admin.delete_topic(name)
