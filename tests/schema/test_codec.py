@@ -88,6 +88,8 @@ def test_compatibility_given_to_the_codec_is_set_on_the_subject(
         ({"ref": "not-a-uuid"}, "ref"),
         ({"home": Address(city=3)}, "city"),  # type: ignore[arg-type]
         ({"labels": {"x": "one"}}, "labels"),
+        ({"status": "PAID"}, "status"),
+        ({"history": [Address("a"), "b"]}, "history"),
     ],
 )
 def test_a_value_that_does_not_fit_is_refused_naming_the_field(

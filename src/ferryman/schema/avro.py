@@ -17,7 +17,7 @@ from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SerdeContext
-from ferryman.schema.models import Binding, binding, model_name
+from ferryman.schema.models import Binding, binding, failing_field, model_name
 from ferryman.schema.registry import Registry, canonical
 
 MAGIC = 0
@@ -170,7 +170,17 @@ class AvroCodec:
 
     def _explain(self, value: Any, exc: Exception, ctx: SerdeContext) -> SchemaError:
         """A SchemaError naming the field that does not fit (fastavro's validation finds it)."""
-        datum = self._to(value) if self._to is not None else value
+        try:
+            datum = self._to(value) if self._to is not None else value
+        except SchemaError as bad:
+            return SchemaError(f"{ctx.topic} {ctx.field}: {bad}")
+        except Exception as bad:
+            field = failing_field(value)
+            where = f"field {field} of " if field else ""
+            return SchemaError(
+                f"{ctx.topic} {ctx.field}: {where}{model_name(self.model)} cannot be converted for "
+                f"Avro ({type(bad).__name__}: {bad}); check the types of its fields"
+            )
         detail = ""
         try:
             validate(datum, self._parsed, raise_errors=True)

@@ -157,6 +157,7 @@ class _Mapped:
     enc: Convert | None = None
     dec: Convert | None = None
     check: type | None = None  # the class a value must have: fastavro would coerce or not check
+    inline: str | None = None  # enc as an expression template ("{}._name_"), cheaper than a call
 
 
 class _Mapper:
@@ -247,10 +248,10 @@ class _Mapper:
         dec: Convert = members.__getitem__
         ref = self._claim(cls)
         if ref is not None:
-            return _Mapped(ref, enc, dec)
+            return _Mapped(ref, enc, dec, check=cls, inline="{}._name_")
         name, namespace = self._fullname(cls)
         schema = {"type": "enum", "name": name, "namespace": namespace, "symbols": list(members)}
-        return _Mapped(schema, enc, dec)
+        return _Mapped(schema, enc, dec, check=cls, inline="{}._name_")
 
     def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> _Mapped:
         args = typing.get_args(tp)
@@ -298,12 +299,26 @@ class _Mapper:
         schema_out = {"type": "record", "name": name, "namespace": namespace, "fields": fields}
         enc_fn, dec_fn = _compile_record(cls, mapped_fields)
         _RECORD_CODE[cls] = (enc_fn, dec_fn)
+        _FIELD_ENCODERS[cls] = [(n, m.enc) for n, m in mapped_fields]
         result = _Mapped(schema_out, enc_fn, dec_fn)
         self.records[cls] = result
         return result
 
 
 _RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
+_FIELD_ENCODERS: dict[Any, list[tuple[str, Convert | None]]] = {}
+
+
+def failing_field(value: Any) -> str | None:
+    """The field of record instance ``value`` whose conversion for Avro fails (slow path only)."""
+    for name, enc in _FIELD_ENCODERS.get(type(value), []):
+        if enc is None:
+            continue
+        try:
+            enc(getattr(value, name))
+        except Exception:
+            return name
+    return None
 
 
 class _NoDefault:
@@ -358,7 +373,7 @@ def _decimal_spec(meta: tuple[Any, ...]) -> DecimalSpec:
 
 
 def _enum_name(member: enum.Enum) -> str:
-    return member.name
+    return member._name_
 
 
 def _each(inner: Convert | None) -> Convert | None:
@@ -429,7 +444,9 @@ def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Conve
                 f"    if {var}.__class__ is not _t{i} and not isinstance({var}, _t{i}): "
                 f"_bad({cls.__name__!r}, {name!r}, {expected!r}, {var})"
             )
-        if mapped.enc is not None:
+        if mapped.inline is not None:
+            items.append(f"{name!r}: {mapped.inline.format(var)}")
+        elif mapped.enc is not None:
             env[f"_e{i}"] = mapped.enc
             items.append(f"{name!r}: _e{i}({var})")
         else:
