@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,22 @@ def test_the_background_cleaner_runs_without_being_asked(tmp_path: Path) -> None
             time.sleep(0.05)
     finally:
         broker.close()
+
+
+def test_compaction_over_many_rows_rewrites_them_in_chunks(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker)
+    producer = broker.producer()
+    for i in range(450):  # one row per record: more rows than one rewrite chunk
+        producer.send(topic, b"%d" % i, key=b"k%d" % (i % 10), partition=0).result(10)
+    producer.close(10)
+    broker.clean()
+    records = read_all(broker, topic)
+    assert [(r.key, r.value) for r in records] == [
+        (b"k%d" % (i % 10), b"%d" % i) for i in range(440, 450)
+    ]
+    # the size retention.bytes relies on shrank with the removed records
+    with closing(sqlite3.connect(broker.path)) as conn:
+        (size,) = conn.execute("SELECT size FROM partitions WHERE topic = ?", (topic,)).fetchone()
+    assert size == sum(len(r.key or b"") + len(r.value or b"") for r in records)

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ferryman.errors import BrokerError
 
@@ -187,16 +187,21 @@ class Cleaner:
                 return False
             return not (r.tombstone and r.offset < tombs_before)
 
-        # pass 2: rewrite the rows that lose records
+        # pass 2: rewrite the rows that lose records, a chunk at a time
         changes: list[tuple[int, list[Raw], int]] = []
+        changed = False
         for base, deltas, data in self._batches(lo, end):
             records = split_batch(base, deltas, data)
             kept = [r for r in records if keep(r)]
             if len(kept) != len(records):
                 removed = sum(r.size for r in records) - sum(r.size for r in kept)
                 changes.append((base, kept, removed))
-        for i in range(0, len(changes), _REWRITE_CHUNK):
-            self._rewrite(pid, changes[i : i + _REWRITE_CHUNK])
+            if len(changes) >= _REWRITE_CHUNK:
+                self._rewrite(pid, changes)
+                changes, changed = [], True
+        if changes:
+            self._rewrite(pid, changes)
+            changed = True
 
         def finish(c: sqlite3.Connection) -> None:
             c.execute(
@@ -214,14 +219,22 @@ class Cleaner:
             )
 
         write(conn, self._store.path, finish)
-        return bool(changes)
+        return changed
 
-    def _batches(self, lo: int, end: int) -> list[tuple[int, bytes | None, bytes]]:
-        rows = self._conn.execute(
-            "SELECT id, deltas, data FROM batches WHERE id >= ? AND id < ? ORDER BY id",
-            (lo, lo | end),
-        ).fetchall()
-        return [(batch_id - lo, deltas, data) for batch_id, deltas, data in rows]
+    def _batches(self, lo: int, end: int) -> Iterator[tuple[int, bytes | None, bytes]]:
+        """(base offset, deltas, data) of every row below ``end``, read a page at a time so
+        neither memory nor an open read transaction grows with the partition."""
+        after = lo - 1
+        while True:
+            rows = self._conn.execute(
+                "SELECT id, deltas, data FROM batches WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                (after, lo | end, _REWRITE_CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            for batch_id, deltas, data in rows:
+                yield batch_id - lo, deltas, data
+            after = rows[-1][0]
 
     def _rewrite(self, pid: int, changes: list[tuple[int, list[Raw], int]]) -> None:
         lo = pid << PID_SHIFT

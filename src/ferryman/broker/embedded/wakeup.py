@@ -16,12 +16,14 @@ import os
 import select
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
 FALLBACK = 0.15
 """Longest a reader sleeps without a wake-up before it looks again."""
 
+_SETTLE_NS = 100_000_000
 _ABSTRACT = sys.platform.startswith("linux")
 _PREFIX = "\0ferryman-"
 
@@ -86,6 +88,7 @@ class Notifier:
     def __init__(self, wake_dir: Path) -> None:
         self._dir = wake_dir
         self._stamp = -1
+        self._listed_at = 0
         self._names: list[str] = []
         self._sock: socket.socket | None = None
         if _ABSTRACT:
@@ -100,8 +103,12 @@ class Notifier:
             stamp = os.stat(self._dir).st_mtime_ns
         except OSError:
             return
-        if stamp != self._stamp:
+        # Directory times tick coarsely (a jiffy): a reader registering in the same tick as the
+        # last listing leaves the time unchanged, so a listing made soon after a change is
+        # repeated until the directory has been quiet for a while.
+        if stamp != self._stamp or self._listed_at - stamp < _SETTLE_NS:
             self._stamp = stamp
+            self._listed_at = time.time_ns()
             try:
                 self._names = os.listdir(self._dir)
             except OSError:
