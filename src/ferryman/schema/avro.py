@@ -62,7 +62,7 @@ class AvroCodec:
         self._cls = model if isinstance(model, type) else None
         self._headers: dict[str, bytes] = {}
         # schema id -> (writer schema, reader schema or None when they are the same)
-        self._readers: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}
+        self._readers: dict[bytes, tuple[Any, Any, tuple[str, ...]]] = {}
 
     def encode(self, value: Any, ctx: SerdeContext) -> bytes:
         """``value`` in the wire format; SchemaError, before anything is sent, if it does not fit."""
@@ -85,12 +85,12 @@ class AvroCodec:
 
     def decode(self, data: bytes, ctx: SerdeContext) -> Any:
         """The value in ``data``; DecodeError with ``ctx``'s coordinates when it cannot be read."""
-        if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
-            raise self._bad_frame(data, ctx)
-        schema_id = int.from_bytes(data[1:5], "big")
-        schemas = self._readers.get(schema_id)
+        # Keyed by the 5 header bytes: a hit proves the magic byte and skips parsing the id.
+        schemas = self._readers.get(data[:HEADER_SIZE]) if data is not None else None
         if schemas is None:
-            schemas = self._load_writer(schema_id, ctx)
+            if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
+                raise self._bad_frame(data, ctx)
+            schemas = self._load_writer(_id_of(data), ctx)
         fo = BytesIO(data)
         fo.seek(HEADER_SIZE)
         try:
@@ -99,7 +99,7 @@ class AvroCodec:
                 datum[name] = copy.copy(datum[name])
         except Exception as exc:
             raise _decode_error(
-                f"the body of a message with schema id {schema_id} cannot be read "
+                f"the body of a message with schema id {_id_of(data)} cannot be read "
                 f"({type(exc).__name__}: {str(exc)[:300]}); it is truncated, corrupt, not written "
                 "with that schema, or the model cannot read that schema",
                 ctx,
@@ -107,7 +107,7 @@ class AvroCodec:
         if fo.tell() != len(data):
             raise _decode_error(
                 f"{len(data) - fo.tell()} bytes left after the body of a message with schema id "
-                f"{schema_id}; it was not written with that schema",
+                f"{_id_of(data)}; it was not written with that schema",
                 ctx,
             )
         fr = self._from
@@ -130,7 +130,7 @@ class AvroCodec:
         schema_id = self.registry.register(subject, self.schema)
         header = frame(schema_id)
         self._headers[subject] = header
-        self._readers.setdefault(schema_id, (self._parsed, None, ()))
+        self._readers.setdefault(header, (self._parsed, None, ()))
         return header
 
     def _encode_other(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
@@ -230,7 +230,7 @@ class AvroCodec:
             raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
         reader = None if canonical(writer) == self._canonical else self._reader_for(writer)
         fresh = () if reader is None else _mutable_defaults(self.schema, writer)
-        self._readers[schema_id] = (parsed, reader, fresh)
+        self._readers[frame(schema_id)] = (parsed, reader, fresh)
         return parsed, reader, fresh
 
     def _reader_for(self, writer: Any) -> Any:
@@ -261,6 +261,10 @@ class AvroCodec:
             "message is truncated or not in the Confluent wire format",
             ctx,
         )
+
+
+def _id_of(data: bytes) -> int:
+    return int.from_bytes(data[1:HEADER_SIZE], "big")
 
 
 def _mutable_defaults(reader: Any, writer: Any) -> tuple[str, ...]:
