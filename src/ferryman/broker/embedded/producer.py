@@ -18,6 +18,9 @@ from .codec import encode_headers, make_metadata, pack_head
 from .storage import PID_SHIFT, Store, write
 from .wakeup import Notifier
 
+_KEY_CACHE = 100_000
+"""Keys whose partition the producer remembers."""
+
 MAX_ROW_RECORDS = 1000
 MAX_ROW_BYTES = 1 << 20
 """Records of one partition are stored in rows of at most this many records / bytes."""
@@ -178,6 +181,7 @@ class EmbeddedProducer:
         self._closed = False
         self._partitions: dict[str, int] = {}
         self._sticky: dict[str, tuple[int, int]] = {}
+        self._by_key: dict[tuple[bytes, int], int] = {}
         self._lookup_lock = threading.Lock()
         self._lookup_conn = store.connect()
         self._wake = threading.Event()
@@ -203,7 +207,9 @@ class EmbeddedProducer:
             count = self._lookup(topic)
         if partition is None:
             if key is not None:
-                partition = partition_for(key, count)
+                partition = self._by_key.get((key, count), -1)
+                if partition < 0:
+                    partition = self._partition_for(key, count)
             else:
                 sticky = self._sticky.get(topic)
                 if sticky is not None and sticky[0] == self._epoch_no:
@@ -225,6 +231,13 @@ class EmbeddedProducer:
         if not self._wake.is_set():
             self._wake.set()
         return future
+
+    def _partition_for(self, key: bytes, count: int) -> int:
+        # murmur2 in Python costs microseconds; keys of entity topics repeat, so remember them
+        if len(self._by_key) >= _KEY_CACHE:
+            self._by_key.clear()
+        partition = self._by_key[(key, count)] = partition_for(key, count)
+        return partition
 
     def _wait_for_room(self) -> None:
         with self._cv:
