@@ -84,8 +84,8 @@ def rate(fn: Callable[[], None], n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=5_000)
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--records", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=150)
     args = parser.parse_args()
     n = args.records
 
