@@ -87,6 +87,7 @@ class ServiceConfig:
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     create_topics: bool = True
     consumer_config: Mapping[str, str] = field(default_factory=dict)
+    producer_config: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("dead-letter", "stop"):

@@ -9,6 +9,9 @@ instances may pick the same partition: each keeps only the replies carrying its 
 id, so sharing costs reading, never correctness. No coordination, no group rebalances on the
 reply path, and a requester reads ``1/reply_partitions`` of the reply traffic on average.
 
+A responder answers the requests of one partition concurrently (a run of up to 64 at a time)
+and commits them in order once their replies are durable; requests carry no ordering promise.
+
 A reply whose correlation id is no longer pending (it timed out, or a responder sent it twice
 after a crash) is a late reply: dropped and counted in ``Requester.late_replies``.
 
@@ -25,7 +28,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -168,10 +170,10 @@ class Requester:
         tp = self.reply_partition(topic)
         serde = self._conn.serde
         payload = serde.encode_value(topic, value)
-        correlation_id = uuid.uuid4().hex
+        correlation_id = h.new_id()
         pending: PendingReply[R] = PendingReply(self, topic, correlation_id, timeout)
         headers = [
-            (h.MESSAGE_ID, uuid.uuid4().hex.encode()),
+            (h.MESSAGE_ID, h.new_id().encode()),
             (h.SOURCE, self._source),
             (h.CORRELATION_ID, correlation_id.encode()),
             (h.REPLY_TO, f"{tp.topic}:{tp.partition}".encode()),
@@ -284,7 +286,7 @@ def responder_route(
             return  # a one-way request: nobody waits for a reply
         reply_topic, _, partition = reply_to.decode().rpartition(":")
         headers = (
-            (h.MESSAGE_ID, uuid.uuid4().hex.encode()),
+            (h.MESSAGE_ID, h.new_id().encode()),
             (h.SOURCE, source_header),
             (h.CORRELATION_ID, m.header(h.CORRELATION_ID) or b""),
             (h.REQUESTER, m.header(h.REQUESTER) or b""),
@@ -317,11 +319,15 @@ def responder_route(
         await send(m, KIND_REPLY, payload, [])
 
     async def run(msgs: list[Message[Any]]) -> Outcome:
-        for i, m in enumerate(msgs):
-            try:
-                await answer(m)
-            except Exception as exc:  # a reply that could not be sent: retry, then dead-letter
-                return i, exc
+        # Requests are independent: a run of them is answered concurrently, so handlers that wait
+        # on I/O and the replies' acknowledgements overlap. Offsets are still committed in order,
+        # once every reply of the run is durable.
+        results = await asyncio.gather(*(answer(m) for m in msgs), return_exceptions=True)
+        for i, result in enumerate(results):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):  # a reply not sent: retry, then dead-letter
+                return i, result
         return len(msgs), None
 
-    return Route(topic, run, None, name)
+    return Route(topic, run, None, name, needs_key=False)

@@ -12,7 +12,7 @@ from ferryman.broker import open_broker
 from ferryman.broker.base import Broker
 from ferryman.errors import HandlerError
 from ferryman.records import Record, TopicPartition
-from ferryman.runtime.messages import MESSAGE_ID
+from ferryman.runtime.messages import MESSAGE_ID, Message
 from ferryman.topics import EventTopic
 
 from .conftest import Env, eventually, run
@@ -175,3 +175,38 @@ def test_on_error_stop_stops_the_service_and_leaves_the_record_uncommitted(
         assert admin.offsets(jobs.name + ".dlq")[0].latest == 0
     finally:
         admin.close()
+
+
+def test_an_undecodable_key_goes_to_the_dlq_when_the_handler_reads_keys(
+    env: Env, broker: Broker
+) -> None:
+    from ferryman.topics import EntityTopic
+
+    @dataclass
+    class Item:
+        id: int
+
+    items = EntityTopic(env.name("items"), Item, partitions=1)
+    keys: list[int] = []
+
+    async def main() -> None:
+        svc = env.service("keyed")
+
+        @svc.on(items)
+        async def keep(item: Item | None, msg: Message[Item]) -> None:
+            keys.append(msg.key)
+
+        async with svc:
+            good = await svc.publish(items, Item(1))
+            producer = broker.producer()
+            bad_value = read(broker, items.name, 1, env.timeout)[0].value
+            producer.send(items.name, bad_value, key=b"\xffgarbage", partition=0).result()
+            producer.close()
+            await svc.publish(items, Item(2))
+            await eventually(lambda: keys == [1, 2], env.timeout, lambda: keys)
+            assert good.offset == 0
+
+    run(main())
+    [dead] = read(broker, items.name + ".dlq", 1, env.timeout)
+    assert headers(dead)["ferryman.dlq.exception-type"] == "ferryman.DecodeError"
+    assert dead.key == b"\xffgarbage"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,15 @@ def registry_url(locations: Locations) -> str:
 class Connections:
     """Owns what it opens (and only that); thread-safe, since blocking calls come from threads."""
 
-    def __init__(self, locations: Locations, broker: Broker | None, registry: Any | None) -> None:
+    def __init__(
+        self,
+        locations: Locations,
+        broker: Broker | None,
+        registry: Any | None,
+        producer_config: Mapping[str, str] | None = None,
+    ) -> None:
         self.locations = locations
+        self._producer_config = dict(producer_config or {})
         self._broker = broker
         self._owns_broker = broker is None
         self._registry = registry
@@ -57,7 +65,7 @@ class Connections:
         if producer is None:
             with self._lock:
                 if self._producer is None:
-                    self._producer = self.broker.producer()
+                    self._producer = self.broker.producer(self._producer_config or None)
                 producer = self._producer
         return producer
 

@@ -44,7 +44,7 @@ POLL_TIMEOUT = 0.1
 class _Worker:
     tp: TopicPartition
     route: Route
-    queue: deque[tuple[int, Record]] = field(default_factory=deque)
+    queue: deque[tuple[int, list[Record]]] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)
@@ -172,9 +172,14 @@ class ConsumerLoop:
             self._fail(exc)
 
     def _hand_over(self, consumer: Consumer, records: list[Record]) -> None:
-        by_tp: dict[TopicPartition, list[Record]] = {}
+        by_key: dict[tuple[str, int], list[Record]] = {}
         for r in records:
-            by_tp.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+            recs = by_key.get((r.topic, r.partition))
+            if recs is None:
+                by_key[(r.topic, r.partition)] = [r]
+            else:
+                recs.append(r)
+        by_tp = {TopicPartition(*k): recs for k, recs in by_key.items()}
         batches: list[tuple[TopicPartition, int, list[Record]]] = []
         to_pause: list[TopicPartition] = []
         with self._lock:
@@ -262,7 +267,7 @@ class ConsumerLoop:
                     self._work(w), name=f"ferryman-{self.group}-{tp}"
                 )
                 self._workers[tp] = w
-            w.queue.extend((epoch, r) for r in recs)
+            w.queue.append((epoch, recs))
             w.wakeup.set()
 
     async def _quiesce(self, partitions: set[TopicPartition]) -> None:
@@ -283,11 +288,7 @@ class ConsumerLoop:
                 await w.wakeup.wait()
                 continue
             w.idle.clear()
-            epoch, first = w.queue.popleft()
-            chunk = [first]
-            limit = w.route.batch or CHUNK
-            while w.queue and len(chunk) < limit and w.queue[0][0] == epoch:
-                chunk.append(w.queue.popleft()[1])
+            epoch, chunk = self._take(w, w.route.batch or CHUNK)
             if self._epochs.get(w.tp, 0) != epoch or self.failure is not None:
                 continue
             try:
@@ -299,13 +300,29 @@ class ConsumerLoop:
                     raise
                 self._fail(exc)
 
+    @staticmethod
+    def _take(w: _Worker, limit: int) -> tuple[int, list[Record]]:
+        """Up to ``limit`` queued records of one epoch, in order."""
+        epoch, chunk = w.queue.popleft()
+        if len(chunk) > limit:
+            w.queue.appendleft((epoch, chunk[limit:]))
+            return epoch, chunk[:limit]
+        while w.queue and len(chunk) < limit and w.queue[0][0] == epoch:
+            _, more = w.queue.popleft()
+            room = limit - len(chunk)
+            if len(more) > room:
+                w.queue.appendleft((epoch, more[room:]))
+            chunk = chunk + more[:room]
+        return epoch, chunk
+
     async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
         serde = self._conn.serde
         topic = w.route.topic
+        key = w.route.needs_key
         pending: list[tuple[Record, Message[Any]]] = []
         for r in records:
             try:
-                pending.append((r, serde.decode(topic, r)))
+                pending.append((r, serde.decode(topic, r, key=key)))
             except DecodeError as exc:
                 if pending:
                     await self._handle(w, epoch, pending)

@@ -33,6 +33,8 @@ class Route:
     run: RunMessages
     batch: int | None = None
     name: str = ""
+    needs_key: bool = True
+    """False when ``run`` never looks at keys, which are then not decoded."""
 
 
 def _wants_message(fn: Callable[..., Any]) -> bool:
@@ -91,14 +93,24 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
             async def run_batch(msgs: list[Message[Any]]) -> Outcome:
                 return await asyncio.to_thread(call_batch, msgs)
 
-        return Route(topic, run_batch, batch, name)
+        return Route(topic, run_batch, batch, name, with_message)
 
-    if _is_async(fn):
+    if _is_async(fn) and not with_message:
 
         async def run_each(msgs: list[Message[Any]]) -> Outcome:
             for i, m in enumerate(msgs):
                 try:
-                    await fn(*one(m))
+                    await fn(m.value)
+                except Exception as exc:
+                    return i, exc
+            return len(msgs), None
+
+    elif _is_async(fn):
+
+        async def run_each(msgs: list[Message[Any]]) -> Outcome:
+            for i, m in enumerate(msgs):
+                try:
+                    await fn(m.value, m)
                 except Exception as exc:
                     return i, exc
             return len(msgs), None
@@ -116,4 +128,4 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
         async def run_each(msgs: list[Message[Any]]) -> Outcome:
             return await asyncio.to_thread(call_each, msgs)
 
-    return Route(topic, run_each, None, name)
+    return Route(topic, run_each, None, name, with_message)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from ferryman.records import Headers
+from ferryman.schema.base import Codec, SerdeContext
 
 T = TypeVar("T")
 
@@ -30,17 +33,38 @@ DLQ_TRACEBACK = "ferryman.dlq.traceback"
 DLQ_ATTEMPTS = "ferryman.dlq.attempts"
 
 
-@dataclass(frozen=True, slots=True)
+_UNDECODED: Any = object()
+
+
+@dataclass(slots=True, eq=False)
 class Message(Generic[T]):
-    """A decoded record: its value (None for a tombstone), decoded key and coordinates."""
+    """A decoded record: its value (None for a tombstone), its key and coordinates.
+
+    The key is decoded on first access (most event handlers never look at it), so an
+    undecodable key raises DecodeError from ``.key``, inside the handler.
+    """
 
     topic: str
     partition: int
     offset: int
-    key: Any
+    raw_key: bytes | None
     value: T | None
     headers: Headers
     timestamp: int
+    key_codec: Codec | None = field(default=None, repr=False)
+    _key: Any = field(default=_UNDECODED, repr=False)
+
+    @property
+    def key(self) -> Any:
+        """The decoded key (None for an unkeyed record)."""
+        if self._key is _UNDECODED:
+            raw, codec = self.raw_key, self.key_codec
+            if raw is None or codec is None:
+                self._key = raw
+            else:
+                ctx = SerdeContext(self.topic, "key", self.headers, self.partition, self.offset)
+                self._key = codec.decode(raw, ctx)
+        return self._key
 
     def header(self, name: str) -> bytes | None:
         """The last value of header ``name``, or None."""
@@ -54,6 +78,15 @@ class Message(Generic[T]):
         """The ``ferryman.message-id`` the producer gave this record (for de-duplication)."""
         raw = self.header(MESSAGE_ID)
         return None if raw is None else raw.decode()
+
+
+def new_id() -> str:
+    """A random 128-bit id in UUID4 form, for message and correlation ids.
+
+    From ``random`` (reseeded in forked children) rather than ``os.urandom``: the ids need to be
+    unique, not secret, and the syscall releases the GIL on the hot path of every send.
+    """
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 def timestamp_ms(when: datetime | float | int | None) -> int:

@@ -83,37 +83,56 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value"))
 
-    def decode(self, topic: Topic[Any], record: Record) -> Message[Any]:
-        """The Message of ``record``; raises DecodeError (with coordinates) if it cannot."""
-        try:
-            key: Any = None
-            if record.key is not None and topic.key_type is not None:
-                codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
-                key = codec.decode(record.key, _ctx(record, "key"))
-            elif record.key is not None:
-                key = record.key
-            value: Any = None
-            if record.value is not None:
+    def decode(self, topic: Topic[Any], record: Record, *, key: bool = True) -> Message[Any]:
+        """The Message of ``record``; raises DecodeError (with coordinates) if it cannot be
+        decoded. With ``key=False`` the key is left to be decoded when first read: for handlers
+        that never see the Message, it is never decoded at all."""
+        value: Any = None
+        raw = record.value
+        if raw is not None:
+            codec = self._codecs.get((topic.name, "value"))
+            if codec is None:
                 codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
-                value = codec.decode(record.value, _ctx(record, "value"))
-        except DecodeError:
-            raise
-        except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
-            raise DecodeError(
-                f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            ) from exc
-        return Message(
+            try:
+                value = codec.decode(raw, _ctx(record, "value"))
+            except DecodeError:
+                raise
+            except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
+                raise DecodeError(
+                    f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                ) from exc
+        key_codec = None
+        if record.key is not None and topic.key_type is not None:
+            key_codec = self._codecs.get((topic.name, "key"))
+            if key_codec is None:
+                key_codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
+        message = Message(
             record.topic,
             record.partition,
             record.offset,
-            key,
+            record.key,
             value,
             record.headers,
             record.timestamp,
+            key_codec,
         )
+        if key and key_codec is not None:
+            try:
+                message.key  # noqa: B018 - decodes and keeps the key
+            except DecodeError:
+                raise
+            except Exception as exc:
+                raise DecodeError(
+                    f"cannot decode the key of a record of {topic.name!r}: "
+                    f"{type(exc).__name__}: {exc}",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                ) from exc
+        return message
 
 
 def _ctx(record: Record, field: Field) -> SerdeContext:

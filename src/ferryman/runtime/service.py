@@ -59,6 +59,7 @@ class Service:
             self.locations,
             None if isinstance(broker, str) else broker,
             None if isinstance(registry, str) else registry,
+            self.config.producer_config,
         )
         self._routes: dict[str, Route] = {}
         self._consumer: ConsumerLoop | None = None
@@ -139,7 +140,7 @@ class Service:
             payload,
             key=raw_key,
             headers=(
-                (h.MESSAGE_ID, uuid.uuid4().hex.encode()),
+                (h.MESSAGE_ID, h.new_id().encode()),
                 (h.SOURCE, self.name.encode()),
                 *extra,
             ),
