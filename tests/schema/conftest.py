@@ -41,23 +41,14 @@ def wait_until_up(proc: subprocess.Popen[bytes], url: str, deadline_s: float = 3
     pytest.fail(f"`ferryman registry serve` did not answer at {url} within {deadline_s}s")
 
 
-def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    path: Path | None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`ferryman registry serve` on a free port, serving ``path`` (None: the default file)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SERVE,
-            "registry",
-            "serve",
-            "--port",
-            str(port),
-            "--path",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    where = ["--path", str(path)] if path is not None else []
+    command = [sys.executable, "-c", SERVE, "registry", "serve", "--port", str(port), *where]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(proc, url)
     return proc, url

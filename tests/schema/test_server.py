@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from ferryman.schema import avro_schema
+from ferryman.schema import EmbeddedRegistry, avro_schema
 
+from .conftest import start_server, stop_server
 from .schema_models import CustomerV1, CustomerV2, CustomerV3
 
 CT = "application/vnd.schemaregistry.v1+json"
@@ -109,3 +112,17 @@ def test_config_and_compatibility_test(api: httpx.Client, topic: str) -> None:
     assert api.post(every, json={"schema": V2}).json() == {"is_compatible": True}
     assert api.post(every, json={"schema": V3}).json() == {"is_compatible": False}
     assert api.get(f"/subjects/{subject}/versions").json() == [1]
+
+
+def test_serve_defaults_to_the_file_beside_the_embedded_broker(tmp_path: Path) -> None:
+    broker = tmp_path / "state" / "broker.db"
+    env = {**os.environ, "FERRYMAN_BROKER": f"embedded:{broker}"}
+    env.pop("FERRYMAN_REGISTRY", None)
+    proc, url = start_server(None, env)
+    try:
+        r = httpx.post(f"{url}/subjects/beside-value/versions", json={"schema": V1}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        stop_server(proc)
+    with EmbeddedRegistry(broker.parent / "registry.db") as registry:
+        assert registry.subjects() == ["beside-value"]
