@@ -17,7 +17,8 @@ from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SerdeContext
-from ferryman.schema.models import Binding, binding, failing_field, model_name
+from ferryman.schema.converters import failing_field
+from ferryman.schema.models import Binding, binding, model_name
 from ferryman.schema.registry import Registry, canonical
 
 MAGIC = 0

@@ -30,18 +30,26 @@ import json
 import types
 import typing
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union
 
 from ferryman.errors import SchemaError
-
-AvroSchema = dict[str, Any] | list[Any] | str
-"""A schema as parsed JSON: a dict (record, enum, ...), a list (union) or a primitive name."""
-
-Convert = Callable[[Any], Any]
+from ferryman.schema.converters import (
+    FIELD_ENCODERS,
+    RECORD_CODE,
+    AvroSchema,
+    Convert,
+    Mapped,
+    compile_record,
+    each,
+    each_value,
+    enum_name,
+    is_pydantic,
+    or_none,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +94,7 @@ class Binding:
 
 def is_record_model(model: Any) -> bool:
     """True for a dataclass or pydantic model class."""
-    return isinstance(model, type) and (dataclasses.is_dataclass(model) or _is_pydantic(model))
-
-
-def _is_pydantic(model: type) -> bool:
-    try:
-        from pydantic import BaseModel
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        return False
-    return issubclass(model, BaseModel)
+    return isinstance(model, type) and (dataclasses.is_dataclass(model) or is_pydantic(model))
 
 
 def avro_schema(model: Any) -> AvroSchema:
@@ -151,23 +151,14 @@ def model_name(model: Any) -> str:
     return getattr(model, "__name__", repr(model))
 
 
-@dataclass(frozen=True, slots=True)
-class _Mapped:
-    schema: AvroSchema
-    enc: Convert | None = None
-    dec: Convert | None = None
-    check: type | None = None  # the class a value must have: fastavro would coerce or not check
-    inline: str | None = None  # enc as an expression template ("{}._name_"), cheaper than a call
-
-
 class _Mapper:
     """Maps one model; remembers the named types already emitted so repeats become references."""
 
     def __init__(self) -> None:
         self.named: dict[str, Any] = {}
-        self.records: dict[Any, _Mapped] = {}
+        self.records: dict[Any, Mapped] = {}
 
-    def map(self, tp: Any, meta: tuple[Any, ...], where: str) -> _Mapped:
+    def map(self, tp: Any, meta: tuple[Any, ...], where: str) -> Mapped:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             base, *extra = typing.get_args(tp)
@@ -177,9 +168,9 @@ class _Mapper:
         if origin is list:
             (item,) = typing.get_args(tp) or (Any,)
             inner = self.map(item, (), f"{where}[]")
-            enc = _each(inner.enc)
-            dec = _each(inner.dec)
-            return _Mapped({"type": "array", "items": inner.schema}, enc, dec)
+            enc = each(inner.enc)
+            dec = each(inner.dec)
+            return Mapped({"type": "array", "items": inner.schema}, enc, dec)
         if origin is dict:
             key, value = typing.get_args(tp) or (Any, Any)
             if key is not str:
@@ -187,20 +178,20 @@ class _Mapper:
                     f"{where}: dict keys must be str (Avro maps have string keys), not {key!r}"
                 )
             inner = self.map(value, (), f"{where}{{}}")
-            return _Mapped(
+            return Mapped(
                 {"type": "map", "values": inner.schema},
-                _each_value(inner.enc),
-                _each_value(inner.dec),
+                each_value(inner.enc),
+                each_value(inner.dec),
             )
         if tp is dt.datetime:
             millis = any(m is TIMESTAMP_MILLIS for m in meta)
             logical = "timestamp-millis" if millis else "timestamp-micros"
-            return _Mapped({"type": "long", "logicalType": logical})
+            return Mapped({"type": "long", "logicalType": logical})
         if tp is dt.date:
-            return _Mapped({"type": "int", "logicalType": "date"})
+            return Mapped({"type": "int", "logicalType": "date"})
         if tp is Decimal:
             spec = _decimal_spec(meta)
-            return _Mapped(
+            return Mapped(
                 {
                     "type": "bytes",
                     "logicalType": "decimal",
@@ -209,9 +200,9 @@ class _Mapper:
                 }
             )
         if tp is uuid.UUID:
-            return _Mapped({"type": "string", "logicalType": "uuid"}, check=uuid.UUID)
+            return Mapped({"type": "string", "logicalType": "uuid"}, check=uuid.UUID)
         if tp in _PRIMITIVES:
-            return _Mapped(_PRIMITIVES[tp], check=tp if tp in (bool, int) else None)
+            return Mapped(_PRIMITIVES[tp], check=tp if tp in (bool, int) else None)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return self._enum(tp)
         if is_record_model(tp):
@@ -242,18 +233,18 @@ class _Mapper:
         self.named[full] = cls
         return None
 
-    def _enum(self, cls: type[enum.Enum]) -> _Mapped:
+    def _enum(self, cls: type[enum.Enum]) -> Mapped:
         members = cls._member_map_
-        enc: Convert = _enum_name
+        enc: Convert = enum_name
         dec: Convert = members.__getitem__
         ref = self._claim(cls)
         if ref is not None:
-            return _Mapped(ref, enc, dec, check=cls, inline="{}._name_")
+            return Mapped(ref, enc, dec, check=cls, inline="{}._name_")
         name, namespace = self._fullname(cls)
         schema = {"type": "enum", "name": name, "namespace": namespace, "symbols": list(members)}
-        return _Mapped(schema, enc, dec, check=cls, inline="{}._name_")
+        return Mapped(schema, enc, dec, check=cls, inline="{}._name_")
 
-    def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> _Mapped:
+    def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> Mapped:
         args = typing.get_args(tp)
         nullable = type(None) in args
         rest = [a for a in args if a is not type(None)]
@@ -261,7 +252,7 @@ class _Mapper:
             inner = self.map(rest[0], meta, where)
             if not nullable:
                 return inner
-            return _Mapped(["null", inner.schema], _or_none(inner.enc), _or_none(inner.dec))
+            return Mapped(["null", inner.schema], or_none(inner.enc), or_none(inner.dec))
         branches = [self.map(a, meta, where) for a in rest]
         if any(b.enc or b.dec for b in branches):
             raise SchemaError(
@@ -269,20 +260,20 @@ class _Mapper:
                 "use X | None, or one record with optional fields"
             )
         schema = [b.schema for b in branches]
-        return _Mapped(["null", *schema] if nullable else schema)
+        return Mapped(["null", *schema] if nullable else schema)
 
-    def _record(self, cls: type) -> _Mapped:
+    def _record(self, cls: type) -> Mapped:
         ref = self._claim(cls)
         if ref is not None and cls in self.records:
             done = self.records[cls]
-            return _Mapped(ref, done.enc, done.dec)
+            return Mapped(ref, done.enc, done.dec)
         if ref is not None:  # recursive reference while the record is being built
-            enc: Convert = lambda v: _RECORD_CODE[cls][0](v)  # noqa: E731
-            dec: Convert = lambda d: _RECORD_CODE[cls][1](d)  # noqa: E731
-            return _Mapped(ref, enc, dec)
+            enc: Convert = lambda v: RECORD_CODE[cls][0](v)  # noqa: E731
+            dec: Convert = lambda d: RECORD_CODE[cls][1](d)  # noqa: E731
+            return Mapped(ref, enc, dec)
         name, namespace = self._fullname(cls)
         fields: list[dict[str, Any]] = []
-        mapped_fields: list[tuple[str, _Mapped]] = []
+        mapped_fields: list[tuple[str, Mapped]] = []
         for fname, hint, default in _fields_of(cls):
             mapped = self.map(hint, (), f"{cls.__name__}.{fname}")
             schema = mapped.schema
@@ -297,28 +288,12 @@ class _Mapper:
             fields.append(field)
             mapped_fields.append((fname, mapped))
         schema_out = {"type": "record", "name": name, "namespace": namespace, "fields": fields}
-        enc_fn, dec_fn = _compile_record(cls, mapped_fields)
-        _RECORD_CODE[cls] = (enc_fn, dec_fn)
-        _FIELD_ENCODERS[cls] = [(n, m.enc) for n, m in mapped_fields]
-        result = _Mapped(schema_out, enc_fn, dec_fn)
+        enc_fn, dec_fn = compile_record(cls, mapped_fields)
+        RECORD_CODE[cls] = (enc_fn, dec_fn)
+        FIELD_ENCODERS[cls] = [(n, m.enc) for n, m in mapped_fields]
+        result = Mapped(schema_out, enc_fn, dec_fn)
         self.records[cls] = result
         return result
-
-
-_RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
-_FIELD_ENCODERS: dict[Any, list[tuple[str, Convert | None]]] = {}
-
-
-def failing_field(value: Any) -> str | None:
-    """The field of record instance ``value`` whose conversion for Avro fails (slow path only)."""
-    for name, enc in _FIELD_ENCODERS.get(type(value), []):
-        if enc is None:
-            continue
-        try:
-            enc(getattr(value, name))
-        except Exception:
-            return name
-    return None
 
 
 class _NoDefault:
@@ -372,29 +347,7 @@ def _decimal_spec(meta: tuple[Any, ...]) -> DecimalSpec:
     return DecimalSpec(precision or DEFAULT_DECIMAL.precision, scale or 0)
 
 
-def _enum_name(member: enum.Enum) -> str:
-    return member._name_
-
-
-def _each(inner: Convert | None) -> Convert | None:
-    if inner is None:
-        return None
-    return lambda xs: [inner(x) for x in xs]
-
-
-def _each_value(inner: Convert | None) -> Convert | None:
-    if inner is None:
-        return None
-    return lambda m: {k: inner(x) for k, x in m.items()}
-
-
-def _or_none(inner: Convert | None) -> Convert | None:
-    if inner is None:
-        return None
-    return lambda x: None if x is None else inner(x)
-
-
-def _json_default(value: Any, mapped: _Mapped, where: str) -> Any:
+def _json_default(value: Any, mapped: Mapped, where: str) -> Any:
     """A Python default as Avro writes defaults in a schema (JSON; logical types as their base)."""
     if mapped.enc is not None and value is not None:
         value = mapped.enc(value)
@@ -423,115 +376,4 @@ def _jsonable(value: Any, where: str) -> Any:
     raise SchemaError(
         f"{where}: the default {value!r} cannot be written in an Avro schema; use a default of "
         "None, a number, a string, an Enum member, a list, a dict or a nested model"
-    )
-
-
-def _compile_record(cls: type, fields: list[tuple[str, _Mapped]]) -> tuple[Convert, Convert]:
-    """Generated converters: attribute reads into a dict, and the constructor call back.
-
-    Generated code keeps the per-record cost to one dict display and one constructor call.
-    """
-    env: dict[str, Any] = {"_cls": cls, "_bad": _bad_value}
-    checks: list[str] = []
-    items: list[str] = []
-    for i, (name, mapped) in enumerate(fields):
-        var = f"_f{i}"
-        checks.append(f"    {var} = v.{name}")
-        if mapped.check is not None:
-            env[f"_t{i}"] = mapped.check
-            expected = f"a {mapped.check.__name__}"
-            checks.append(
-                f"    if {var}.__class__ is not _t{i} and not isinstance({var}, _t{i}): "
-                f"_bad({cls.__name__!r}, {name!r}, {expected!r}, {var})"
-            )
-        if mapped.inline is not None:
-            items.append(f"{name!r}: {mapped.inline.format(var)}")
-        elif mapped.enc is not None:
-            env[f"_e{i}"] = mapped.enc
-            items.append(f"{name!r}: _e{i}({var})")
-        else:
-            items.append(f"{name!r}: {var}")
-        if mapped.dec is not None:
-            env[f"_d{i}"] = mapped.dec
-    decode_lines = [
-        f"    d[{name!r}] = _d{i}(d[{name!r}])"
-        for i, (name, mapped) in enumerate(fields)
-        if mapped.dec is not None
-    ]
-    env.update(_new=object.__new__, _sa=object.__setattr__, _names=[n for n, _ in fields])
-    if _adopts_dict(cls):
-        # The dict fastavro just built becomes the instance's __dict__: no second copy, no
-        # __init__ (safe because the class has no __post_init__/validators to run).
-        decode_lines.append("    o = _new(_cls)")
-        if _is_pydantic(cls):
-            # BaseModel's slots, set through their descriptors as model_construct does.
-            slots = _pydantic_slots()
-            env.update(_fields_set=set(env["_names"]), **slots)
-            decode_lines += [
-                "    _set_dict(o, d)",
-                "    _set_fields_set(o, _fields_set.copy())",
-                "    _set_extra(o, None)",
-                "    _set_private(o, None)",
-            ]
-        else:
-            decode_lines.append("    _sa(o, '__dict__', d)")
-        decode_lines.append("    return o")
-    elif _is_pydantic(cls):
-        decode_lines.append("    return _cls.model_validate(d)")
-    else:
-        init = [f.name for f in dataclasses.fields(cls) if f.init]
-        decode_lines.append("    return _cls(" + ", ".join(f"{n}=d[{n!r}]" for n in init) + ")")
-    src = (
-        "def enc(v):\n"
-        + "\n".join(checks or ["    pass"])
-        + "\n    return {"
-        + ", ".join(items)
-        + "}\n"
-        + "def dec(d):\n"
-        + "\n".join(decode_lines)
-        + "\n"
-    )
-    exec(compile(src, f"<ferryman avro {cls.__qualname__}>", "exec"), env)
-    return env["enc"], env["dec"]
-
-
-def _pydantic_slots() -> dict[str, Any]:
-    from pydantic import BaseModel
-
-    slots = BaseModel.__dict__
-    return {
-        "_set_dict": slots["__dict__"].__set__,
-        "_set_fields_set": slots["__pydantic_fields_set__"].__set__,
-        "_set_extra": slots["__pydantic_extra__"].__set__,
-        "_set_private": slots["__pydantic_private__"].__set__,
-    }
-
-
-def _adopts_dict(cls: type) -> bool:
-    """True when an instance can be made by adopting a field dict as its ``__dict__``."""
-    if _is_pydantic(cls):
-        decorators = getattr(cls, "__pydantic_decorators__", None)
-        fields = cls.model_fields.values()  # type: ignore[attr-defined]
-        return (
-            # Validators and constraints run: such models are built by model_validate.
-            not (decorators and (decorators.field_validators or decorators.model_validators))
-            and not any(f.metadata for f in fields)
-            and not getattr(cls, "__private_attributes__", None)
-            and getattr(cls, "__pydantic_post_init__", None) is None
-            and not getattr(cls, "__pydantic_root_model__", False)
-            and cls.model_config.get("extra") != "allow"  # type: ignore[attr-defined]
-        )
-    params = getattr(cls, "__dataclass_params__", None)
-    return (
-        not hasattr(cls, "__post_init__")
-        and "__slots__" not in cls.__dict__
-        and all(f.init for f in dataclasses.fields(cls))
-        and params is not None
-    )
-
-
-def _bad_value(model: str, field: str, expected: str, value: Any) -> typing.NoReturn:
-    raise SchemaError(
-        f"{model}.{field} must be {expected}, got {type(value).__name__} {value!r}; "
-        "fix the value before sending"
     )

@@ -1,0 +1,190 @@
+"""Generated converters between model instances and the dicts fastavro reads and writes.
+
+Each record model gets two small functions compiled once: ``enc`` reads the attributes into a
+dict (checking the types fastavro would silently coerce), ``dec`` builds the instance back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ferryman.errors import SchemaError
+
+Convert = Callable[[Any], Any]
+AvroSchema = dict[str, Any] | list[Any] | str
+"""A schema as parsed JSON: a dict (record, enum, ...), a list (union) or a primitive name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """A type's Avro schema and its converters (None: no conversion needed)."""
+
+    schema: AvroSchema
+    enc: Convert | None = None
+    dec: Convert | None = None
+    check: type | None = None  # the class a value must have: fastavro would coerce or not check
+    inline: str | None = None  # enc as an expression template ("{}._name_"), cheaper than a call
+
+
+# Per record class: its compiled (enc, dec), which recursive records look up while being built,
+# and its per-field encoders, which error messages use to name the field that failed.
+RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
+FIELD_ENCODERS: dict[Any, list[tuple[str, Convert | None]]] = {}
+
+
+def failing_field(value: Any) -> str | None:
+    """The field of record instance ``value`` whose conversion for Avro fails (slow path only)."""
+    for name, enc in FIELD_ENCODERS.get(type(value), []):
+        if enc is None:
+            continue
+        try:
+            enc(getattr(value, name))
+        except Exception:
+            return name
+    return None
+
+
+def is_pydantic(model: type) -> bool:
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return False
+    return issubclass(model, BaseModel)
+
+
+def enum_name(member: enum.Enum) -> str:
+    return member._name_
+
+
+def each(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda xs: [inner(x) for x in xs]
+
+
+def each_value(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda m: {k: inner(x) for k, x in m.items()}
+
+
+def or_none(inner: Convert | None) -> Convert | None:
+    if inner is None:
+        return None
+    return lambda x: None if x is None else inner(x)
+
+
+def compile_record(cls: type, fields: list[tuple[str, Mapped]]) -> tuple[Convert, Convert]:
+    """Generated converters: attribute reads into a dict, and the constructor call back.
+
+    Generated code keeps the per-record cost to one dict display and one constructor call.
+    """
+    env: dict[str, Any] = {"_cls": cls, "_bad": _bad_value}
+    checks: list[str] = []
+    items: list[str] = []
+    for i, (name, mapped) in enumerate(fields):
+        var = f"_f{i}"
+        checks.append(f"    {var} = v.{name}")
+        if mapped.check is not None:
+            env[f"_t{i}"] = mapped.check
+            expected = f"a {mapped.check.__name__}"
+            checks.append(
+                f"    if {var}.__class__ is not _t{i} and not isinstance({var}, _t{i}): "
+                f"_bad({cls.__name__!r}, {name!r}, {expected!r}, {var})"
+            )
+        if mapped.inline is not None:
+            items.append(f"{name!r}: {mapped.inline.format(var)}")
+        elif mapped.enc is not None:
+            env[f"_e{i}"] = mapped.enc
+            items.append(f"{name!r}: _e{i}({var})")
+        else:
+            items.append(f"{name!r}: {var}")
+        if mapped.dec is not None:
+            env[f"_d{i}"] = mapped.dec
+    decode_lines = [
+        f"    d[{name!r}] = _d{i}(d[{name!r}])"
+        for i, (name, mapped) in enumerate(fields)
+        if mapped.dec is not None
+    ]
+    env.update(_new=object.__new__, _sa=object.__setattr__, _names=[n for n, _ in fields])
+    if _adopts_dict(cls):
+        # The dict fastavro just built becomes the instance's __dict__: no second copy, no
+        # __init__ (safe because the class has no __post_init__/validators to run).
+        decode_lines.append("    o = _new(_cls)")
+        if is_pydantic(cls):
+            # BaseModel's slots, set through their descriptors as model_construct does.
+            slots = _pydantic_slots()
+            env.update(_fields_set=set(env["_names"]), **slots)
+            decode_lines += [
+                "    _set_dict(o, d)",
+                "    _set_fields_set(o, _fields_set.copy())",
+                "    _set_extra(o, None)",
+                "    _set_private(o, None)",
+            ]
+        else:
+            decode_lines.append("    _sa(o, '__dict__', d)")
+        decode_lines.append("    return o")
+    elif is_pydantic(cls):
+        decode_lines.append("    return _cls.model_validate(d)")
+    else:
+        init = [f.name for f in dataclasses.fields(cls) if f.init]
+        decode_lines.append("    return _cls(" + ", ".join(f"{n}=d[{n!r}]" for n in init) + ")")
+    src = (
+        "def enc(v):\n"
+        + "\n".join(checks or ["    pass"])
+        + "\n    return {"
+        + ", ".join(items)
+        + "}\n"
+        + "def dec(d):\n"
+        + "\n".join(decode_lines)
+        + "\n"
+    )
+    exec(compile(src, f"<ferryman avro {cls.__qualname__}>", "exec"), env)
+    return env["enc"], env["dec"]
+
+
+def _pydantic_slots() -> dict[str, Any]:
+    from pydantic import BaseModel
+
+    slots = BaseModel.__dict__
+    return {
+        "_set_dict": slots["__dict__"].__set__,
+        "_set_fields_set": slots["__pydantic_fields_set__"].__set__,
+        "_set_extra": slots["__pydantic_extra__"].__set__,
+        "_set_private": slots["__pydantic_private__"].__set__,
+    }
+
+
+def _adopts_dict(cls: type) -> bool:
+    """True when an instance can be made by adopting a field dict as its ``__dict__``."""
+    if is_pydantic(cls):
+        decorators = getattr(cls, "__pydantic_decorators__", None)
+        fields = cls.model_fields.values()  # type: ignore[attr-defined]
+        return (
+            # Validators and constraints run: such models are built by model_validate.
+            not (decorators and (decorators.field_validators or decorators.model_validators))
+            and not any(f.metadata for f in fields)
+            and not getattr(cls, "__private_attributes__", None)
+            and getattr(cls, "__pydantic_post_init__", None) is None
+            and not getattr(cls, "__pydantic_root_model__", False)
+            and cls.model_config.get("extra") != "allow"  # type: ignore[attr-defined]
+        )
+    params = getattr(cls, "__dataclass_params__", None)
+    return (
+        not hasattr(cls, "__post_init__")
+        and "__slots__" not in cls.__dict__
+        and all(f.init for f in dataclasses.fields(cls))
+        and params is not None
+    )
+
+
+def _bad_value(model: str, field: str, expected: str, value: Any) -> typing.NoReturn:
+    raise SchemaError(
+        f"{model}.{field} must be {expected}, got {type(value).__name__} {value!r}; "
+        "fix the value before sending"
+    )
