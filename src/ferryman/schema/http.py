@@ -183,6 +183,12 @@ class HttpRegistry:
         """Close the client's HTTP connections."""
         self._client.close()
 
+    def __enter__(self) -> HttpRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _schema(schema: AvroSchema) -> Any:
     from confluent_kafka.schema_registry import Schema
