@@ -330,4 +330,4 @@ def responder_route(
                 return i, result
         return len(msgs), None
 
-    return Route(topic, run, None, name, needs_key=False)
+    return Route(topic, run, None, name, "message-lazy-key")

@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ferryman.config import ServiceConfig
 from ferryman.runtime.messages import Message
@@ -55,7 +55,10 @@ ticks = EventTopic(f"e2e.ticks.{SUFFIX}", Tick, partition_key="key", partitions=
 customers = EntityTopic(f"e2e.customers.{SUFFIX}", Customer, key="id", partitions=3)
 echo = RequestTopic(f"e2e.echo.{SUFFIX}", Echo, reply=Echoed, partitions=4, reply_partitions=2)
 
+poison = EventTopic(f"e2e.poison.{SUFFIX}", Tick, partitions=1)
+
 ticker = Service(f"e2e-ticker-{SUFFIX}", config=FAST)
+strict = Service(f"e2e-strict-{SUFFIX}", config=replace(FAST, on_error="stop", retries=1))
 mirror = Service(f"e2e-mirror-{SUFFIX}", config=FAST)
 responder = Service(f"e2e-responder-{SUFFIX}", config=FAST)
 
@@ -65,6 +68,11 @@ _out = open(OUT, "a", buffering=1)  # noqa: SIM115 - lives as long as the proces
 @ticker.on(ticks)
 async def record_tick(tick: Tick) -> None:
     _out.write(f"{tick.key},{tick.seq}\n")
+
+
+@strict.on(poison)
+async def refuse(tick: Tick) -> None:
+    raise ValueError(f"tick {tick.seq} is poison")
 
 
 @mirror.on(customers)

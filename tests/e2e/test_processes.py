@@ -220,3 +220,34 @@ def test_three_requesters_and_two_responders_each_get_their_own_replies(world: W
         assert report["count"] == 150
         assert report["wrong"] == []
         assert report["late"] == 0
+
+
+def test_ferryman_run_exits_1_saying_why_when_a_service_stops_on_error(world: World) -> None:
+    apps = world.apps()
+    proc = world.run("apps:strict", out=world.tmp / "strict.txt")
+    producer = apps.Service(f"e2e-poisoner-{world.suffix}")
+    producer.emit_sync(apps.poison, apps.Tick("k", 1))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    assert "HandlerError" in err
+    assert "tick 1 is poison" in err
+    import asyncio
+
+    asyncio.run(producer.stop())
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("apps", "module:attribute"),
+        ("apps:FAST", "not a ferryman Service"),
+        ("nope:x", "cannot import"),
+    ],
+)
+def test_ferryman_run_refuses_what_is_not_a_service(
+    world: World, target: str, message: str
+) -> None:
+    proc = world.run(target, out=world.tmp / "x.txt")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert message in " ".join(err.split())

@@ -30,7 +30,6 @@ from ferryman.records import Headers, Record, TopicPartition
 from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.handlers import Route
-from ferryman.runtime.messages import Message
 from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
@@ -318,11 +317,14 @@ class ConsumerLoop:
     async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
         serde = self._conn.serde
         topic = w.route.topic
-        key = w.route.needs_key
-        pending: list[tuple[Record, Message[Any]]] = []
+        wants = w.route.input
+        pending: list[tuple[Record, Any]] = []
         for r in records:
             try:
-                pending.append((r, serde.decode(topic, r, key=key)))
+                if wants == "value":
+                    pending.append((r, serde.decode_value(topic, r)))
+                else:
+                    pending.append((r, serde.decode(topic, r, key=wants == "message")))
             except DecodeError as exc:
                 if pending:
                     await self._handle(w, epoch, pending)
@@ -332,9 +334,7 @@ class ConsumerLoop:
         if pending:
             await self._handle(w, epoch, pending)
 
-    async def _handle(
-        self, w: _Worker, epoch: int, items: list[tuple[Record, Message[Any]]]
-    ) -> None:
+    async def _handle(self, w: _Worker, epoch: int, items: list[tuple[Record, Any]]) -> None:
         route = w.route
         generation = w.generation
         while items:
@@ -367,7 +367,7 @@ class ConsumerLoop:
     async def _give_up(
         self,
         w: _Worker,
-        failing: list[tuple[Record, Message[Any]]],
+        failing: list[tuple[Record, Any]],
         exc: BaseException,
         attempts: int,
     ) -> None:

@@ -2,6 +2,8 @@
 
 A handler takes the value (a list of values with ``batch=``); a handler with a second
 parameter also gets the Message (a list of Messages), to see keys, headers and coordinates.
+A failed batch is retried whole; once retries are exhausted, every record of it is
+dead-lettered (with the batch's exception), since the handler did not say which one failed.
 Sync handlers run in a worker thread, a run of records per hop, so they never block the loop.
 """
 
@@ -11,30 +13,32 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ferryman.errors import ConfigError
-from ferryman.runtime.messages import Message
 from ferryman.topics import Topic
 
 Outcome = tuple[int, BaseException | None]
-"""How many messages, from the front, were handled, and the exception that stopped the rest."""
+"""How many items, from the front, were handled, and the exception that stopped the rest."""
 
-RunMessages = Callable[[list[Message[Any]]], Awaitable[Outcome]]
+RunItems = Callable[[list[Any]], Awaitable[Outcome]]
+
+Input = Literal["value", "message", "message-lazy-key"]
+"""What a route's ``run`` gets per record: the decoded value alone (the cheapest), a Message
+with its key decoded, or a Message whose key is decoded only if read."""
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How the consumer loop handles one topic: ``batch`` None means one message at a time,
-    in which case ``run`` may handle several in a row and stops at the first failure; with a
+    """How the consumer loop handles one topic: ``batch`` None means one item at a time, in
+    which case ``run`` may handle several in a row and stops at the first failure; with a
     batch, ``run`` handles all of them or none."""
 
     topic: Topic[Any]
-    run: RunMessages
+    run: RunItems
     batch: int | None = None
     name: str = ""
-    needs_key: bool = True
-    """False when ``run`` never looks at keys, which are then not decoded."""
+    input: Input = "value"
 
 
 def _wants_message(fn: Callable[..., Any]) -> bool:
@@ -63,69 +67,72 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
         raise ConfigError(f"the handler for {topic.name!r} is not callable: decorate a function")
     with_message = _wants_message(fn)
     name = getattr(fn, "__qualname__", repr(fn))
+    kind: Input = "message" if with_message else "value"
 
-    def args(msgs: list[Message[Any]]) -> tuple[Any, ...]:
-        values = [m.value for m in msgs]
-        return (values, msgs) if with_message else (values,)
-
-    def one(m: Message[Any]) -> tuple[Any, ...]:
-        return (m.value, m) if with_message else (m.value,)
+    def call_args(items: list[Any]) -> tuple[Any, ...]:
+        if with_message:
+            return ([m.value for m in items], items)
+        return (items,)
 
     if batch is not None:
         if _is_async(fn):
 
-            async def run_batch(msgs: list[Message[Any]]) -> Outcome:
+            async def run_batch(items: list[Any]) -> Outcome:
                 try:
-                    await fn(*args(msgs))
+                    await fn(*call_args(items))
                 except Exception as exc:
                     return 0, exc
-                return len(msgs), None
+                return len(items), None
 
         else:
 
-            def call_batch(msgs: list[Message[Any]]) -> Outcome:
+            def call_batch(items: list[Any]) -> Outcome:
                 try:
-                    fn(*args(msgs))
+                    fn(*call_args(items))
                 except Exception as exc:
                     return 0, exc
-                return len(msgs), None
+                return len(items), None
 
-            async def run_batch(msgs: list[Message[Any]]) -> Outcome:
-                return await asyncio.to_thread(call_batch, msgs)
+            async def run_batch(items: list[Any]) -> Outcome:
+                return await asyncio.to_thread(call_batch, items)
 
-        return Route(topic, run_batch, batch, name, with_message)
+        return Route(topic, run_batch, batch, name, kind)
 
-    if _is_async(fn) and not with_message:
+    if _is_async(fn):
+        if with_message:
 
-        async def run_each(msgs: list[Message[Any]]) -> Outcome:
-            for i, m in enumerate(msgs):
-                try:
-                    await fn(m.value)
-                except Exception as exc:
-                    return i, exc
-            return len(msgs), None
+            async def run_each(items: list[Any]) -> Outcome:
+                for i, m in enumerate(items):
+                    try:
+                        await fn(m.value, m)
+                    except Exception as exc:
+                        return i, exc
+                return len(items), None
 
-    elif _is_async(fn):
+        else:
 
-        async def run_each(msgs: list[Message[Any]]) -> Outcome:
-            for i, m in enumerate(msgs):
-                try:
-                    await fn(m.value, m)
-                except Exception as exc:
-                    return i, exc
-            return len(msgs), None
+            async def run_each(items: list[Any]) -> Outcome:
+                for i, value in enumerate(items):
+                    try:
+                        await fn(value)
+                    except Exception as exc:
+                        return i, exc
+                return len(items), None
 
     else:
 
-        def call_each(msgs: list[Message[Any]]) -> Outcome:
-            for i, m in enumerate(msgs):
+        def call_each(items: list[Any]) -> Outcome:
+            for i, item in enumerate(items):
                 try:
-                    fn(*one(m))
+                    if with_message:
+                        fn(item.value, item)
+                    else:
+                        fn(item)
                 except Exception as exc:
                     return i, exc
-            return len(msgs), None
+            return len(items), None
 
-        async def run_each(msgs: list[Message[Any]]) -> Outcome:
-            return await asyncio.to_thread(call_each, msgs)
+        async def run_each(items: list[Any]) -> Outcome:
+            return await asyncio.to_thread(call_each, items)
 
-    return Route(topic, run_each, None, name, with_message)
+    return Route(topic, run_each, None, name, kind)

@@ -30,6 +30,7 @@ class Serde:
     def __init__(self, factory: CodecFactory) -> None:
         self._factory = factory
         self._codecs: dict[tuple[str, Field], Codec] = {}
+        self._value_ctxs: dict[str, SerdeContext] = {}
         self._lock = threading.Lock()
 
     def _codec(self, subject_topic: str, field: Field, model: type[Any], compat: str) -> Codec:
@@ -83,27 +84,42 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value"))
 
+    def _shared_ctx(self, topic: str) -> SerdeContext:
+        ctx = self._value_ctxs.get(topic)
+        if ctx is None:
+            ctx = self._value_ctxs[topic] = SerdeContext(topic, "value")
+        return ctx
+
+    def decode_value(self, topic: Topic[Any], record: Record) -> Any:
+        """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
+        cannot be decoded."""
+        raw = record.value
+        if raw is None:
+            return None
+        codec = self._codecs.get((topic.name, "value"))
+        if codec is None:
+            codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
+        try:
+            # The codec (AvroCodec) reads the context only to describe a failure; a shared one
+            # saves building a context per record, and a failure decodes again with the full one.
+            return codec.decode(raw, self._shared_ctx(record.topic))
+        except Exception:
+            pass
+        try:
+            return codec.decode(raw, _ctx(record, "value"))
+        except DecodeError:
+            raise
+        except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
+            raise DecodeError(
+                f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            ) from exc
+
     def decode(self, topic: Topic[Any], record: Record, *, key: bool = True) -> Message[Any]:
         """The Message of ``record``; raises DecodeError (with coordinates) if it cannot be
-        decoded. With ``key=False`` the key is left to be decoded when first read: for handlers
-        that never see the Message, it is never decoded at all."""
-        value: Any = None
-        raw = record.value
-        if raw is not None:
-            codec = self._codecs.get((topic.name, "value"))
-            if codec is None:
-                codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
-            try:
-                value = codec.decode(raw, _ctx(record, "value"))
-            except DecodeError:
-                raise
-            except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
-                raise DecodeError(
-                    f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                ) from exc
+        decoded. With ``key=False`` the key is decoded only if it is read."""
         key_codec = None
         if record.key is not None and topic.key_type is not None:
             key_codec = self._codecs.get((topic.name, "key"))
@@ -114,7 +130,7 @@ class Serde:
             record.partition,
             record.offset,
             record.key,
-            value,
+            self.decode_value(topic, record),
             record.headers,
             record.timestamp,
             key_codec,
