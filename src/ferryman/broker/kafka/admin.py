@@ -1,0 +1,226 @@
+"""Topics, offsets and group lag through librdkafka's AdminClient."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NoReturn
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as _RdPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.cimpl import NewTopic
+
+from ferryman.broker.kafka._errors import (
+    UNKNOWN_TOPIC,
+    kafka_error,
+    moving_leader,
+    raise_mapped,
+)
+from ferryman.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ClientClosed,
+    InvalidTopic,
+    TopicMismatch,
+    UnknownTopic,
+)
+from ferryman.records import PartitionOffsets, TopicInfo, TopicPartition, TopicSpec
+
+_INTERNAL_TOPIC_PREFIX = "__"
+_EDGES = (OffsetSpec.earliest(), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+
+
+class KafkaAdmin:
+    """Topics, offsets and group lag through librdkafka's AdminClient."""
+
+    def __init__(self, client: AdminClient, bootstrap: str, timeout: float) -> None:
+        self._client = client
+        self._bootstrap = bootstrap
+        self._timeout = timeout
+        self._closed = False
+
+    def _fail(self, exc: BaseException, what: str, topic: str = "") -> NoReturn:
+        raise_mapped(exc, what, bootstrap=self._bootstrap, topic=topic)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this Kafka admin client was closed; ask the broker for a new one")
+
+    def create_topic(self, spec: TopicSpec, *, exist_ok: bool = False) -> None:
+        self._check_open()
+        if spec.partitions < 1:
+            raise InvalidTopic(
+                f"topic {spec.name!r} is declared with {spec.partitions} partitions; "
+                "declare at least 1"
+            )
+        try:
+            new = NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=spec.replication_factor or -1,
+                config=dict(spec.config),
+            )
+            future = self._client.create_topics(
+                [new], operation_timeout=self._timeout, request_timeout=self._timeout
+            )[spec.name]
+            future.result()
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS and exist_ok:
+                self._check_matches(spec)
+                return
+            self._fail(exc, f"creating topic {spec.name!r}", spec.name)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTopic(f"cannot create topic {spec.name!r}: {exc}") from exc
+        self._wait_for_leaders(spec.name, spec.partitions)
+
+    def _wait_for_leaders(self, name: str, partitions: int) -> None:
+        # Creation returns before every broker knows the topic; producing at once would fail.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            topic = self._metadata(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and len(topic.partitions) == partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
+                return
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"topic {name!r} was created but its partitions have no leader after "
+                    f"{self._timeout:g}s; check the brokers at {self._bootstrap}"
+                )
+            time.sleep(0.05)
+
+    def _metadata(self, name: str) -> Any:
+        try:
+            md = self._client.list_topics(topic=name, timeout=self._timeout)
+        except KafkaException as exc:
+            self._fail(exc, f"reading metadata of topic {name!r}", name)
+        return md.topics.get(name)
+
+    def _check_matches(self, spec: TopicSpec) -> None:
+        info = self.describe_topic(spec.name)
+        problems = []
+        if info.partitions != spec.partitions:
+            problems.append(
+                f"it has {info.partitions} partitions, the declaration {spec.partitions} "
+                f"(declare partitions={info.partitions}, or add partitions with kafka-topics.sh "
+                f"--alter --partitions {spec.partitions}, which moves keys to other partitions)"
+            )
+        wanted = spec.config.get("cleanup.policy", "delete")
+        actual = info.config.get("cleanup.policy", "delete")
+        if _policy(wanted) != _policy(actual):
+            problems.append(
+                f"it has cleanup.policy={actual}, the declaration {wanted} (change it with "
+                f"kafka-configs.sh --alter --entity-type topics --entity-name {spec.name} "
+                f"--add-config cleanup.policy={wanted}, or declare the topic as it is)"
+            )
+        if problems:
+            raise TopicMismatch(
+                f"topic {spec.name!r} on {self._bootstrap} differs from its declaration: "
+                + "; ".join(problems)
+                + ". ferryman never changes an existing topic by itself."
+            )
+
+    def delete_topic(self, name: str) -> None:
+        self._check_open()
+        try:
+            self._client.delete_topics(
+                [name], operation_timeout=self._timeout, request_timeout=self._timeout
+            )[name].result()
+        except KafkaException as exc:
+            self._fail(exc, f"deleting topic {name!r}", name)
+        # Deletion is asynchronous; wait until metadata no longer lists it, so it can be recreated.
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            topic = self._metadata(name)
+            if topic is None or topic.error is not None:
+                return
+            time.sleep(0.05)
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        self._check_open()
+        topic = self._metadata(name)
+        if topic is None or topic.error is not None:
+            if topic is not None and topic.error.code() not in UNKNOWN_TOPIC:
+                raise BrokerError(f"describing topic {name!r} failed: {topic.error.str()}")
+            raise UnknownTopic(f"topic {name!r} does not exist on {self._bootstrap}")
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        try:
+            entries = self._client.describe_configs([resource], request_timeout=self._timeout)[
+                resource
+            ].result()
+        except KafkaException as exc:
+            self._fail(exc, f"describing the config of topic {name!r}", name)
+        config = {key: entry.value for key, entry in entries.items() if entry.value is not None}
+        return TopicInfo(name=name, partitions=len(topic.partitions), config=config)
+
+    def list_topics(self) -> list[str]:
+        self._check_open()
+        try:
+            md = self._client.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            self._fail(exc, "listing topics")
+        return sorted(t for t in md.topics if not t.startswith(_INTERNAL_TOPIC_PREFIX))
+
+    def offsets(self, topic: str) -> dict[int, PartitionOffsets]:
+        self._check_open()
+        meta = self._metadata(topic)
+        if meta is None or meta.error is not None:
+            raise UnknownTopic(f"topic {topic!r} does not exist on {self._bootstrap}")
+        parts = sorted(meta.partitions)
+        bounds: dict[int, list[int]] = {p: [0, 0] for p in parts}
+        deadline = time.monotonic() + self._timeout
+        for index, spec in enumerate(_EDGES):
+            request = {_RdPartition(topic, p): spec for p in parts}
+            while True:
+                try:
+                    futures = self._client.list_offsets(request, request_timeout=self._timeout)
+                    for tp, future in futures.items():
+                        bounds[tp.partition][index] = future.result().offset
+                    break
+                except KafkaException as exc:
+                    # A new topic's or a failed-over partition's leader may not be ready yet.
+                    if not moving_leader(exc) or time.monotonic() >= deadline:
+                        self._fail(exc, f"listing the offsets of topic {topic!r}", topic)
+                    time.sleep(0.05)
+        return {p: PartitionOffsets(earliest=lo, latest=hi) for p, (lo, hi) in bounds.items()}
+
+    def committed(self, group: str, topic: str | None = None) -> dict[TopicPartition, int]:
+        self._check_open()
+        request = ConsumerGroupTopicPartitions(group)
+        try:
+            result = self._client.list_consumer_group_offsets(
+                [request], request_timeout=self._timeout
+            )[group].result()
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return {}
+            self._fail(exc, f"reading the offsets of group {group!r}", topic or "")
+        return {
+            TopicPartition(tp.topic, tp.partition): tp.offset
+            for tp in result.topic_partitions or []
+            if tp.offset >= 0 and (topic is None or tp.topic == topic)
+        }
+
+    def group_lag(self, group: str, topic: str) -> dict[TopicPartition, int]:
+        bounds = self.offsets(topic)
+        committed = self.committed(group, topic)
+        lag = {}
+        for p, b in bounds.items():
+            tp = TopicPartition(topic, p)
+            start = max(committed.get(tp, b.earliest), b.earliest)
+            lag[tp] = max(b.latest - start, 0)
+        return lag
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _policy(value: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in value.split(",") if part.strip())

@@ -1,0 +1,289 @@
+"""A consumer group member (or standalone reader) with explicit commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from confluent_kafka import Consumer as _RdConsumer
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as _RdPartition
+
+from ferryman.broker.base import OffsetReset, RebalanceCallback
+from ferryman.broker.kafka._errors import (
+    STALE_MEMBER,
+    UNAVAILABLE,
+    UNKNOWN_TOPIC,
+    kafka_error,
+    raise_mapped,
+    reason,
+)
+from ferryman.errors import (
+    BrokerError,
+    ClientClosed,
+    CommitFailed,
+    ConfigError,
+    UnknownPartition,
+)
+from ferryman.records import Record, TopicPartition
+
+log = logging.getLogger("ferryman.broker.kafka")
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "partition.assignment.strategy": "cooperative-sticky",
+    "enable.partition.eof": False,
+}
+
+
+class KafkaConsumer:
+    """A consumer group member (or a standalone reader) with explicit commits."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        group_id: str | None,
+        auto_offset_reset: OffsetReset,
+        timeout: float,
+    ) -> None:
+        self._bootstrap = str(config.get("bootstrap.servers"))
+        self._group_id = group_id
+        self._reset = auto_offset_reset
+        self._timeout = timeout
+        try:
+            self._consumer = _RdConsumer({**config, "error_cb": self._on_error})
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"bad Kafka consumer configuration: {reason(exc)}; check the librdkafka properties"
+            ) from exc
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._next: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._closed = False
+
+    @staticmethod
+    def _on_error(err: KafkaError) -> None:
+        log.warning("Kafka consumer: %s", err.str())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this Kafka consumer was closed; ask the broker for a new one")
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        self._check_open()
+        if self._group_id is None:
+            raise ConfigError(
+                "a consumer without a group cannot subscribe; give it a group_id or use assign()"
+            )
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
+
+    def _assigned(self, _: object, partitions: list[_RdPartition]) -> None:
+        if self._on_assign is not None and partitions and not self._closed:
+            self._on_assign({TopicPartition(p.topic, p.partition) for p in partitions})
+
+    def _revoked(self, _: object, partitions: list[_RdPartition]) -> None:
+        gone = {TopicPartition(p.topic, p.partition) for p in partitions}
+        try:
+            # The partitions are still owned here, so the callback can commit their positions.
+            if self._on_revoke is not None and gone and not self._closed:
+                self._on_revoke(gone)
+        finally:
+            for tp in gone:
+                self._next.pop(tp, None)
+                self._paused.discard(tp)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        wanted = set(partitions)
+        current = self.assignment()
+        if current - wanted:
+            self._consumer.incremental_unassign(
+                [_RdPartition(tp.topic, tp.partition) for tp in current - wanted]
+            )
+        if wanted - current:
+            self._consumer.incremental_assign(
+                [_RdPartition(tp.topic, tp.partition) for tp in wanted - current]
+            )
+
+    def assignment(self) -> set[TopicPartition]:
+        self._check_open()
+        return {TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()}
+
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        self._check_open()
+        # poll() returns at the first record; consume(timeout=0) then drains what is fetched.
+        # (consume() with a timeout would wait for max_records or the whole timeout.)
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        messages: list[Any] = [first]  # Any: the stubs make every field Optional
+        if max_records > 1:
+            messages.extend(self._consumer.consume(max_records - 1, timeout=0))
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._message_error(err)
+                continue
+            tp = TopicPartition(msg.topic(), msg.partition())
+            offset = msg.offset()
+            records.append(
+                Record(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=offset,
+                    key=msg.key(),
+                    value=msg.value(),
+                    headers=tuple((k, v or b"") for k, v in msg.headers() or ()),
+                    timestamp=msg.timestamp()[1],
+                )
+            )
+            self._next[tp] = offset + 1
+        return records
+
+    def _message_error(self, err: KafkaError) -> None:
+        if err.code() in UNKNOWN_TOPIC:
+            # A subscribed topic that does not exist (yet): keep going, as the group does.
+            log.warning("Kafka consumer: %s", err.str())
+            return
+        if err.fatal():
+            raise BrokerError(f"the Kafka consumer failed for good: {err.str()}")
+        log.warning("Kafka consumer: %s", err.str())
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._check_open()
+        if not offsets:
+            return
+        if self._group_id is None:
+            raise CommitFailed(
+                "a consumer without a group cannot commit; give it a group_id to keep offsets"
+            )
+        owned = self.assignment()
+        lost = sorted(set(offsets) - owned)
+        if lost:
+            raise CommitFailed(
+                f"cannot commit {', '.join(map(str, lost))}: this member no longer owns "
+                "them (revoked in a rebalance); their records go to the new owner, drop them"
+            )
+        request = [_RdPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        try:
+            result = self._consumer.commit(offsets=request, asynchronous=False)
+        except KafkaException as exc:
+            self._commit_failed(exc)
+        for tp in result or ():
+            if tp.error is not None:
+                self._commit_failed(KafkaException(tp.error))
+
+    def _commit_failed(self, exc: KafkaException) -> NoReturn:
+        err = kafka_error(exc)
+        if err is not None and err.code() in STALE_MEMBER:
+            raise CommitFailed(
+                f"commit refused: {err.str()}; the group rebalanced and this member's "
+                "partitions were reassigned, so drop the uncommitted work"
+            ) from exc
+        if err is not None and err.code() in UNAVAILABLE:
+            raise CommitFailed(
+                f"commit failed: no answer from Kafka at {self._bootstrap} ({err.str()}); "
+                "the records will be redelivered"
+            ) from exc
+        raise CommitFailed(f"commit failed: {exc}") from exc
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        self._check_open()
+        wanted = list(partitions)
+        if self._group_id is None or not wanted:
+            return dict.fromkeys(wanted)
+        try:
+            result = self._consumer.committed(
+                [_RdPartition(tp.topic, tp.partition) for tp in wanted], timeout=self._timeout
+            )
+        except KafkaException as exc:
+            raise_mapped(exc, "reading committed offsets", bootstrap=self._bootstrap)
+        return {
+            TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in result
+        }
+
+    def position(self, partition: TopicPartition) -> int:
+        self._check_open()
+        if partition in self._next:
+            return self._next[partition]
+        [tp] = self._consumer.position([_RdPartition(partition.topic, partition.partition)])
+        if tp.offset >= 0:
+            return int(tp.offset)
+        # Nothing read yet: the next record is at the committed offset, or where reset points.
+        committed = self.committed([partition])[partition]
+        lo, hi = self._watermarks(partition)
+        if committed is not None and lo <= committed <= hi:
+            return committed
+        return lo if self._reset == "earliest" else hi
+
+    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        try:
+            lo, hi = self._consumer.get_watermark_offsets(
+                _RdPartition(partition.topic, partition.partition), timeout=self._timeout
+            )
+        except KafkaException as exc:
+            raise_mapped(
+                exc,
+                f"reading the offsets of {partition}",
+                bootstrap=self._bootstrap,
+                topic=partition.topic,
+            )
+        return int(lo), int(hi)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._check_open()
+        target = _RdPartition(partition.topic, partition.partition, offset)
+        try:
+            self._consumer.seek(target)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is None or err.code() != KafkaError._STATE:
+                raise_mapped(exc, f"seeking {partition}", bootstrap=self._bootstrap)
+            if partition not in self.assignment():
+                raise UnknownPartition(
+                    f"cannot seek {partition}: this consumer does not own it"
+                ) from exc
+            # Fetching has not started for a just-assigned partition: re-add it at the offset.
+            self._consumer.incremental_unassign(
+                [_RdPartition(partition.topic, partition.partition)]
+            )
+            self._consumer.incremental_assign([target])
+            if partition in self._paused:
+                self._consumer.pause([_RdPartition(partition.topic, partition.partition)])
+        self._next[partition] = offset
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        tps = list(partitions)
+        self._consumer.pause([_RdPartition(tp.topic, tp.partition) for tp in tps])
+        self._paused.update(tps)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        tps = list(partitions)
+        self._consumer.resume([_RdPartition(tp.topic, tp.partition) for tp in tps])
+        self._paused.difference_update(tps)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        # Closing leaves the group; the user's callbacks must not run (no commit on close).
+        self._closed = True
+        self._consumer.close()

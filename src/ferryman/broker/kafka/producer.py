@@ -1,0 +1,233 @@
+"""An idempotent producer whose delivery reports resolve futures, served by a poller thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import FINISHED, PENDING
+from typing import Any, NoReturn
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Producer as _RdProducer
+
+from ferryman.broker.kafka._errors import UNKNOWN_TOPIC, kafka_error, raise_mapped, reason
+from ferryman.errors import (
+    ClientClosed,
+    ConfigError,
+    ProduceError,
+    UnknownPartition,
+    UnknownTopic,
+)
+from ferryman.records import Headers, RecordMetadata
+
+log = logging.getLogger("ferryman.broker.kafka")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+    "compression.type": "lz4",
+    "linger.ms": 5,
+}
+
+_ACKS_LOCK = threading.RLock()
+_ACKS = threading.Condition(_ACKS_LOCK)
+
+
+class _Ack(Future[RecordMetadata]):
+    """The future acknowledgement of one produced record.
+
+    A plain Future costs more than producing a record (it builds a Condition of its own), so
+    acknowledgements share one Condition, keep their fields in slots and complete through a
+    short path; waiting loops until this future is done, since any completion wakes waiters.
+    """
+
+    __slots__ = ("_condition", "_done_callbacks", "_exception", "_result", "_state", "_waiters")
+
+    def __init__(self) -> None:  # not super().__init__(), which builds a Condition
+        self._condition = _ACKS
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks: list[Callable[[Future[RecordMetadata]], object]] = []
+
+    def cancel(self) -> bool:
+        return False  # a queued record cannot be taken back
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        self._wait(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return super().exception(0)
+
+    def _wait(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _ACKS:
+            while self._state != FINISHED:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                _ACKS.wait(remaining)
+
+    def deliver(self, err: KafkaError | None, msg: Any) -> None:
+        """librdkafka's delivery report for this record (Future.set_result, made short)."""
+        if err is not None:
+            self.set_exception(
+                ProduceError(
+                    f"a record for topic {msg.topic()!r} was not acknowledged: {err.str()}; "
+                    "it may be sent again"
+                )
+            )
+            return
+        meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        with _ACKS_LOCK:
+            self._result = meta
+            self._state = FINISHED
+            for waiter in self._waiters:  # concurrent.futures.wait() / as_completed()
+                waiter.add_result(self)
+            if _ACKS._waiters:  # type: ignore[attr-defined]  # threads blocked in result()
+                _ACKS.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
+
+
+class KafkaProducer:
+    """An idempotent producer; a poller thread turns delivery reports into resolved futures."""
+
+    def __init__(self, config: dict[str, Any], timeout: float) -> None:
+        self._bootstrap = str(config.get("bootstrap.servers"))
+        self._timeout = timeout
+        config = {**config, "error_cb": self._on_error}
+        try:
+            self._producer = _RdProducer(config)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"bad Kafka producer configuration: {reason(exc)}; check the librdkafka properties"
+            ) from exc
+        self._partitions: dict[str, int] = {}
+        self._fatal: KafkaError | None = None
+        self._closed = False
+        self._poller = threading.Thread(
+            target=self._serve_reports, name="ferryman-kafka-producer", daemon=True
+        )
+        self._poller.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+            log.error("Kafka producer failed for good: %s", err.str())
+        else:
+            log.warning("Kafka producer: %s", err.str())
+
+    def _serve_reports(self) -> None:
+        while not self._closed:
+            self._producer.poll(0.1)
+
+    def _partition_count(self, topic: str, partition: int | None) -> int:
+        count = self._partitions.get(topic)
+        if count is None or (partition is not None and partition >= count):
+            try:
+                md = self._producer.list_topics(topic=topic, timeout=self._timeout)
+            except KafkaException as exc:
+                raise_mapped(
+                    exc, f"sending to topic {topic!r}", bootstrap=self._bootstrap, topic=topic
+                )
+            meta = md.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise UnknownTopic(
+                    f"cannot send to topic {topic!r}: it does not exist on {self._bootstrap}; "
+                    "create it first"
+                )
+            count = len(meta.partitions)
+            self._partitions[topic] = count
+        return count
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> Future[RecordMetadata]:
+        if self._closed:
+            raise ClientClosed("this Kafka producer was closed; ask the broker for a new one")
+        if self._fatal is not None:
+            raise ProduceError(
+                f"the Kafka producer failed for good ({self._fatal.str()}); open a new producer"
+            )
+        count = self._partitions.get(topic) or self._partition_count(topic, partition)
+        if partition is not None and not 0 <= partition < count:
+            count = self._partition_count(topic, partition)
+            if not 0 <= partition < count:
+                raise UnknownPartition(
+                    f"topic {topic!r} has partitions 0..{count - 1}; there is no {partition}"
+                )
+        future = _Ack()
+        try:
+            self._producer.produce(
+                topic,
+                value,
+                key,
+                -1 if partition is None else partition,
+                on_delivery=future.deliver,
+                timestamp=timestamp or 0,
+                headers=list(headers) if headers else None,
+            )
+            return future
+        except BufferError:
+            pass
+        except KafkaException as exc:
+            self._refused(exc, topic)
+        # The local queue is full: wait for acknowledgements (back-pressure), within a bound.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    on_delivery=future.deliver,
+                    timestamp=timestamp or 0,
+                    headers=list(headers) if headers else None,
+                )
+                return future
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    raise ProduceError(
+                        f"the producer's queue stayed full for {self._timeout:g}s; the brokers "
+                        f"at {self._bootstrap} do not keep up or do not answer"
+                    ) from None
+            except KafkaException as exc:
+                self._refused(exc, topic)
+
+    def _refused(self, exc: KafkaException, topic: str) -> NoReturn:
+        err = kafka_error(exc)
+        if err is not None and err.code() in UNKNOWN_TOPIC:
+            raise_mapped(exc, "sending", bootstrap=self._bootstrap, topic=topic)
+        raise ProduceError(
+            f"cannot send a record to topic {topic!r}: {reason(exc)}; check the record "
+            "(size, fields) against the producer's settings"
+        ) from exc
+
+    def flush(self, timeout: float | None = None) -> int:
+        if self._closed:
+            return 0
+        return int(self._producer.flush(-1 if timeout is None else timeout))
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._poller.join()
