@@ -249,3 +249,19 @@ def test_commit_in_on_revoke_hands_over_without_redelivery(backend: Backend) -> 
     assert sorted((r.partition, r.offset, r.value) for r in after) == sorted(
         (tp.partition, latest[tp.partition], b"after") for tp in b.owns()
     )
+
+
+def test_each_partition_has_exactly_one_owner_among_three_members(backend: Backend) -> None:
+    topic = backend.topic(2)
+    everything = partitions_of(topic, 2)
+    group = backend.group()
+    members = [backend.consumer(group, config=FAST_SESSION) for _ in range(3)]
+    for m in members:
+        m.subscribe([topic])
+
+    def settled() -> bool:
+        owned = [m.assignment() for m in members]
+        return sum(map(len, owned)) == 2 and set().union(*owned) == everything
+
+    poll_together(members, settled, backend.join_timeout, lambda: [m.assignment() for m in members])
+    assert sorted(len(m.assignment()) for m in members) == [0, 1, 1]
