@@ -264,7 +264,13 @@ class Requester:
         for p in pending.values():
             for fut in (p.ack, p.record):
                 if not fut.done():
-                    fut.set_exception(p._timed_out("reply before the service stopped"))
+                    fut.set_exception(
+                        RequestTimeout(
+                            f"the service stopped before request {p.correlation_id} on "
+                            f"{p.topic.name!r} was answered; stop services after their "
+                            "requests complete"
+                        )
+                    )
 
 
 def responder_route(

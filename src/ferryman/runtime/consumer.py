@@ -434,6 +434,7 @@ class ConsumerLoop:
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
+            log.error("group %s: stopping: %s", self.group, exc, exc_info=exc)
         self._stopping.set()
         loop = self._loop
         if loop is None or loop.is_closed():
