@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -11,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded.cleaner import Cleaner
+from ferryman.broker.embedded.storage import Store
+from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.records import PartitionOffsets, Record, TopicPartition, TopicSpec
 
 HOUR = 3_600_000
@@ -240,3 +246,37 @@ def test_compaction_over_many_rows_rewrites_them_in_chunks(
     with closing(sqlite3.connect(broker.path)) as conn:
         (size,) = conn.execute("SELECT size FROM partitions WHERE topic = ?", (topic,)).fetchone()
     assert size == sum(len(r.key or b"") + len(r.value or b"") for r in records)
+
+
+def set_lease(path: str, holder: str) -> None:
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleaner', ?)",
+            (f"{holder} {2**62}",),
+        )
+
+
+def test_a_lease_left_by_a_dead_cleaner_is_taken_over(broker: EmbeddedBroker, clock: Clock) -> None:
+    topic = compacted(broker)
+    send(broker, topic, [(b"k", b"1"), (b"k", b"2")])
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    set_lease(broker.path, f"{int(gone.stdout)}-someone")
+    broker.clean()
+    assert [r.value for r in read_all(broker, topic)] == [b"2"]
+
+
+def test_a_live_cleaners_lease_is_respected(broker: EmbeddedBroker, clock: Clock) -> None:
+    topic = compacted(broker)
+    send(broker, topic, [(b"k", b"1"), (b"k", b"2")])
+    set_lease(broker.path, f"{os.getpid()}-another-cleaner")
+    store = Store(broker.path)
+    notifier = Notifier(store.wake_dir)
+    other = Cleaner(store, notifier, clock)
+    try:
+        assert not other.clean(wait=False)
+        assert len(read_all(broker, topic)) == 2
+    finally:
+        other.close()
+        notifier.close()

@@ -164,3 +164,18 @@ def test_close_flushes_and_then_refuses(broker: EmbeddedBroker) -> None:
 def test_bad_producer_config(broker: EmbeddedBroker) -> None:
     with pytest.raises(ConfigError, match=r"linger\.ms"):
         broker.producer({"linger.ms": "soon"})
+
+
+def test_wrong_types_are_refused_in_the_callers_thread(broker: EmbeddedBroker) -> None:
+    producer = broker.producer()
+    good = producer.send("t", b"fine", partition=0)
+    with pytest.raises(TypeError, match="encode it first"):
+        producer.send("t", "text", partition=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="record key"):
+        producer.send("t", b"v", key=42, partition=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="whole milliseconds"):
+        producer.send("t", b"v", partition=0, timestamp=1.5)  # type: ignore[arg-type]
+    views = producer.send("t", bytearray(b"ba"), key=memoryview(b"mv"), partition=0)  # type: ignore[arg-type]
+    assert good.result(10).offset == 0
+    assert views.result(10).offset == 1
+    assert [(r.key, r.value) for r in read(broker, 0)] == [(None, b"fine"), (b"mv", b"ba")]

@@ -11,6 +11,7 @@ reads without locking and rewrites in short transactions, so producers are not h
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -38,7 +39,8 @@ class Cleaner:
         self._notifier = notifier
         self._clock = clock
         self._lock = threading.Lock()
-        self._holder = uuid.uuid4().hex
+        self._holder = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._renewed = 0
         self._conn = store.connect()
 
     def clean(self, now_ms: int | None = None, *, wait: bool = True) -> bool:
@@ -81,15 +83,21 @@ class Cleaner:
             row = c.execute("SELECT value FROM meta WHERE key = 'cleaner'").fetchone()
             if row is not None:
                 holder, expiry = str(row[0]).split(" ")
-                if holder != self._holder and int(expiry) > now:
+                if holder != self._holder and int(expiry) > now and _alive(holder):
                     return False
             c.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleaner', ?)",
                 (f"{self._holder} {now + LEASE_MS}",),
             )
+            self._renewed = now
             return True
 
         return write(self._conn, self._store.path, body)
+
+    def _renew_lease(self) -> None:
+        """Keep the lease through a long pass (renewed when a third of it has gone)."""
+        if now_ms() - self._renewed > LEASE_MS // 3 and not self._acquire_lease():
+            raise BrokerError("another cleaner took over the lease; this pass stops here")
 
     def _release_lease(self) -> None:
         def body(c: sqlite3.Connection) -> None:
@@ -109,6 +117,7 @@ class Cleaner:
                 r[0] for r in conn.execute("SELECT pid FROM partitions WHERE topic = ?", (name,))
             ]
             for pid in pids:
+                self._renew_lease()
                 if policy.delete:
                     changed |= self._retain(pid, policy, now)
                 if policy.compact:
@@ -197,6 +206,7 @@ class Cleaner:
                 removed = sum(r.size for r in records) - sum(r.size for r in kept)
                 changes.append((base, kept, removed))
             if len(changes) >= _REWRITE_CHUNK:
+                self._renew_lease()
                 self._rewrite(pid, changes)
                 changes, changed = [], True
         if changes:
@@ -264,3 +274,14 @@ class Cleaner:
             c.execute("UPDATE partitions SET size = size - ? WHERE pid = ?", (removed_total, pid))
 
         write(self._conn, self._store.path, body)
+
+
+def _alive(holder: str) -> bool:
+    """Whether the process holding the lease still runs (all holders are on this machine)."""
+    try:
+        os.kill(int(holder.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True

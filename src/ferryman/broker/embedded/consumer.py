@@ -14,7 +14,6 @@ from ferryman.errors import (
     ClientClosed,
     CommitFailed,
     ConfigError,
-    FerrymanError,
     UnknownPartition,
 )
 from ferryman.records import Record, TopicPartition
@@ -163,8 +162,8 @@ class EmbeddedConsumer:
             while not self._stop.wait(self._heartbeat_ms / 1000):
                 try:
                     alive, changed = membership.heartbeat(conn)
-                except FerrymanError:
-                    continue  # a busy or failing file: the next beat tries again
+                except Exception:  # a busy or failing file: the next beat tries again
+                    continue
                 if not alive:
                     self._fenced.set()
                 if changed or not alive:

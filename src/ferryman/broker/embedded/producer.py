@@ -141,6 +141,17 @@ def _encode_rows(group: list[_Ack]) -> tuple[list[tuple[int, int, int, int, byte
     return rows, total
 
 
+def _as_bytes(what: str, data: object) -> bytes:
+    """Bytes-like data as bytes; anything else is refused in the caller's thread, where the
+    mistake is, rather than failing the writer's whole batch."""
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(
+        f"a record {what} must be bytes or None, not {type(data).__name__}; "
+        "encode it first (ferryman's topic codecs do this for you)"
+    )
+
+
 def _int_config(config: Mapping[str, str], name: str, default: int) -> int:
     raw = config.get(name)
     if raw is None:
@@ -221,7 +232,18 @@ class EmbeddedProducer:
                 f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}; "
                 "send to one of those, or leave partition out"
             )
-        ts = self._clock() if timestamp is None else timestamp
+        if type(value) is not bytes and value is not None:
+            value = _as_bytes("value", value)
+        if type(key) is not bytes and key is not None:
+            key = _as_bytes("key", key)
+        if timestamp is None:
+            ts = self._clock()
+        elif type(timestamp) is int:
+            ts = timestamp
+        else:
+            raise TypeError(
+                f"timestamp must be whole milliseconds since the epoch (an int), not {timestamp!r}"
+            )
         encoded_headers = encode_headers(headers) if headers else b""
         if len(self._pending) >= self._max_queued:
             self._wait_for_room()
