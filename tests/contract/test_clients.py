@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ferryman.errors import ClientClosed, CommitFailed, ConfigError
-from ferryman.records import TopicPartition
+from ferryman.records import Record, TopicPartition
 
 from .conftest import Backend
 from .helpers import POLL, consume_all, produce_n
@@ -44,8 +44,8 @@ def test_poll_returns_at_most_max_records(backend: Backend) -> None:
     produce_n(backend.producer(), topic, 20)
     consumer = backend.consumer(None)
     consumer.assign([TopicPartition(topic, 0)])
-    batches = []
-    while sum(map(len, batches)) < 20:
+    batches: list[list[Record]] = []
+    while sum(len(b) for b in batches) < 20:
         batch = consumer.poll(backend.join_timeout, max_records=3)
         assert batch, "no records within the deadline"
         batches.append(batch)

@@ -106,11 +106,12 @@ def test_reset_to_latest_without_a_commit(backend: Backend) -> None:
     consumer = backend.consumer(backend.group(), auto_offset_reset="latest")
     consumer.subscribe([topic])
     polled = wait_assigned(backend, consumer, {tp})
-    wait_until(
-        lambda: polled.extend(consumer.poll(POLL)) or consumer.position(tp) == 5,
-        backend.join_timeout,
-        lambda: consumer.position(tp),
-    )
+
+    def at_end() -> bool:
+        polled.extend(consumer.poll(POLL))
+        return consumer.position(tp) == 5
+
+    wait_until(at_end, backend.join_timeout, lambda: consumer.position(tp))
     assert polled == []
 
     produce_n(producer, topic, 3, value=lambda i: b"new-%d" % i)
