@@ -14,7 +14,7 @@ from .admin import EmbeddedAdmin
 from .cleaner import Cleaner
 from .consumer import EmbeddedConsumer
 from .producer import EmbeddedProducer
-from .storage import Store
+from .storage import Checkpointer, Store
 from .wakeup import Notifier
 
 
@@ -45,6 +45,7 @@ class EmbeddedBroker:
         self._clock = clock or wall_clock_ms
         self._notifier = Notifier(self._store.wake_dir)
         self._cleaner = Cleaner(self._store, self._notifier, self._clock)
+        self._checkpointer = Checkpointer(self._store)
         self._clients: list[EmbeddedAdmin | EmbeddedProducer | EmbeddedConsumer] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -82,7 +83,9 @@ class EmbeddedBroker:
 
     def producer(self, config: Mapping[str, str] | None = None) -> EmbeddedProducer:
         self._check_open()
-        client = EmbeddedProducer(self._store, self._notifier, self._clock, config)
+        client = EmbeddedProducer(
+            self._store, self._notifier, self._clock, config, self._checkpointer.wrote
+        )
         self._track(client)
         return client
 
@@ -128,4 +131,5 @@ class EmbeddedBroker:
         for client in reversed(clients):
             client.close()
         self._cleaner.close()
+        self._checkpointer.close()
         self._notifier.close()

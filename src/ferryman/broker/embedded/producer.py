@@ -176,8 +176,10 @@ class EmbeddedProducer:
         notifier: Notifier,
         clock: Callable[[], int],
         config: Mapping[str, str] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         cfg = dict(config or {})
+        self._on_commit = on_commit
         self._linger = _int_config(cfg, "linger.ms", 0) / 1000
         self._max_queued = max(_int_config(cfg, "queue.buffering.max.messages", 50_000), 1)
         self._store = store
@@ -407,3 +409,5 @@ class EmbeddedProducer:
         for future in slow:
             future._invoke_callbacks()  # type: ignore[attr-defined]
         self._notifier.notify()
+        if self._on_commit is not None:
+            self._on_commit(sum(size for _, _, _, size in plan))

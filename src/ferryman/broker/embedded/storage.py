@@ -9,8 +9,10 @@ of one fsync per produced batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,9 @@ class Store:
             )
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA cache_size=-16000")
+            # checkpoints (which fsync) run in the Checkpointer's thread, not in the commit
+            # path of a producer, where they would show as latency spikes
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc) from exc
@@ -229,3 +234,44 @@ def read(
 def bump_topics_version(conn: sqlite3.Connection) -> None:
     """Tell group members that topics changed, so they recompute their assignment."""
     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'topics_version'")
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from a background thread: every second, and
+    as soon as producers have written ``EAGER_BYTES`` since the last time."""
+
+    EAGER_BYTES = 4 << 20
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._written = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="ferryman-embedded-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def wrote(self, nbytes: int) -> None:
+        self._written += nbytes
+        if self._written >= self.EAGER_BYTES:
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = self._store.connect()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(1.0)
+                self._wake.clear()
+                self._written = 0
+                # PASSIVE never blocks readers or writers; another process's checkpoint or a
+                # busy file just means it is tried again next time
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
