@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -122,5 +123,23 @@ def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) ->
         path.write_bytes(bytes(raw))
         with pytest.raises(StorageError):
             open_at(path)
+    finally:
+        broker.close()
+
+
+def test_the_wal_is_copied_back_into_the_file_while_the_broker_runs(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    broker = open_at(path)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        producer = broker.producer()
+        for _ in range(6000):
+            producer.send("t", b"x" * 1000)
+        assert producer.flush(60) == 0
+        # commits do not checkpoint (that would stall producers); the background thread does
+        deadline = time.monotonic() + 30
+        while path.stat().st_size < 5_000_000:
+            assert time.monotonic() < deadline, "the WAL was never checkpointed"
+            time.sleep(0.05)
     finally:
         broker.close()
