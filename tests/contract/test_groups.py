@@ -192,7 +192,8 @@ def test_members_joining_and_leaving_rebalance(backend: Backend) -> None:
 
     def split() -> bool:
         mine, theirs = a.owns(), b.owns()
-        return bool(mine) and bool(theirs) and not mine & theirs and mine | theirs == everything
+        assert not mine & theirs, f"shared ownership: {mine} and {theirs}"
+        return bool(mine) and bool(theirs) and mine | theirs == everything
 
     poll_together(
         [a.consumer, b.consumer], split, backend.join_timeout, lambda: (a.owns(), b.owns())
@@ -262,7 +263,9 @@ def test_each_partition_has_exactly_one_owner_among_three_members(backend: Backe
 
     def settled() -> bool:
         owned = [m.assignment() for m in members]
-        return sum(map(len, owned)) == 2 and set().union(*owned) == everything
+        # at no moment may two members own one partition
+        assert sum(map(len, owned)) == len(set().union(*owned)), f"shared ownership: {owned}"
+        return sorted(map(len, owned)) == [0, 1, 1]
 
     poll_together(members, settled, backend.join_timeout, lambda: [m.assignment() for m in members])
-    assert sorted(len(m.assignment()) for m in members) == [0, 1, 1]
+    assert set().union(*(m.assignment() for m in members)) == everything
