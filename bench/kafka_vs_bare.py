@@ -86,7 +86,7 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
         for msg in consumer.consume(500, timeout=1.0):
             if msg.error() is None:
                 # what a handler reads: coordinates, key, value
-                msg.offset(), msg.key(), msg.value()
+                _ = (msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
                 got += 1
     elapsed = time.perf_counter() - start
     consumer.close()
@@ -100,7 +100,7 @@ def ferryman_consume(broker: KafkaBroker, topic: str, n: int) -> float:
     start = time.perf_counter()
     while got < n:
         for record in consumer.poll(1.0, 500):
-            record.offset, record.key, record.value
+            _ = (record.topic, record.partition, record.offset, record.key, record.value)
             got += 1
     elapsed = time.perf_counter() - start
     consumer.close()

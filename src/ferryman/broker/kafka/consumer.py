@@ -19,6 +19,7 @@ from ferryman.broker.kafka._errors import (
     raise_mapped,
     reason,
 )
+from ferryman.broker.kafka._fast import make_record
 from ferryman.errors import (
     BrokerError,
     ClientClosed,
@@ -134,26 +135,28 @@ class KafkaConsumer:
         messages: list[Any] = [first]  # Any: the stubs make every field Optional
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
-        records = []
+        records: list[Record] = []
+        last: dict[tuple[str, int], int] = {}
         for msg in messages:
-            err = msg.error()
-            if err is not None:
-                self._message_error(err)
+            if msg.error() is not None:
+                self._message_error(msg.error())
                 continue
-            tp = TopicPartition(msg.topic(), msg.partition())
-            offset = msg.offset()
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            headers = msg.headers()
             records.append(
-                Record(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=offset,
-                    key=msg.key(),
-                    value=msg.value(),
-                    headers=tuple((k, v or b"") for k, v in msg.headers() or ()),
-                    timestamp=msg.timestamp()[1],
+                make_record(
+                    topic,
+                    partition,
+                    offset,
+                    msg.key(),
+                    msg.value(),
+                    tuple((k, v or b"") for k, v in headers) if headers else (),
+                    msg.timestamp()[1],
                 )
             )
-            self._next[tp] = offset + 1
+            last[topic, partition] = offset
+        for (topic, partition), offset in last.items():
+            self._next[TopicPartition(topic, partition)] = offset + 1
         return records
 
     def _message_error(self, err: KafkaError) -> None:

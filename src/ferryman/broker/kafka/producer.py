@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as _RdProducer
 
 from ferryman.broker.kafka._errors import UNKNOWN_TOPIC, kafka_error, raise_mapped, reason
+from ferryman.broker.kafka._fast import make_metadata
 from ferryman.errors import (
     ClientClosed,
     ConfigError,
@@ -40,20 +41,29 @@ _ACKS = threading.Condition(_ACKS_LOCK)
 class _Ack(Future[RecordMetadata]):
     """The future acknowledgement of one produced record.
 
-    A plain Future costs more than producing a record (it builds a Condition of its own), so
-    acknowledgements share one Condition, keep their fields in slots and complete through a
-    short path; waiting loops until this future is done, since any completion wakes waiters.
+    A plain Future costs more than producing a record: it builds a Condition and two lists. An
+    acknowledgement shares one Condition with all others, starts from class-level defaults and
+    makes its lists only when something waits on it; waiting loops until this future is done,
+    since any completion wakes every waiter.
     """
 
-    __slots__ = ("_condition", "_done_callbacks", "_exception", "_result", "_state", "_waiters")
+    _condition = _ACKS
+    _state = PENDING
+    _result = None
+    _exception = None
+    if not TYPE_CHECKING:  # Future's __init__ would build what the defaults above share
+        __init__ = object.__init__
 
-    def __init__(self) -> None:  # not super().__init__(), which builds a Condition
-        self._condition = _ACKS
-        self._state = PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks: list[Callable[[Future[RecordMetadata]], object]] = []
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]  # for wait() and as_completed()
+        waiting: list[Any] = self.__dict__.setdefault("_waiting", [])
+        return waiting
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Future[RecordMetadata]], object]]:
+        callbacks: list[Callable[[Future[RecordMetadata]], object]]
+        callbacks = self.__dict__.setdefault("_callbacks", [])
+        return callbacks
 
     def cancel(self) -> bool:
         return False  # a queued record cannot be taken back
@@ -85,15 +95,16 @@ class _Ack(Future[RecordMetadata]):
                 )
             )
             return
-        meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        meta = make_metadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        own = self.__dict__
         with _ACKS_LOCK:
             self._result = meta
             self._state = FINISHED
-            for waiter in self._waiters:  # concurrent.futures.wait() / as_completed()
+            for waiter in own.get("_waiting", ()):
                 waiter.add_result(self)
             if _ACKS._waiters:  # type: ignore[attr-defined]  # threads blocked in result()
                 _ACKS.notify_all()
-        if self._done_callbacks:
+        if own.get("_callbacks"):
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
@@ -129,9 +140,10 @@ class KafkaProducer:
         while not self._closed:
             self._producer.poll(0.1)
 
-    def _partition_count(self, topic: str, partition: int | None) -> int:
+    def _check_destination(self, topic: str, partition: int | None) -> None:
+        """Raise UnknownTopic / UnknownPartition at once, from metadata cached per topic."""
         count = self._partitions.get(topic)
-        if count is None or (partition is not None and partition >= count):
+        if count is None or (partition is not None and not 0 <= partition < count):
             try:
                 md = self._producer.list_topics(topic=topic, timeout=self._timeout)
             except KafkaException as exc:
@@ -144,9 +156,19 @@ class KafkaProducer:
                     f"cannot send to topic {topic!r}: it does not exist on {self._bootstrap}; "
                     "create it first"
                 )
-            count = len(meta.partitions)
-            self._partitions[topic] = count
-        return count
+            count = self._partitions[topic] = len(meta.partitions)
+        if partition is not None and not 0 <= partition < count:
+            raise UnknownPartition(
+                f"topic {topic!r} has partitions 0..{count - 1}; there is no {partition}"
+            )
+
+    def _unusable(self) -> NoReturn:
+        if self._closed:
+            raise ClientClosed("this Kafka producer was closed; ask the broker for a new one")
+        assert self._fatal is not None
+        raise ProduceError(
+            f"the Kafka producer failed for good ({self._fatal.str()}); open a new producer"
+        )
 
     def send(
         self,
@@ -158,30 +180,22 @@ class KafkaProducer:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> Future[RecordMetadata]:
-        if self._closed:
-            raise ClientClosed("this Kafka producer was closed; ask the broker for a new one")
-        if self._fatal is not None:
-            raise ProduceError(
-                f"the Kafka producer failed for good ({self._fatal.str()}); open a new producer"
-            )
-        count = self._partitions.get(topic) or self._partition_count(topic, partition)
-        if partition is not None and not 0 <= partition < count:
-            count = self._partition_count(topic, partition)
-            if not 0 <= partition < count:
-                raise UnknownPartition(
-                    f"topic {topic!r} has partitions 0..{count - 1}; there is no {partition}"
-                )
+        # The common case (known topic, no partition, timestamp or headers) is kept short: this
+        # runs once per record.
+        if self._closed or self._fatal is not None:
+            self._unusable()
+        if partition is None:
+            if topic not in self._partitions:
+                self._check_destination(topic, None)
+            partition = -1
+        else:
+            self._check_destination(topic, partition)
         future = _Ack()
         try:
-            self._producer.produce(
-                topic,
-                value,
-                key,
-                -1 if partition is None else partition,
-                on_delivery=future.deliver,
-                timestamp=timestamp or 0,
-                headers=list(headers) if headers else None,
-            )
+            if timestamp is None and not headers:
+                self._producer.produce(topic, value, key, partition, future.deliver)
+            else:
+                self._produce(topic, value, key, partition, future, timestamp, headers)
             return future
         except BufferError:
             pass
@@ -192,15 +206,7 @@ class KafkaProducer:
         while True:
             self._producer.poll(0.05)
             try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    -1 if partition is None else partition,
-                    on_delivery=future.deliver,
-                    timestamp=timestamp or 0,
-                    headers=list(headers) if headers else None,
-                )
+                self._produce(topic, value, key, partition, future, timestamp, headers)
                 return future
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -210,6 +216,26 @@ class KafkaProducer:
                     ) from None
             except KafkaException as exc:
                 self._refused(exc, topic)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        future: _Ack,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
+        self._producer.produce(
+            topic,
+            value,
+            key,
+            partition,
+            on_delivery=future.deliver,
+            timestamp=timestamp or 0,
+            headers=list(headers) if headers else None,
+        )
 
     def _refused(self, exc: KafkaException, topic: str) -> NoReturn:
         err = kafka_error(exc)
