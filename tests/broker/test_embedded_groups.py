@@ -153,3 +153,24 @@ def test_group_misuse_says_what_to_do(broker: EmbeddedBroker) -> None:
     member.subscribe(["t"])
     with pytest.raises(ConfigError, match="assign"):
         member.assign(tps(0))
+
+
+def test_subscriptions_follow_topics_created_later_and_changed_subscriptions(
+    broker: EmbeddedBroker,
+) -> None:
+    assigned: list[set[TopicPartition]] = []
+    revoked: list[set[TopicPartition]] = []
+    member = broker.consumer("g", config=QUICK)
+    member.subscribe(["later"], on_assign=assigned.append, on_revoke=revoked.append)
+    assert member.poll(0) == []
+    assert member.assignment() == set()
+
+    broker.admin().create_topic(TopicSpec("later", 2))
+    later = {TopicPartition("later", 0), TopicPartition("later", 1)}
+    settle([member], lambda: member.assignment() == later)
+    assert assigned == [later]
+
+    member.subscribe(["t"], on_assign=assigned.append, on_revoke=revoked.append)
+    settle([member], lambda: member.assignment() == tps(0, 1, 2, 3))
+    assert revoked == [later]
+    assert assigned[-1] == tps(0, 1, 2, 3)

@@ -12,6 +12,7 @@ from ferryman.broker.embedded.admin import EmbeddedAdmin
 from ferryman.errors import (
     ClientClosed,
     InvalidTopic,
+    ProduceError,
     TopicMismatch,
     UnknownPartition,
     UnknownTopic,
@@ -126,3 +127,16 @@ def test_closed_clients_refuse_work(broker: EmbeddedBroker) -> None:
     broker.close()
     with pytest.raises(ClientClosed):
         broker.producer()
+
+
+def test_records_queued_for_a_topic_deleted_meanwhile_fail(broker: EmbeddedBroker) -> None:
+    admin = broker.admin()
+    admin.create_topic(TopicSpec("t", 1))
+    producer = broker.producer()
+    producer.send("t", b"first").result(10)  # the producer now knows the topic
+    admin.delete_topic("t")
+    future = producer.send("t", b"orphan")
+    with pytest.raises(ProduceError, match="create it again and resend"):
+        future.result(10)
+    with pytest.raises(UnknownTopic):  # and it forgot the topic
+        producer.send("t", b"again")
