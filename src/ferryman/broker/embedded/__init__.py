@@ -1,7 +1,7 @@
 """The embedded broker: a message log in one SQLite file that processes on one machine share.
 
 Modules: ``storage`` (the file, schema, durability, contention), ``codec`` (record batches),
-``admin``, ``producer``, ``consumer`` and ``group`` (consumer groups), ``cleaner``
+``admin``, ``producer`` and ``queued`` (records waiting for the writer), ``consumer`` and ``group`` (consumer groups), ``cleaner``
 (retention and compaction), ``wakeup`` (cross-process wake-ups).
 """
 

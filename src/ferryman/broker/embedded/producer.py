@@ -14,131 +14,13 @@ from ferryman.errors import ClientClosed, ConfigError, ProduceError, UnknownPart
 from ferryman.records import Headers, RecordMetadata
 
 from .admin import load_topic
-from .codec import encode_headers, make_metadata, pack_head
+from .codec import encode_headers
+from .queued import QueuedRecord, encode_rows, resolve
 from .storage import PID_SHIFT, Store, write
 from .wakeup import Notifier
 
 _KEY_CACHE = 100_000
 """Keys whose partition the producer remembers."""
-
-MAX_ROW_RECORDS = 1000
-MAX_ROW_BYTES = 1 << 20
-"""Records of one partition are stored in rows of at most this many records / bytes."""
-
-
-class _Ack(Future[RecordMetadata]):
-    """A queued record and the future of its acknowledgement, in one object.
-
-    ``Future()`` builds a Condition (with an RLock) per instance, and ``set_result`` takes it
-    and notifies; per record, that alone costs more than the rest of producing, and the
-    allocations wake the garbage collector. So the records of one batch share one Condition
-    and the writer resolves them all while holding it (a waiter never wakes to find its own
-    record still pending); the lists Future keeps are made on first use, and the
-    RecordMetadata only when someone asks for the result.
-    """
-
-    __slots__ = ("_callback_list", "_h", "_k", "_o", "_p", "_t", "_ts", "_v", "_waiter_list")
-    _state = PENDING
-    _result: Any = None
-    _exception: BaseException | None = None
-
-    def __init__(
-        self,
-        condition: threading.Condition,
-        topic: str,
-        partition: int,
-        ts: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: bytes,
-    ) -> None:
-        self._condition = condition
-        self._t = topic
-        self._p = partition
-        self._ts = ts
-        self._k = key
-        self._v = value
-        self._h = headers
-        self._o = -1
-        self._waiter_list: list[Any] | None = None
-        self._callback_list: list[Any] | None = None
-
-    @property
-    def _waiters(self) -> list[Any]:  # type: ignore[override]
-        if self._waiter_list is None:
-            self._waiter_list = []
-        return self._waiter_list
-
-    @property
-    def _done_callbacks(self) -> list[Any]:
-        if self._callback_list is None:
-            self._callback_list = []
-        return self._callback_list
-
-    def cancel(self) -> bool:
-        """A queued record cannot be taken back (as with Kafka): always False."""
-        return False
-
-    def result(self, timeout: float | None = None) -> RecordMetadata:
-        value: Any = super().result(timeout)
-        if value is None:
-            value = self._result = make_metadata(self._t, self._p, self._o, self._ts)
-        return value  # type: ignore[no-any-return]
-
-
-def _resolve(group: list[_Ack], base: int) -> list[_Ack]:
-    """Mark a batch's futures done (caller holds their Condition); returns those with waiters
-    or callbacks, which need the slow path."""
-    slow: list[_Ack] = []
-    offset = base
-    for future in group:
-        future._k = future._v = None  # written: let the payload go
-        if future._state == PENDING:
-            future._o = offset
-            future._state = FINISHED
-            if future._waiter_list or future._callback_list:
-                slow.append(future)
-        offset += 1
-    return slow
-
-
-def _encode_rows(group: list[_Ack]) -> tuple[list[tuple[int, int, int, int, bytes]], int]:
-    """One partition's queued records as batch rows (first index, count, max timestamp,
-    payload size, data), and the total payload size."""
-    rows: list[tuple[int, int, int, int, bytes]] = []
-    total = 0
-    first = 0
-    n_all = len(group)
-    pack = pack_head
-    while first < n_all:
-        parts: list[bytes] = []
-        append = parts.append
-        size = 0
-        max_ts = group[first]._ts
-        n = 0
-        for f in group[first : first + MAX_ROW_RECORDS]:
-            ts, key, value, headers = f._ts, f._k, f._v, f._h
-            klen = -1 if key is None else len(key)
-            vlen = -1 if value is None else len(value)
-            append(pack(ts, klen, vlen, len(headers)))
-            if key:
-                append(key)
-                size += klen
-            if value:
-                append(value)
-                size += vlen
-            if headers:
-                append(headers)
-                size += len(headers)
-            if ts > max_ts:
-                max_ts = ts
-            n += 1
-            if size >= MAX_ROW_BYTES:
-                break
-        rows.append((first, n, max_ts, size, b"".join(parts)))
-        total += size
-        first += n
-    return rows, total
 
 
 def _as_bytes(what: str, data: object) -> bytes:
@@ -187,7 +69,7 @@ class EmbeddedProducer:
         self._clock = clock
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
-        self._pending: list[_Ack] = []
+        self._pending: list[QueuedRecord] = []
         self._epoch = threading.Condition()
         self._epoch_no = 0
         self._inflight = 0
@@ -250,7 +132,7 @@ class EmbeddedProducer:
         if len(self._pending) >= self._max_queued:
             self._wait_for_room()
         with self._lock:
-            future = _Ack(self._epoch, topic, partition, ts, key, value, encoded_headers)
+            future = QueuedRecord(self._epoch, topic, partition, ts, key, value, encoded_headers)
             self._pending.append(future)
         if not self._wake.is_set():
             self._wake.set()
@@ -337,15 +219,15 @@ class EmbeddedProducer:
         finally:
             conn.close()
 
-    def _write(self, conn: Any, items: list[_Ack], epoch: threading.Condition) -> None:
-        by_partition: dict[tuple[str, int], list[_Ack]] = {}
+    def _write(self, conn: Any, items: list[QueuedRecord], epoch: threading.Condition) -> None:
+        by_partition: dict[tuple[str, int], list[QueuedRecord]] = {}
         for item in items:
             group = by_partition.get((item._t, item._p))
             if group is None:
                 by_partition[(item._t, item._p)] = [item]
             else:
                 group.append(item)
-        plan = [(tp, group, *_encode_rows(group)) for tp, group in by_partition.items()]
+        plan = [(tp, group, *encode_rows(group)) for tp, group in by_partition.items()]
 
         def body(c: Any) -> list[int | None]:
             bases: list[int | None] = []
@@ -383,7 +265,7 @@ class EmbeddedProducer:
             if not isinstance(exc, Exception):
                 raise
             return
-        slow: list[_Ack] = []
+        slow: list[QueuedRecord] = []
         with epoch:
             for ((topic, partition), group, _, _), base in zip(plan, bases, strict=True):
                 if base is None:
@@ -398,7 +280,7 @@ class EmbeddedProducer:
                             item._state = FINISHED
                             slow.append(item)
                     continue
-                slow += _resolve(group, base)
+                slow += resolve(group, base)
             epoch.notify_all()
             for future in slow:
                 for waiter in future._waiters:
