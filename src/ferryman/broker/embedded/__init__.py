@@ -1,8 +1,9 @@
 """The embedded broker: a message log in one SQLite file that processes on one machine share.
 
-Modules: ``storage`` (the file, schema, durability, contention), ``codec`` (record batches),
-``admin``, ``producer`` and ``queued`` (records waiting for the writer), ``consumer`` and ``group`` (consumer groups), ``cleaner``
-(retention and compaction), ``wakeup`` (cross-process wake-ups).
+Modules: ``storage`` (the file, schema, durability, contention, checkpoints), ``codec``
+(record batches), ``admin``, ``producer`` and ``queued`` (records waiting for the writer),
+``consumer`` and ``group`` (consumer groups), ``cleaner`` (retention and compaction),
+``wakeup`` (cross-process wake-ups).
 """
 
 from ferryman.broker.embedded.broker import EmbeddedBroker
