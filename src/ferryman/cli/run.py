@@ -49,7 +49,9 @@ def run(
     for target in services:
         obj = load_service(target)
         if not isinstance(obj, Service):
-            raise typer.BadParameter(f"{target!r} is a {type(obj).__name__}, not a ferryman Service")
+            raise typer.BadParameter(
+                f"{target!r} is a {type(obj).__name__}, not a ferryman Service"
+            )
         loaded.append(obj)
     try:
         asyncio.run(run_services(loaded))
