@@ -44,6 +44,7 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
     await _until(lambda: len(demo.known_customers) == 3, "orders' copy of the customers")
 
     for n, (customer_id, sku, quantity) in enumerate(ORDERS, start=1):
+        say("orders", f"asks pricing for a quote: {quantity} x {sku} (with a receipt ack)")
         pending = await demo.orders.request(
             quotes_topic, QuoteRequest(customer_id, sku, quantity), timeout=10, ack=True
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -91,6 +92,7 @@ def build(broker: str, say: Say) -> Demo:
     async def quote(req: QuoteRequest) -> Quote:
         if req.sku not in PRICES:
             raise KeyError(f"no price for {req.sku!r}")
+        await asyncio.sleep(0.05)  # pricing takes a moment: the receipt ack has already gone back
         tier = "gold" if req.customer_id == 1 else "standard"
         unit = round(PRICES[req.sku] * DISCOUNT[tier], 2)
         say("pricing", f"quote {req.quantity} x {req.sku} for customer {req.customer_id}: {unit}")
