@@ -4,7 +4,9 @@
                                                     group member; logs to stdout what it handled;
                                                     after STALL_AFTER records it hangs before
                                                     committing (to be killed holding uncommitted work)
-    python proc_worker.py produce URL TOPIC         produces until killed; logs each acknowledgement
+    python proc_worker.py produce URL TOPIC [COUNT [TAG]]
+                                                    produces COUNT records (or until killed), values
+                                                    TAG0, TAG1, ...; logs each acknowledgement
 
 Every line is flushed before the next step, so what a killed process printed is what it did:
 
@@ -12,7 +14,8 @@ Every line is flushed before the next step, so what a killed process printed is 
     handled P OFFSET VALUE       a record handled, printed *before* its offset is committed
     committed                    the records handled so far are committed
     stalled                      hanging with handled but uncommitted records
-    ack P OFFSET SEQ             a record acknowledged (printed only after the acknowledgement)
+    ack P OFFSET VALUE           a record acknowledged (printed only after the acknowledgement)
+    done                         every record acknowledged, clients closed
 """
 
 from __future__ import annotations
@@ -67,19 +70,23 @@ def consume(url: str, topic: str, group: str, stall_after: int | None) -> None:
             say("commit-failed")
 
 
-def produce(url: str, topic: str) -> None:
+def produce(url: str, topic: str, count: int | None, tag: str) -> None:
     broker = open_broker(url)
     producer = broker.producer()
     seq = 0
-    while True:
+    while count is None or seq < count:
         batch = []
-        for _ in range(50):
-            batch.append((seq, producer.send(topic, b"%d" % seq, key=b"key-%d" % (seq % 37))))
+        for _ in range(50 if count is None else min(50, count - seq)):
+            value = f"{tag}{seq}".encode()
+            batch.append((seq, producer.send(topic, value, key=b"key-%d" % (seq % 37))))
             seq += 1
         producer.flush(60.0)
         for n, future in batch:
             ack = future.result(60.0)
-            say(f"ack {ack.partition} {ack.offset} {n}")
+            say(f"ack {ack.partition} {ack.offset} {tag}{n}")
+    producer.close()
+    broker.close()
+    say("done")
 
 
 def main(argv: list[str]) -> None:
@@ -87,7 +94,8 @@ def main(argv: list[str]) -> None:
     if role == "consume":
         consume(url, topic, rest[0], int(rest[1]) if len(rest) > 1 else None)
     elif role == "produce":
-        produce(url, topic)
+        count = int(rest[0]) if rest else None
+        produce(url, topic, count, rest[1] if len(rest) > 1 else "")
     else:
         raise SystemExit(f"unknown role {role!r}: use consume or produce")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Backend
-from .helpers import produce_n, wait_until
+from .helpers import by_partition, produce_n, wait_until
 
 WORKER = Path(__file__).with_name("proc_worker.py")
 
@@ -195,3 +195,34 @@ def test_acknowledged_records_survive_a_producer_killed_mid_stream(
     # the log stays writable after the kill, and offsets go on from where they were
     ack = produce_n(backend.producer(), topic, 1, partition=0)[0]
     assert ack.offset > max((o for p, o, _ in acks if p == 0), default=-1)
+
+
+def test_producers_in_many_processes_at_once_lose_nothing(backend: Backend, spawn: Spawn) -> None:
+    topic = backend.topic(3)
+    tags = ["a", "b", "c", "d"]
+    producers = [spawn(f"producer-{t}", "produce", backend.url, topic, "1500", t) for t in tags]
+
+    def all_done() -> bool:
+        for p in producers:
+            if p.process.poll() not in (None, 0):
+                raise AssertionError(f"{p.name} failed: {p.err.read_text()[-3000:]}")
+        return all(p.process.poll() == 0 for p in producers)
+
+    wait_until(all_done, 4 * backend.join_timeout, lambda: [len(p.lines()) for p in producers])
+    acks: dict[tuple[int, int], str] = {}
+    for p in producers:
+        lines = p.lines()
+        assert lines[-1] == ["done"]
+        for _, partition, offset, value in lines[:-1]:
+            acks[(int(partition), int(offset))] = value
+    assert len(acks) == 4 * 1500, "two records acknowledged at one offset"
+
+    records = backend.read_all(topic)
+    assert {(r.partition, r.offset): (r.value or b"").decode() for r in records} == acks
+    # each producer's records keep its send order within a partition
+    for tag in tags:
+        for part, rs in by_partition(
+            r for r in records if (r.value or b"").startswith(tag.encode())
+        ).items():
+            seqs = [int((r.value or b"")[1:]) for r in rs]
+            assert seqs == sorted(seqs), f"producer {tag} reordered in partition {part}"
