@@ -132,6 +132,8 @@ class EmbeddedProducer:
         if len(self._pending) >= self._max_queued:
             self._wait_for_room()
         with self._lock:
+            if self._closed:  # checked again under the lock the writer's last look takes
+                raise ClientClosed("this producer is closed; ask the broker for a new one")
             future = QueuedRecord(self._epoch, topic, partition, ts, key, value, encoded_headers)
             self._pending.append(future)
         if not self._wake.is_set():
