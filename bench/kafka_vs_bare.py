@@ -11,6 +11,7 @@ ferryman's in turn, on fresh topics; the report gives the median records/s of ea
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -131,8 +132,15 @@ def main() -> None:
         created.append(name)
         return name
 
+    cpu: dict[str, list[float]] = {k: [] for k in rates}
+
     def measure(label: str, run: Callable[[], float]) -> None:
+        gc.collect()  # each side starts without the other's garbage
+        before = time.process_time()
         rates[label].append(args.records / run())
+        # CPU of this process (its librdkafka threads included) per record: steadier than
+        # throughput when other work shares the machine
+        cpu[label].append((time.process_time() - before) / args.records * 1e6)
 
     try:
         for _ in range(args.rounds):
@@ -156,15 +164,24 @@ def main() -> None:
         broker.close()
 
     median = {label: statistics.median(r) for label, r in rates.items()}
+    median_cpu = {label: statistics.median(c) for label, c in cpu.items()}
     print(
         f"Kafka at {args.bootstrap}: {args.records} records of {args.size} bytes, "
         f"{PARTITIONS} partitions, median of {args.rounds} rounds"
     )
     for label, rate in median.items():
-        print(f"  {label:17} {rate:>12,.0f} records/s")
+        spread = ", ".join(f"{r:,.0f}" for r in rates[label])
+        print(
+            f"  {label:17} {rate:>10,.0f} records/s  {median_cpu[label]:5.1f} us CPU/record"
+            f"  (rounds: {spread})"
+        )
     for what in ("produce", "consume"):
         ratio = median[f"ferryman {what}"] / median[f"bare {what}"]
-        print(f"  {what} ratio (ferryman / bare): {ratio:.2f}x (target >= 0.80)")
+        cost = median_cpu[f"ferryman {what}"] / median_cpu[f"bare {what}"]
+        print(
+            f"  {what}: throughput ferryman/bare {ratio:.2f}x (target >= 0.80), "
+            f"CPU per record {cost:.2f}x bare's"
+        )
 
 
 if __name__ == "__main__":
