@@ -280,3 +280,19 @@ def test_a_live_cleaners_lease_is_respected(broker: EmbeddedBroker, clock: Clock
     finally:
         other.close()
         notifier.close()
+
+
+def test_the_position_steps_over_records_compacted_away_at_the_end(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker, {"delete.retention.ms": "0"})
+    send(broker, topic, [(b"a", b"1"), (b"b", b"1"), (b"b", None)])
+    broker.clean()
+    clock.advance(1)
+    broker.clean()  # the tombstone, and with it offsets 1 and 2, are gone
+    tp = TopicPartition(topic, 0)
+    consumer = broker.consumer(None)
+    consumer.assign([tp])
+    consumer.seek(tp, 1)
+    assert consumer.poll(0) == []
+    assert consumer.position(tp) == 3

@@ -276,6 +276,9 @@ class EmbeddedConsumer:
                     continue
                 buffer = self._read(tp, pid, position, end, room)
                 if not buffer:
+                    # compaction removed everything up to the end: step over the gap, as
+                    # Kafka does, so the position reaches the end of the log
+                    self._positions[tp] = end
                     continue
             taken = buffer[:room]
             self._buffers[tp] = buffer[room:]
