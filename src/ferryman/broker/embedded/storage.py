@@ -87,7 +87,13 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
             f"the embedded broker file {str(path)!r} is read-only ({text}); make it and its "
             "directory writable, or choose another path with embedded:PATH"
         )
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
+    if "locked" in text or "busy" in text:
+        return StorageError(
+            f"the embedded broker file {str(path)!r} stayed locked by another writer for more "
+            f"than {BUSY_TIMEOUT:.0f} s ({text}); a process is holding a long transaction or "
+            "is stopped while writing: let it finish or stop it, then try again"
+        )
+    if "not a database" or "malformed" in text or "corrupt" in text:
         return StorageError(
             f"the embedded broker file {str(path)!r} is not a valid SQLite database or is "
             f"corrupt ({text}); {_WHAT_TO_DO}"
