@@ -93,7 +93,7 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
             f"than {BUSY_TIMEOUT:.0f} s ({text}); a process is holding a long transaction or "
             "is stopped while writing: let it finish or stop it, then try again"
         )
-    if "not a database" or "malformed" in text or "corrupt" in text:
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
         return StorageError(
             f"the embedded broker file {str(path)!r} is not a valid SQLite database or is "
             f"corrupt ({text}); {_WHAT_TO_DO}"
