@@ -196,11 +196,13 @@ def test_retention_bytes_advances_the_log_start(backend: Backend) -> None:
             timestamp=lambda i, start=start: start + i,  # type: ignore[misc]
         )
 
-    records = cleaned(backend, topic, lambda _: backend.admin.offsets(topic)[0].earliest > 0)
-    earliest = backend.admin.offsets(topic)[0].earliest
-    assert [r.offset for r in records] == list(range(earliest, 100))
-    # the newest records stay; roughly retention.bytes worth (Kafka keeps whole segments)
-    assert 10 <= len(records) <= 50
+    # what stays is roughly retention.bytes worth (Kafka deletes whole segments, so allow more)
+    records = cleaned(backend, topic, lambda rs: len(rs) <= 50)
+    assert backend.admin.offsets(topic)[0].earliest > 0
+    assert records, "retention.bytes deleted everything, even the newest records"
+    # the newest records stay, with no hole
+    assert [r.offset for r in records] == list(range(records[0].offset, 100))
+    assert len(records) >= 10
 
 
 @pytest.mark.parametrize(("reset", "expected"), [("earliest", "log start"), ("latest", "log end")])
