@@ -6,7 +6,7 @@ The cluster is shared, so every topic and group name gets a unique suffix.
 
 Kafka needs broker settings that make cleaning observable within a test:
 ``log.retention.check.interval.ms`` and ``log.cleaner.backoff.ms`` of a second or less
-(``scripts/kafka.sh`` should set them).
+(``scripts/kafka.sh`` sets them).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Admin, Broker, Consumer, OffsetReset, Producer
+from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.records import Record, TopicPartition, TopicSpec
 
 from .helpers import POLL, assert_increasing, by_partition, partitions_of, wait_until
@@ -129,7 +130,8 @@ class Backend:
             finally:
                 producer.close(30.0)
         else:
-            self.broker.clean()  # type: ignore[attr-defined]
+            assert isinstance(self.broker, EmbeddedBroker)
+            self.broker.clean()
 
     def close(self) -> None:
         for c in reversed(self._clients):
