@@ -176,6 +176,11 @@ def test_retention_ms_advances_the_log_start(backend: Backend) -> None:
     assert sorted((r.partition, r.offset) for r in records) == sorted(
         (a.partition, a.offset) for a in new
     )
+    # a group without commits lags by what is left, not by what was ever written
+    bounds = backend.admin.offsets(topic)
+    assert backend.admin.group_lag(backend.group(), topic) == {
+        TopicPartition(topic, p): o.latest - o.earliest for p, o in bounds.items()
+    }
 
 
 def test_retention_bytes_advances_the_log_start(backend: Backend) -> None:
