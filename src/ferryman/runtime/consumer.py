@@ -17,7 +17,6 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any
 
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
-from ferryman.errors import CommitFailed, DecodeError, FerrymanError, HandlerError
-from ferryman.records import Headers, Record, TopicPartition
-from ferryman.runtime import messages as h
+from ferryman.errors import CommitFailed, DecodeError, HandlerError
+from ferryman.records import Record, TopicPartition
 from ferryman.runtime.connections import Connections
+from ferryman.runtime.dead_letters import dead_letter
 from ferryman.runtime.handlers import Route
 from ferryman.topics import dlq_name
 
@@ -398,26 +397,9 @@ class ConsumerLoop:
             await self._dead_letter(r, exc, attempts)
 
     async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
-        headers: Headers = (
-            *record.headers,
-            (h.DLQ_TOPIC, record.topic.encode()),
-            (h.DLQ_PARTITION, str(record.partition).encode()),
-            (h.DLQ_OFFSET, str(record.offset).encode()),
-            (h.DLQ_GROUP, self.group.encode()),
-            (h.DLQ_EXCEPTION_TYPE, _qualified_name(exc).encode()),
-            (h.DLQ_EXCEPTION_MESSAGE, str(exc).encode()),
-            (h.DLQ_TRACEBACK, "".join(traceback.format_exception(exc)).encode()),
-            (h.DLQ_ATTEMPTS, str(attempts).encode()),
+        await asyncio.wrap_future(
+            dead_letter(self._conn.producer, record, self.group, exc, attempts)
         )
-        future = self._conn.producer.send(
-            dlq_name(record.topic),
-            record.value,
-            key=record.key,
-            headers=headers,
-            partition=record.partition,
-            timestamp=record.timestamp,
-        )
-        await asyncio.wrap_future(future)
         self.dead_lettered += 1
 
     def _mark_done(self, tp: TopicPartition, epoch: int, offset: int, count: int) -> None:
@@ -447,12 +429,3 @@ class ConsumerLoop:
             self._on_fatal(exc)
         else:
             loop.call_soon_threadsafe(self._on_fatal, exc)
-
-
-def _qualified_name(exc: BaseException) -> str:
-    cls = type(exc)
-    if cls.__module__ in ("builtins", "__main__"):
-        return cls.__qualname__
-    if isinstance(exc, FerrymanError):
-        return f"ferryman.{cls.__qualname__}"
-    return f"{cls.__module__}.{cls.__qualname__}"

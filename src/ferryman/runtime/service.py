@@ -22,14 +22,14 @@ from ferryman.rpc import PendingReply, Requester, responder_route
 from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.consumer import ConsumerLoop
+from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.handlers import Route, handler_route
-from ferryman.topics import DAY_MS, EntityTopic, EventTopic, RequestTopic, Topic, dlq_name
+from ferryman.topics import EntityTopic, EventTopic, RequestTopic, Topic
 
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
-DLQ_RETENTION_MS = 14 * DAY_MS
 _FROM_VALUE = object()
 
 
@@ -286,13 +286,7 @@ class Service:
         specs: list[TopicSpec] = []
         for route in self._routes.values():
             specs.extend(route.topic.specs())
-            specs.append(
-                TopicSpec(
-                    dlq_name(route.topic.name),
-                    route.topic.partitions,
-                    {"cleanup.policy": "delete", "retention.ms": str(DLQ_RETENTION_MS)},
-                )
-            )
+            specs.append(dlq_spec(route.topic))
         return specs
 
     async def start(self) -> None:

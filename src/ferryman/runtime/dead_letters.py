@@ -1,0 +1,65 @@
+"""Dead letters: a record that could not be handled goes to ``<topic>.dlq`` with why and where.
+
+The dead letter keeps the original key, value, headers and timestamp, in the same partition
+number (the DLQ has the source's partition count), and adds ``ferryman.dlq.*`` headers: the
+original topic, partition, offset, the consumer group, the exception's type, message and
+traceback, and how many attempts were made (0: the record could not be decoded).
+"""
+
+from __future__ import annotations
+
+import traceback
+from concurrent.futures import Future
+
+from ferryman.broker.base import Producer
+from ferryman.errors import FerrymanError
+from ferryman.records import Headers, Record, RecordMetadata, TopicSpec
+from ferryman.runtime import messages as h
+from ferryman.topics import DAY_MS, Topic, dlq_name
+
+DLQ_RETENTION_MS = 14 * DAY_MS
+
+
+def dlq_spec(topic: Topic[object]) -> TopicSpec:
+    """The dead-letter topic of ``topic``: as many partitions, kept 14 days."""
+    return TopicSpec(
+        dlq_name(topic.name),
+        topic.partitions,
+        {"cleanup.policy": "delete", "retention.ms": str(DLQ_RETENTION_MS)},
+    )
+
+
+def dead_letter(
+    producer: Producer, record: Record, group: str, exc: BaseException, attempts: int
+) -> Future[RecordMetadata]:
+    """Send ``record`` to its topic's DLQ; the future resolves once that is durable."""
+    headers: Headers = (
+        *record.headers,
+        (h.DLQ_TOPIC, record.topic.encode()),
+        (h.DLQ_PARTITION, str(record.partition).encode()),
+        (h.DLQ_OFFSET, str(record.offset).encode()),
+        (h.DLQ_GROUP, group.encode()),
+        (h.DLQ_EXCEPTION_TYPE, exception_type(exc).encode()),
+        (h.DLQ_EXCEPTION_MESSAGE, str(exc).encode()),
+        (h.DLQ_TRACEBACK, "".join(traceback.format_exception(exc)).encode()),
+        (h.DLQ_ATTEMPTS, str(attempts).encode()),
+    )
+    return producer.send(
+        dlq_name(record.topic),
+        record.value,
+        key=record.key,
+        headers=headers,
+        partition=record.partition,
+        timestamp=record.timestamp,
+    )
+
+
+def exception_type(exc: BaseException) -> str:
+    """The exception's type as a user would write it: ``ValueError``, ``ferryman.DecodeError``,
+    ``myapp.errors.OutOfStock``."""
+    cls = type(exc)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    if isinstance(exc, FerrymanError):
+        return f"ferryman.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
