@@ -167,7 +167,7 @@ def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
 ) -> None:
     apps = world.apps()
     out = world.tmp / "mirror.jsonl"
-    proc = world.run("apps:mirror", out=out)
+    proc = world.run("apps:mirror", "apps:ticker", out=out)  # two services, one process
     owner = apps.Service(f"e2e-owner-{world.suffix}")
     expected: dict[int, str] = {}
     for i in range(30):

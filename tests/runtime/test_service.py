@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pydantic
 import pytest
 
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
@@ -167,3 +169,29 @@ def test_one_handler_per_topic(env: Env) -> None:
 
         @svc.on(placed)
         async def b(e: Placed) -> None: ...
+
+
+class Shipped(pydantic.BaseModel):
+    parcel: uuid.UUID
+    weight_kg: float
+    note: str | None = None
+
+
+def test_pydantic_models_flow_like_dataclasses(env: Env) -> None:
+    shipped = EventTopic(env.name("shipped"), Shipped, partition_key="parcel", partitions=2)
+    got: list[tuple[Shipped | None, object]] = []
+    parcel = uuid.uuid4()
+
+    async def main() -> None:
+        svc = env.service("shipping")
+
+        @svc.on(shipped)
+        async def track(event: Shipped | None, msg: Message[Shipped]) -> None:
+            got.append((event, msg.key))
+
+        async with svc:
+            await svc.emit(shipped, Shipped(parcel=parcel, weight_kg=1.5))
+            await eventually(lambda: got, env.timeout)
+
+    run(main())
+    assert got == [(Shipped(parcel=parcel, weight_kg=1.5), parcel)]
