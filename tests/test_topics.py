@@ -117,6 +117,13 @@ def test_request_topic_has_a_reply_topic_and_short_retention() -> None:
     assert topic.compatibility == "BACKWARD_TRANSITIVE"
 
 
+def test_request_topic_may_be_keyed() -> None:
+    topic = RequestTopic("pricing.quote", OrderPlaced, reply=Quote, partition_key="order_id")
+    assert topic.key_of(OrderPlaced("o-9", 1, 2.0)) == "o-9"
+    with pytest.raises(TopicDeclarationError, match="partition_key field 'sku'"):
+        RequestTopic("pricing.quote", OrderPlaced, reply=Quote, partition_key="sku")
+
+
 def test_request_reply_must_be_a_model() -> None:
     with pytest.raises(TopicDeclarationError, match="reply model"):
         RequestTopic("pricing.quote", OrderPlaced, reply=float)

@@ -186,6 +186,7 @@ class Requester:
         future = self._conn.producer.send(
             topic.name,
             payload,
+            key=serde.encode_key(topic, topic.key_of(value)),
             headers=tuple(headers),
             timestamp=int(time.time() * 1000),
         )

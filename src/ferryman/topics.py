@@ -230,11 +230,18 @@ class RequestTopic(Topic[T], Generic[T, R]):
         model: type[T],
         *,
         reply: type[R],
+        partition_key: str | None = None,
         partitions: int = DEFAULT_PARTITIONS,
         reply_partitions: int | None = None,
         config: Mapping[str, str | int] | None = None,
     ) -> None:
         super().__init__(name, model, partitions=partitions, config=config)
+        self.partition_key = partition_key
+        self._key_type: type | None = None
+        if partition_key is not None:
+            self._key_type = _check_key_field(
+                self.kind, name, model, partition_key, "partition_key field"
+            )
         try:
             model_fields(reply)
         except TopicDeclarationError as exc:
@@ -249,6 +256,13 @@ class RequestTopic(Topic[T], Generic[T, R]):
 
     def _contradiction_hint(self) -> str:
         return "requests are short-lived; set retention.ms instead"
+
+    @property
+    def key_type(self) -> type | None:
+        return self._key_type
+
+    def key_of(self, value: T) -> Any:
+        return None if self.partition_key is None else getattr(value, self.partition_key)
 
     @property
     def reply_topic(self) -> str:

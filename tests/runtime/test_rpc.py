@@ -27,7 +27,7 @@ class Answer:
 
 
 def test_requests_get_their_own_replies(env: Env) -> None:
-    topic = RequestTopic(env.name("square"), Ask, reply=Answer, partitions=3)
+    topic = RequestTopic(env.name("square"), Ask, reply=Answer, partition_key="n", partitions=3)
 
     async def main() -> None:
         server = env.service("server")
