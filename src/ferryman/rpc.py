@@ -9,8 +9,9 @@ instances may pick the same partition: each keeps only the replies carrying its 
 id, so sharing costs reading, never correctness. No coordination, no group rebalances on the
 reply path, and a requester reads ``1/reply_partitions`` of the reply traffic on average.
 
-A responder answers the requests of one partition concurrently (a run of up to 64 at a time)
-and commits them in order once their replies are durable; requests carry no ordering promise.
+A responder answers unkeyed requests of one partition concurrently (a run of up to 64 at a
+time) and commits them in order once their replies are durable; requests of a topic with a
+``partition_key`` are answered one after the other, in order.
 
 A reply whose correlation id is no longer pending (it timed out, or a responder sent it twice
 after a crash) is a late reply: dropped and counted in ``Requester.late_replies``.
@@ -326,9 +327,16 @@ def responder_route(
         await send(m, KIND_REPLY, payload, [])
 
     async def run(msgs: list[Message[Any]]) -> Outcome:
-        # Requests are independent: a run of them is answered concurrently, so handlers that wait
-        # on I/O and the replies' acknowledgements overlap. Offsets are still committed in order,
-        # once every reply of the run is durable.
+        if topic.partition_key is not None:  # keyed requests are answered in order
+            for i, m in enumerate(msgs):
+                try:
+                    await answer(m)
+                except Exception as exc:  # a reply not sent: retry, then dead-letter
+                    return i, exc
+            return len(msgs), None
+        # Unkeyed requests are independent: a run of them is answered concurrently, so handlers
+        # that wait on I/O and the replies' acknowledgements overlap. Offsets are still
+        # committed in order, once every reply of the run is durable.
         results = await asyncio.gather(*(answer(m) for m in msgs), return_exceptions=True)
         for i, result in enumerate(results):
             if isinstance(result, asyncio.CancelledError):
