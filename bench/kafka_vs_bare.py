@@ -1,11 +1,12 @@
 """ferryman's Kafka producer and consumer against a bare confluent-kafka loop, on one broker.
 
-    python bench/kafka_vs_bare.py [--bootstrap 127.0.0.1:9092] [--records 200000] [--rounds 3]
+    python bench/kafka_vs_bare.py [--bootstrap 127.0.0.1:9092] [--records 50000] [--rounds 10]
 
 Both sides use the same librdkafka settings (ferryman's producer defaults: idempotent, acks=all,
-murmur2_random, lz4) and the same 100-byte keyed records. Each round runs the bare loop and
-ferryman's in turn, on fresh topics; the report gives the median records/s of each and the ratio
-(ferryman / bare; the target is >= 0.8 for produce and for consume).
+murmur2_random, lz4) and the same 100-byte keyed records on 3 partitions. Each round runs the
+bare loop and ferryman's in turn, on fresh topics. The machine is shared, and other work only
+ever slows a round down, so the best round of each counts (the median is shown beside it);
+the ratio is ferryman / bare, with a target of >= 0.8 for produce and for consume.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as RdPartition
 
 from ferryman.broker.kafka import PRODUCER_DEFAULTS, KafkaBroker
@@ -78,13 +79,20 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
+            # (assigning at OFFSET_BEGINNING instead measured about half as fast here)
+            "auto.offset.reset": "earliest",
         }
     )
-    consumer.assign([RdPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    consumer.assign([RdPartition(topic, p) for p in range(PARTITIONS)])
     got = 0
     start = time.perf_counter()
     while got < n:
-        for msg in consumer.consume(500, timeout=1.0):
+        # block for the first record, then take what is already fetched (as ferryman does;
+        # consume(500, timeout) would wait for 500 records or the whole timeout)
+        first = consumer.poll(1.0)
+        if first is None:
+            continue
+        for msg in [first, *consumer.consume(499, timeout=0)]:
             if msg.error() is None:
                 # what a handler reads: coordinates, key, value
                 _ = (msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
@@ -113,9 +121,9 @@ def main() -> None:
     parser.add_argument(
         "--bootstrap", default=os.environ.get("FERRYMAN_TEST_KAFKA", "127.0.0.1:9092")
     )
-    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--size", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
 
     broker = KafkaBroker(args.bootstrap, {})
@@ -163,24 +171,26 @@ def main() -> None:
             admin.delete_topic(name)
         broker.close()
 
-    median = {label: statistics.median(r) for label, r in rates.items()}
-    median_cpu = {label: statistics.median(c) for label, c in cpu.items()}
+    best = {label: max(r) for label, r in rates.items()}
     print(
         f"Kafka at {args.bootstrap}: {args.records} records of {args.size} bytes, "
-        f"{PARTITIONS} partitions, median of {args.rounds} rounds"
+        f"{PARTITIONS} partitions, {args.rounds} rounds"
     )
-    for label, rate in median.items():
-        spread = ", ".join(f"{r:,.0f}" for r in rates[label])
+    print(f"  {'':17} {'best':>10}  {'median':>10}  CPU/record (best)")
+    for label, r in rates.items():
         print(
-            f"  {label:17} {rate:>10,.0f} records/s  {median_cpu[label]:5.1f} us CPU/record"
-            f"  (rounds: {spread})"
+            f"  {label:17} {best[label]:>10,.0f}  {statistics.median(r):>10,.0f}  "
+            f"{min(cpu[label]):5.1f} us"
         )
     for what in ("produce", "consume"):
-        ratio = median[f"ferryman {what}"] / median[f"bare {what}"]
-        cost = median_cpu[f"ferryman {what}"] / median_cpu[f"bare {what}"]
+        ratio = best[f"ferryman {what}"] / best[f"bare {what}"]
+        median = statistics.median(rates[f"ferryman {what}"]) / statistics.median(
+            rates[f"bare {what}"]
+        )
+        cost = min(cpu[f"ferryman {what}"]) / min(cpu[f"bare {what}"])
         print(
-            f"  {what}: throughput ferryman/bare {ratio:.2f}x (target >= 0.80), "
-            f"CPU per record {cost:.2f}x bare's"
+            f"  {what}: ferryman/bare {ratio:.2f}x best, {median:.2f}x median "
+            f"(target >= 0.80); CPU per record {cost:.2f}x bare's"
         )
 
 

@@ -270,10 +270,17 @@ start() {
     # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
     head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$DIR/cluster.id"
   fi
-  local n
+  local n pids=()
   for ((n = 1; n <= BROKERS; n++)); do
     write_config "$n"
-    format_node "$n"
+  done
+  # Formatting starts a JVM per node: do the nodes side by side.
+  for ((n = 1; n <= BROKERS; n++)); do
+    format_node "$n" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || die "formatting the storage in $DIR failed (see above)"
   done
   for ((n = 1; n <= BROKERS; n++)); do
     start_node "$n"

@@ -61,7 +61,9 @@ class KafkaConsumer:
             ) from exc
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
-        self._next: dict[TopicPartition, int] = {}
+        # Where seek() put a partition, until a record from it is returned (librdkafka knows no
+        # position between a seek and the next record).
+        self._seeked: dict[tuple[str, int], int] = {}
         self._paused: set[TopicPartition] = set()
         self._closed = False
 
@@ -105,7 +107,7 @@ class KafkaConsumer:
                 self._on_revoke(gone)
         finally:
             for tp in gone:
-                self._next.pop(tp, None)
+                self._seeked.pop((tp.topic, tp.partition), None)
                 self._paused.discard(tp)
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -135,28 +137,27 @@ class KafkaConsumer:
         messages: list[Any] = [first]  # Any: the stubs make every field Optional
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
-        records: list[Record] = []
-        last: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            if msg.error() is not None:
-                self._message_error(msg.error())
-                continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            headers = msg.headers()
-            records.append(
-                make_record(
-                    topic,
-                    partition,
-                    offset,
-                    msg.key(),
-                    msg.value(),
-                    tuple((k, v or b"") for k, v in headers) if headers else (),
-                    msg.timestamp()[1],
-                )
+        # One comprehension per batch: this runs once per record, so it is kept tight.
+        records = [
+            make_record(
+                m.topic(),
+                m.partition(),
+                m.offset(),
+                m.key(),
+                m.value(),
+                tuple((k, v or b"") for k, v in h) if (h := m.headers()) else (),
+                m.timestamp()[1],
             )
-            last[topic, partition] = offset
-        for (topic, partition), offset in last.items():
-            self._next[TopicPartition(topic, partition)] = offset + 1
+            for m in messages
+            if m.error() is None
+        ]
+        if len(records) != len(messages):
+            for m in messages:
+                if m.error() is not None:
+                    self._message_error(m.error())
+        if self._seeked:
+            for r in records:
+                self._seeked.pop((r.topic, r.partition), None)
         return records
 
     def _message_error(self, err: KafkaError) -> None:
@@ -224,8 +225,9 @@ class KafkaConsumer:
 
     def position(self, partition: TopicPartition) -> int:
         self._check_open()
-        if partition in self._next:
-            return self._next[partition]
+        seeked = self._seeked.get((partition.topic, partition.partition))
+        if seeked is not None:
+            return seeked
         [tp] = self._consumer.position([_RdPartition(partition.topic, partition.partition)])
         if tp.offset >= 0:
             return int(tp.offset)
@@ -270,7 +272,7 @@ class KafkaConsumer:
             self._consumer.incremental_assign([target])
             if partition in self._paused:
                 self._consumer.pause([_RdPartition(partition.topic, partition.partition)])
-        self._next[partition] = offset
+        self._seeked[partition.topic, partition.partition] = offset
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self._check_open()

@@ -54,16 +54,20 @@ class _Ack(Future[RecordMetadata]):
     if not TYPE_CHECKING:  # Future's __init__ would build what the defaults above share
         __init__ = object.__init__
 
+    _waiting: list[Any] | tuple[()] = ()  # made a list only when something waits
+    _callbacks: list[Callable[[Future[RecordMetadata]], object]] | tuple[()] = ()
+
     @property
     def _waiters(self) -> list[Any]:  # type: ignore[override]  # for wait() and as_completed()
-        waiting: list[Any] = self.__dict__.setdefault("_waiting", [])
-        return waiting
+        if not isinstance(self._waiting, list):
+            self._waiting = []
+        return self._waiting
 
     @property
     def _done_callbacks(self) -> list[Callable[[Future[RecordMetadata]], object]]:
-        callbacks: list[Callable[[Future[RecordMetadata]], object]]
-        callbacks = self.__dict__.setdefault("_callbacks", [])
-        return callbacks
+        if not isinstance(self._callbacks, list):
+            self._callbacks = []
+        return self._callbacks
 
     def cancel(self) -> bool:
         return False  # a queued record cannot be taken back
@@ -96,16 +100,18 @@ class _Ack(Future[RecordMetadata]):
             )
             return
         meta = make_metadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
-        own = self.__dict__
         with _ACKS_LOCK:
             self._result = meta
             self._state = FINISHED
-            for waiter in own.get("_waiting", ()):
+            for waiter in self._waiting:
                 waiter.add_result(self)
             if _ACKS._waiters:  # type: ignore[attr-defined]  # threads blocked in result()
                 _ACKS.notify_all()
-        if own.get("_callbacks"):
+        if self._callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
+
+    # librdkafka calls the future itself: no bound method to build per record
+    __call__ = deliver
 
 
 class KafkaProducer:
@@ -193,7 +199,7 @@ class KafkaProducer:
         future = _Ack()
         try:
             if timestamp is None and not headers:
-                self._producer.produce(topic, value, key, partition, future.deliver)
+                self._producer.produce(topic, value, key, partition, future)
             else:
                 self._produce(topic, value, key, partition, future, timestamp, headers)
             return future
@@ -232,7 +238,7 @@ class KafkaProducer:
             value,
             key,
             partition,
-            on_delivery=future.deliver,
+            on_delivery=future,
             timestamp=timestamp or 0,
             headers=list(headers) if headers else None,
         )
