@@ -139,7 +139,6 @@ class Store:
                 check_same_thread=False,  # each owner serialises its own use
             )
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA cache_size=-16000")
             # checkpoints (which fsync) run in the Checkpointer's thread, not in the commit
             # path of a producer, where they would show as latency spikes
             conn.execute("PRAGMA wal_autocheckpoint=0")
