@@ -92,3 +92,13 @@ def embedded(tmp_path: Path) -> Iterator[EmbeddedRegistry]:
 def topic() -> str:
     """A topic name no other test uses (servers are shared within a module)."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time five hours behind UTC, so local-time conversions show."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -195,3 +195,21 @@ class CustomerV4:
     name: str
     tags: list[str] = field(default_factory=list)
     attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Times:
+    """Timestamps in every position a converter must reach, with defaults."""
+
+    at: dt.datetime
+    at_ms: Annotated[dt.datetime, TIMESTAMP_MILLIS]
+    maybe: dt.datetime | None
+    many: list[dt.datetime]
+    since: Annotated[dt.datetime, TIMESTAMP_MILLIS] = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    naive_since: dt.datetime = dt.datetime(2024, 1, 1)
+
+
+@dataclass
+class Money:
+    cents: Annotated[Decimal, DecimalSpec(4, 2)]
+    rate: Annotated[Decimal, DecimalSpec(2, 2)] = Decimal("0.25")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import uuid
 from decimal import Decimal
@@ -225,3 +226,23 @@ def test_defaults_filled_in_for_old_messages_are_not_shared(
     first.attrs["k"] = "v"
     assert (second.tags, second.attrs) == ([], {})
     assert codec.decode(old, ctx) == CustomerV4(1, "Ann")
+
+
+def test_plain_uuid_keys_refuse_strings(embedded: EmbeddedRegistry, topic: str) -> None:
+    codec = AvroCodec(uuid.UUID, embedded)
+    ctx = SerdeContext(topic, "key")
+    key = uuid.uuid4()
+    assert codec.decode(codec.encode(key, ctx), ctx) == key
+    with pytest.raises(SchemaError, match="UUID"):
+        codec.encode("not-a-uuid", ctx)
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_a_union_of_plain_types_still_normalizes_its_timestamps(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    codec = AvroCodec(int | dt.datetime, embedded)  # type: ignore[arg-type]
+    ctx = SerdeContext(topic)
+    at = dt.datetime(2024, 1, 1, 10, 30)
+    assert codec.decode(codec.encode(at, ctx), ctx) == at.replace(tzinfo=dt.UTC)
+    assert codec.decode(codec.encode(5, ctx), ctx) == 5

@@ -20,11 +20,13 @@ from .schema_models import (
     Address,
     Everything,
     Frozen,
+    Money,
     Node,
     NonNullDefault,
     PAddress,
     PEverything,
     Status,
+    Times,
     WithPostInit,
     everything,
 )
@@ -209,3 +211,49 @@ def test_an_optional_field_with_a_value_default_puts_that_type_first(
     assert fields["region"] == {"name": "region", "type": ["string", "null"], "default": "eu"}
     for value in (NonNullDefault(1), NonNullDefault(2, None)):
         assert round_trip(value, embedded) == value
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_naive_datetimes_are_utc_wherever_they_are_and_whatever_the_local_zone(
+    embedded: EmbeddedRegistry,
+) -> None:
+    naive = dt.datetime(2024, 1, 1, 10, 30)
+    aware = naive.replace(tzinfo=UTC)
+    value = Times(at=naive, at_ms=naive, maybe=naive, many=[naive])
+    back = round_trip(value, embedded)
+    assert (back.at, back.at_ms, back.maybe, back.many) == (aware, aware, aware, [aware])
+
+
+def test_timestamp_defaults_are_written_in_the_fields_own_unit() -> None:
+    fields = {f["name"]: f for f in avro_schema(Times)["fields"]}
+    assert fields["since"]["default"] == 1_704_067_200_000  # milliseconds
+    assert fields["naive_since"]["default"] == 1_704_067_200_000_000  # microseconds, as UTC
+
+
+def test_decimal_defaults_are_written_as_avro_bytes() -> None:
+    fields = {f["name"]: f for f in avro_schema(Money)["fields"]}
+    assert fields["rate"]["default"] == "\x19"  # unscaled 25, big-endian, as a JSON string
+    fastavro.parse_schema(avro_schema(Money))
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("1.5", "needs 3 digits"),  # 150 unscaled: more than decimal(2, 2) holds
+        ("0.999", "3 digits after the point"),
+        ("NaN", "not a finite number"),
+        ("-Infinity", "not a finite number"),
+    ],
+)
+def test_decimals_that_do_not_fit_are_refused_not_rounded(
+    value: str, words: str, embedded: EmbeddedRegistry
+) -> None:
+    codec = AvroCodec(Money, embedded)
+    with pytest.raises(SchemaError, match=rf"Money\.rate.*{words}"):
+        codec.encode(Money(Decimal("1.00"), Decimal(value)), SerdeContext("money"))
+
+
+def test_decimals_with_trailing_zeros_beyond_the_scale_fit(embedded: EmbeddedRegistry) -> None:
+    back = round_trip(Money(Decimal("12.340000"), Decimal("0.50")), embedded)
+    assert back == Money(Decimal("12.34"), Decimal("0.5"))
+    assert round_trip(Money(Decimal("-99.99"), Decimal("0")), embedded).cents == Decimal("-99.99")

@@ -141,13 +141,18 @@ class AvroCodec:
             self._validate(datum, ctx)
         elif self._cls is not None and self._to is not None and isinstance(value, self._cls):
             datum = self._to(value)
-        elif self._to is not None:
+        elif self._cls is not None and self._to is not None:
             raise SchemaError(
                 f"{ctx.topic} {ctx.field}: expected a {model_name(self.model)}, got "
                 f"{type(value).__name__}; pass an instance of the topic's model"
             )
-        else:
-            datum = value
+        else:  # a plain value, or one of a union or list model: converted, then validated in full
+            try:
+                datum = value if self._to is None else self._to(value)
+            except SchemaError as exc:
+                raise SchemaError(f"{ctx.topic} {ctx.field}: {exc}") from exc
+            except Exception as exc:
+                raise self._explain(value, exc, ctx) from exc
             self._validate(datum, ctx)
         buf = BytesIO()
         buf.write(header)

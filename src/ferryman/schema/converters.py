@@ -7,10 +7,12 @@ dict (checking the types fastavro would silently coerce), ``dec`` builds the ins
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ferryman.errors import SchemaError
@@ -28,7 +30,8 @@ class Mapped:
     enc: Convert | None = None
     dec: Convert | None = None
     check: type | None = None  # the class a value must have: fastavro would coerce or not check
-    inline: str | None = None  # enc as an expression template ("{}._name_"), cheaper than a call
+    # enc as an expression template, cheaper than a call: {0} is the value, {1} the enc function
+    inline: str | None = None
 
 
 # Per record class: its compiled (enc, dec), which recursive records look up while being built,
@@ -59,6 +62,74 @@ def is_pydantic(model: type) -> bool:
 
 def enum_name(member: enum.Enum) -> str:
     return member._name_
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """``value`` with naive taken as UTC: fastavro would take a naive datetime as local time."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+UTC_INLINE = "({0} if {0}.tzinfo is not None else {1}({0}))"
+
+
+def decimal_fitter(precision: int, scale: int, where: str) -> Convert:
+    """A check that a Decimal fits ``decimal(precision, scale)`` exactly: never rounded."""
+    largest = Decimal((0, (9,) * precision, -scale))
+
+    def fit(value: Decimal) -> Decimal:
+        if not value.is_finite():
+            raise SchemaError(
+                f"{where} is {value}, not a finite number; Avro decimals hold finite numbers only, so send one"
+            )
+        sign, digits, exp = value.as_tuple()
+        assert isinstance(exp, int)  # finite
+        if exp < -scale:
+            extra = -scale - exp
+            if any(digits[-extra:]):
+                raise SchemaError(
+                    f"{where} is {value}, with {-exp} digits after the point, but its schema "
+                    f"decimal({precision}, {scale}) keeps {scale}; round it on purpose, e.g. "
+                    f"value.quantize(Decimal('1E-{scale}')), before sending"
+                )
+            value = Decimal((sign, digits[:-extra] or (0,), -scale))
+            digits, exp = value.as_tuple()[1:]
+            assert isinstance(exp, int)
+        needed = len(digits) + exp + scale if any(digits) else 1
+        if needed > precision:
+            raise SchemaError(
+                f"{where} is {value}, which needs {needed} digits as decimal({precision}, {scale}) "
+                f"but the schema holds {precision} (at most {largest}); send a smaller value or "
+                "widen the field's DecimalSpec"
+            )
+        return value
+
+    return fit
+
+
+def checked(cls: type, where: str) -> Convert:
+    """Identity for instances of ``cls``; SchemaError otherwise (fastavro would write it unchecked)."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, cls):
+            raise SchemaError(
+                f"{where} must be a {cls.__name__}, got {type(value).__name__} {value!r}; "
+                "fix the value before sending"
+            )
+        return value
+
+    return check
+
+
+def by_type(convert: list[tuple[type, Convert]]) -> Convert:
+    """A union's converter: the branch whose class the value has converts it."""
+
+    def enc(value: Any) -> Any:
+        for cls, fn in convert:
+            if isinstance(value, cls):
+                return fn(value)
+        return value
+
+    return enc
 
 
 def each(inner: Convert | None) -> Convert | None:
@@ -97,10 +168,11 @@ def compile_record(cls: type, fields: list[tuple[str, Mapped]]) -> tuple[Convert
                 f"    if {var}.__class__ is not _t{i} and not isinstance({var}, _t{i}): "
                 f"_bad({cls.__name__!r}, {name!r}, {expected!r}, {var})"
             )
-        if mapped.inline is not None:
-            items.append(f"{name!r}: {mapped.inline.format(var)}")
-        elif mapped.enc is not None:
+        if mapped.enc is not None:
             env[f"_e{i}"] = mapped.enc
+        if mapped.inline is not None:
+            items.append(f"{name!r}: {mapped.inline.format(var, f'_e{i}')}")
+        elif mapped.enc is not None:
             items.append(f"{name!r}: _e{i}({var})")
         else:
             items.append(f"{name!r}: {var}")

@@ -40,15 +40,20 @@ from ferryman.errors import SchemaError
 from ferryman.schema.converters import (
     FIELD_ENCODERS,
     RECORD_CODE,
+    UTC_INLINE,
     AvroSchema,
     Convert,
     Mapped,
+    by_type,
+    checked,
     compile_record,
+    decimal_fitter,
     each,
     each_value,
     enum_name,
     is_pydantic,
     or_none,
+    utc,
 )
 
 
@@ -186,7 +191,9 @@ class _Mapper:
         if tp is dt.datetime:
             millis = any(m is TIMESTAMP_MILLIS for m in meta)
             logical = "timestamp-millis" if millis else "timestamp-micros"
-            return Mapped({"type": "long", "logicalType": logical})
+            return Mapped(
+                {"type": "long", "logicalType": logical}, utc, check=dt.datetime, inline=UTC_INLINE
+            )
         if tp is dt.date:
             return Mapped({"type": "int", "logicalType": "date"})
         if tp is Decimal:
@@ -197,10 +204,14 @@ class _Mapper:
                     "logicalType": "decimal",
                     "precision": spec.precision,
                     "scale": spec.scale,
-                }
+                },
+                decimal_fitter(spec.precision, spec.scale, where),
+                check=Decimal,
             )
         if tp is uuid.UUID:
-            return Mapped({"type": "string", "logicalType": "uuid"}, check=uuid.UUID)
+            # Inline in records, whose converter checks the class already; a call elsewhere.
+            uuid_schema = {"type": "string", "logicalType": "uuid"}
+            return Mapped(uuid_schema, checked(uuid.UUID, where), check=uuid.UUID, inline="{0}")
         if tp in _PRIMITIVES:
             return Mapped(_PRIMITIVES[tp], check=tp if tp in (bool, int) else None)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -239,10 +250,10 @@ class _Mapper:
         dec: Convert = members.__getitem__
         ref = self._claim(cls)
         if ref is not None:
-            return Mapped(ref, enc, dec, check=cls, inline="{}._name_")
+            return Mapped(ref, enc, dec, check=cls, inline="{0}._name_")
         name, namespace = self._fullname(cls)
         schema = {"type": "enum", "name": name, "namespace": namespace, "symbols": list(members)}
-        return Mapped(schema, enc, dec, check=cls, inline="{}._name_")
+        return Mapped(schema, enc, dec, check=cls, inline="{0}._name_")
 
     def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> Mapped:
         args = typing.get_args(tp)
@@ -254,13 +265,17 @@ class _Mapper:
                 return inner
             return Mapped(["null", inner.schema], or_none(inner.enc), or_none(inner.dec))
         branches = [self.map(a, meta, where) for a in rest]
-        if any(b.enc or b.dec for b in branches):
+        # Branches that only check or normalize a value of their class (timestamps, decimals,
+        # UUIDs) can be told apart by that class; records and enums need a converter per branch.
+        if any(b.dec or (b.enc and b.check is None) for b in branches):
             raise SchemaError(
                 f"{where}: unions of several records, enums or converted types are not supported; "
                 "use X | None, or one record with optional fields"
             )
         schema = [b.schema for b in branches]
-        return Mapped(["null", *schema] if nullable else schema)
+        convert = [(b.check, b.enc) for b in branches if b.enc and b.check]
+        enc = by_type(convert) if convert else None
+        return Mapped(["null", *schema] if nullable else schema, enc)
 
     def _record(self, cls: type) -> Mapped:
         ref = self._claim(cls)
@@ -351,29 +366,49 @@ def _json_default(value: Any, mapped: Mapped, where: str) -> Any:
     """A Python default as Avro writes defaults in a schema (JSON; logical types as their base)."""
     if mapped.enc is not None and value is not None:
         value = mapped.enc(value)
-    return _jsonable(value, where)
+    schema = mapped.schema
+    if isinstance(schema, list) and value is not None:
+        schema = schema[0]  # Avro: a union's default is a value of its first branch
+    return _jsonable(value, schema, where)
 
 
-def _jsonable(value: Any, where: str) -> Any:
+def _jsonable(value: Any, schema: Any, where: str) -> Any:
+    """``value`` as JSON for ``schema`` (None when only a reference to a named type is known)."""
+    if isinstance(schema, list):  # a union inside a record default: the value's branch
+        schema = next((b for b in schema if b != "null"), None)
+    logical = schema.get("logicalType") if isinstance(schema, dict) else None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        delta = aware - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        delta = utc(value) - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return micros // 1000 if logical == "timestamp-millis" else micros
     if isinstance(value, dt.date):
         return (value - dt.date(1970, 1, 1)).days
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes):
         return value.decode("latin-1")
+    if isinstance(value, Decimal) and logical == "decimal":
+        sign, digits, exp = value.as_tuple()  # finite, exp >= -scale: its converter checked it
+        unscaled = int("".join(map(str, digits))) * 10 ** (int(exp) + schema["scale"])
+        unscaled = -unscaled if sign else unscaled
+        size = (unscaled.bit_length() + 8) // 8
+        return unscaled.to_bytes(size, "big", signed=True).decode("latin-1")
+    kind = schema.get("type") if isinstance(schema, dict) else None
     if isinstance(value, list):
-        return [_jsonable(v, where) for v in value]
+        items = schema.get("items") if kind == "array" else None
+        return [_jsonable(v, items, where) for v in value]
     if isinstance(value, dict):
-        return {k: _jsonable(v, where) for k, v in value.items()}
+        if kind == "record":
+            types = {f["name"]: f["type"] for f in schema["fields"]}
+            return {k: _jsonable(v, types.get(k), where) for k, v in value.items()}
+        values = schema.get("values") if kind == "map" else None
+        return {k: _jsonable(v, values, where) for k, v in value.items()}
     raise SchemaError(
         f"{where}: the default {value!r} cannot be written in an Avro schema; use a default of "
-        "None, a number, a string, an Enum member, a list, a dict or a nested model"
+        "None, a number, a string, a Decimal, a date or datetime, an Enum member, a list, a dict "
+        "or a nested model"
     )
