@@ -213,3 +213,38 @@ class Times:
 class Money:
     cents: Annotated[Decimal, DecimalSpec(4, 2)]
     rate: Annotated[Decimal, DecimalSpec(2, 2)] = Decimal("0.25")
+
+
+class SizeV1(enum.Enum):
+    """An enum with a default symbol: readers map symbols added later to it."""
+
+    __avro_name__ = "Size"
+    __avro_default__ = "UNKNOWN"
+
+    UNKNOWN = 0
+    S = 1
+
+
+class SizeV2(enum.Enum):
+    __avro_name__ = "Size"
+    __avro_default__ = "UNKNOWN"
+
+    UNKNOWN = 0
+    S = 1
+    L = 2
+
+
+class StatusPlus(enum.Enum):
+    __avro_name__ = "Status"
+
+    NEW = "new"
+    PAID = "paid"
+    SHIPPED = "shipped"
+    REFUNDED = "refunded"
+
+
+class BadDefault(enum.Enum):
+    __avro_default__ = "HUGE"
+
+    UNKNOWN = 0
+    S = 1

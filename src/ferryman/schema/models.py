@@ -11,7 +11,9 @@ Mapping (``avro_schema(model)``)::
                (pydantic's ``Field(max_digits=p, decimal_places=s)`` works too)
     dataclass / BaseModel -> record, nested records by name
 
-A record or enum is named after its class: ``name`` is the class name and ``namespace`` its module,
+An enum may set ``__avro_default__`` to one of its member names: readers then map symbols added
+later to it, which is what lets a symbol be added under FULL compatibility. A record or enum is
+named after its class: ``name`` is the class name and ``namespace`` its module,
 unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
 another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
 gives aware UTC datetimes. Decoding builds instances without re-running ``__init__`` when a model
@@ -253,6 +255,14 @@ class _Mapper:
             return Mapped(ref, enc, dec, check=cls, inline="{0}._name_")
         name, namespace = self._fullname(cls)
         schema = {"type": "enum", "name": name, "namespace": namespace, "symbols": list(members)}
+        default = getattr(cls, "__avro_default__", None)
+        if default is not None:
+            if default not in members:
+                raise SchemaError(
+                    f"{cls.__qualname__}.__avro_default__ {default!r} is not one of its symbols "
+                    f"({', '.join(members)}); name one of them"
+                )
+            schema["default"] = default
         return Mapped(schema, enc, dec, check=cls, inline="{0}._name_")
 
     def _union(self, tp: Any, meta: tuple[Any, ...], where: str) -> Mapped:
