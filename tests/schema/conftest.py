@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferryman.schema import EmbeddedRegistry
+from ferryman.schema import EmbeddedRegistry, HttpRegistry, Registry
 
 SERVE = "from ferryman.cli import main; main()"
 
@@ -102,3 +102,16 @@ def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    reg: Registry
+    if request.param == "embedded":
+        reg = EmbeddedRegistry(tmp_path / "registry.db")
+    else:
+        reg = HttpRegistry(request.getfixturevalue("server_url"))
+    try:
+        yield reg
+    finally:
+        reg.close()

@@ -12,17 +12,21 @@ from typing import Any
 import fastavro
 import pytest
 
-from ferryman.errors import DecodeError, IncompatibleSchema, SchemaError
-from ferryman.schema import AvroCodec, EmbeddedRegistry, SerdeContext, avro_schema
+from ferryman.errors import ConfigError, DecodeError, IncompatibleSchema, SchemaError
+from ferryman.schema import AvroCodec, EmbeddedRegistry, Registry, SerdeContext, avro_schema
 
 from .schema_models import (
     Address,
+    BadDefault,
     CustomerCopy,
     CustomerV1,
     CustomerV2,
     CustomerV3,
     CustomerV4,
+    SizeV1,
+    SizeV2,
     Status,
+    StatusPlus,
     Validated,
     everything,
 )
@@ -246,3 +250,84 @@ def test_a_union_of_plain_types_still_normalizes_its_timestamps(
     at = dt.datetime(2024, 1, 1, 10, 30)
     assert codec.decode(codec.encode(at, ctx), ctx) == at.replace(tzinfo=dt.UTC)
     assert codec.decode(codec.encode(5, ctx), ctx) == 5
+
+
+def _record(*fields: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": "Thing", "namespace": "levels", "fields": list(fields)}
+
+
+ID = {"name": "id", "type": "long"}
+A = _record(ID)
+B = _record(ID, {"name": "x", "type": "string", "default": "a"})  # A plus x with a default
+C = _record(ID, {"name": "x", "type": "string"})  # A plus x without one
+D = _record({"name": "id", "type": "string"})
+
+
+@pytest.mark.parametrize(
+    ("level", "history", "new", "refused"),
+    [
+        ("BACKWARD", [A], C, "x"),
+        ("BACKWARD", [A, B], C, None),
+        ("BACKWARD_TRANSITIVE", [A, B], C, "x"),
+        ("FORWARD", [C], A, "x"),
+        ("FORWARD", [C, B], A, None),
+        ("FORWARD_TRANSITIVE", [C, B], A, "x"),
+        ("FULL", [A], C, "x"),
+        ("FULL", [A, B], C, None),
+        ("FULL_TRANSITIVE", [A, B], C, "x"),
+        ("NONE", [A], D, None),
+    ],
+)
+def test_every_level_given_to_the_codec_is_enforced_at_registration(
+    level: str,
+    history: list[dict[str, Any]],
+    new: dict[str, Any],
+    refused: str | None,
+    registry: Registry,
+    topic: str,
+) -> None:
+    ctx = SerdeContext(topic)
+    for schema in history:
+        AvroCodec(schema, registry, compatibility=level).encode({"id": 1, "x": "v"}, ctx)
+    codec = AvroCodec(new, registry, compatibility=level)
+    value = {"id": "1"} if new is D else {"id": 1, "x": "v"}
+    if refused is None:
+        codec.encode(value, ctx)
+        assert registry.versions(ctx.subject) == list(range(1, len(history) + 2))
+        return
+    with pytest.raises(IncompatibleSchema) as caught:
+        codec.encode(value, ctx)
+    assert f"Thing.{refused}" in str(caught.value)
+    assert level in str(caught.value)
+    assert registry.versions(ctx.subject) == list(range(1, len(history) + 1))
+    assert registry.get_compatibility(ctx.subject) == level
+
+
+def test_an_unknown_level_is_refused_when_the_codec_is_made(embedded: EmbeddedRegistry) -> None:
+    with pytest.raises(ConfigError, match=r"SIDEWAYS.*FULL_TRANSITIVE"):
+        AvroCodec(Address, embedded, compatibility="SIDEWAYS")
+
+
+def test_an_enum_default_lets_a_symbol_be_added_under_full_transitive(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    old = AvroCodec(SizeV1, embedded, compatibility="FULL_TRANSITIVE")
+    old.encode(SizeV1.S, ctx)
+    new = AvroCodec(SizeV2, embedded, compatibility="FULL_TRANSITIVE")
+    data = new.encode(SizeV2.L, ctx)
+    assert old.decode(data, ctx) is SizeV1.UNKNOWN  # the reader's default stands in for L
+
+
+def test_without_an_enum_default_adding_a_symbol_is_refused_naming_the_enum(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    AvroCodec(Status, embedded, compatibility="FULL_TRANSITIVE").encode(Status.NEW, ctx)
+    with pytest.raises(IncompatibleSchema, match=r"'REFUNDED'.*no default symbol.*FULL_TRANSITIVE"):
+        AvroCodec(StatusPlus, embedded, compatibility="FULL_TRANSITIVE").encode(StatusPlus.NEW, ctx)
+
+
+def test_an_enum_default_must_be_one_of_its_symbols() -> None:
+    with pytest.raises(SchemaError, match=r"__avro_default__ 'HUGE'.*UNKNOWN, S"):
+        avro_schema(BadDefault)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,6 @@ from ferryman.schema import (
 from .schema_models import Address, CustomerV1, CustomerV2, CustomerV3
 
 V1, V2, V3 = avro_schema(CustomerV1), avro_schema(CustomerV2), avro_schema(CustomerV3)
-
-
-@pytest.fixture(params=["embedded", "http"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    reg: Registry
-    if request.param == "embedded":
-        reg = EmbeddedRegistry(tmp_path / "registry.db")
-    else:
-        reg = HttpRegistry(request.getfixturevalue("server_url"))
-    try:
-        yield reg
-    finally:
-        reg.close()
 
 
 @pytest.fixture

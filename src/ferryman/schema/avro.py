@@ -19,7 +19,7 @@ from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SerdeContext
 from ferryman.schema.converters import failing_field
 from ferryman.schema.models import Binding, binding, model_name
-from ferryman.schema.registry import Registry, canonical
+from ferryman.schema.registry import Compatibility, Registry, canonical
 
 MAGIC = 0
 HEADER_SIZE = 5
@@ -54,7 +54,8 @@ class AvroCodec:
         self.binding: Binding = binding(model)
         self.model = model
         self.registry = registry
-        self.compatibility = compatibility
+        # Checked now, so a misspelt level fails where the topic is declared, not at first send.
+        self.compatibility = None if compatibility is None else Compatibility.of(compatibility)
         self.schema = self.binding.schema
         self._parsed = parse(self.schema)
         self._canonical = canonical(self.schema)
@@ -126,7 +127,7 @@ class AvroCodec:
     def _register(self, subject: str) -> bytes:
         if self.compatibility is not None:
             current = self.registry.get_compatibility(subject)
-            if current != self.compatibility.upper():
+            if current != self.compatibility:
                 self.registry.set_compatibility(self.compatibility, subject)
         schema_id = self.registry.register(subject, self.schema)
         header = frame(schema_id)
