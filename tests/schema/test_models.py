@@ -239,8 +239,8 @@ def test_decimal_defaults_are_written_as_avro_bytes() -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ("1.5", "needs 3 digits"),  # 150 unscaled: more than decimal(2, 2) holds
-        ("0.999", "3 digits after the point"),
+        ("1.5", "too large"),  # 150 unscaled: more digits than decimal(2, 2) holds
+        ("0.999", "more digits after the point"),
         ("NaN", "not a finite number"),
         ("-Infinity", "not a finite number"),
     ],

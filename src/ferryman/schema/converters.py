@@ -12,7 +12,7 @@ import enum
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 from ferryman.errors import SchemaError
@@ -74,34 +74,43 @@ UTC_INLINE = "({0} if {0}.tzinfo is not None else {1}({0}))"
 
 def decimal_fitter(precision: int, scale: int, where: str) -> Convert:
     """A check that a Decimal fits ``decimal(precision, scale)`` exactly: never rounded."""
-    largest = Decimal((0, (9,) * precision, -scale))
+    quantum = Decimal(1).scaleb(-scale)
+    whole_digits = precision - scale
+    # quantize under these contexts raises (Inexact, InvalidOperation) rather than round or overflow
+    fits = Context(prec=precision, traps=[Inexact, InvalidOperation])
+    exact = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Inexact, InvalidOperation])
+    spec = f"decimal({precision}, {scale})"
 
     def fit(value: Decimal) -> Decimal:
+        # Fast path: already at the schema's scale, with few enough whole digits.
+        if value.same_quantum(quantum) and value.adjusted() < whole_digits:
+            return value
+        if value.is_finite():
+            try:
+                return value.quantize(quantum, context=fits)  # only adds or drops zeros
+            except ArithmeticError:
+                pass
+        raise misfit(value)
+
+    def misfit(value: Decimal) -> SchemaError:
         if not value.is_finite():
-            raise SchemaError(
-                f"{where} is {value}, not a finite number; Avro decimals hold finite numbers only, so send one"
+            return SchemaError(
+                f"{where} is {value}, not a finite number; Avro decimals hold finite numbers only, "
+                "so send one"
             )
-        sign, digits, exp = value.as_tuple()
-        assert isinstance(exp, int)  # finite
-        if exp < -scale:
-            extra = -scale - exp
-            if any(digits[-extra:]):
-                raise SchemaError(
-                    f"{where} is {value}, with {-exp} digits after the point, but its schema "
-                    f"decimal({precision}, {scale}) keeps {scale}; round it on purpose, e.g. "
-                    f"value.quantize(Decimal('1E-{scale}')), before sending"
-                )
-            value = Decimal((sign, digits[:-extra] or (0,), -scale))
-            digits, exp = value.as_tuple()[1:]
-            assert isinstance(exp, int)
-        needed = len(digits) + exp + scale if any(digits) else 1
-        if needed > precision:
-            raise SchemaError(
-                f"{where} is {value}, which needs {needed} digits as decimal({precision}, {scale}) "
-                f"but the schema holds {precision} (at most {largest}); send a smaller value or "
-                "widen the field's DecimalSpec"
+        try:
+            value.quantize(quantum, context=exact)
+        except Inexact:
+            return SchemaError(
+                f"{where} is {value}, with more digits after the point than its schema {spec} "
+                f"keeps ({scale}); round it on purpose, e.g. value.quantize(Decimal('{quantum}')), "
+                "before sending"
             )
-        return value
+        largest = Decimal((0, (9,) * precision, -scale))
+        return SchemaError(
+            f"{where} is {value}, too large for its schema {spec} (at most {largest}); send a "
+            "smaller value or widen the field's DecimalSpec"
+        )
 
     return fit
 
