@@ -211,6 +211,10 @@ def compile_record(cls: type, fields: list[tuple[str, Mapped]]) -> tuple[Convert
             decode_lines.append("    _sa(o, '__dict__', d)")
         decode_lines.append("    return o")
     elif is_pydantic(cls):
+        keys = _validation_keys(cls)
+        if keys:  # model_validate takes aliases, not field names (unless populate_by_name)
+            env["_keys"] = keys
+            decode_lines.append("    d = {_keys.get(k, k): x for k, x in d.items()}")
         decode_lines.append("    return _cls.model_validate(d)")
     else:
         init = [f.name for f in dataclasses.fields(cls) if f.init]
@@ -227,6 +231,16 @@ def compile_record(cls: type, fields: list[tuple[str, Mapped]]) -> tuple[Convert
     )
     exec(compile(src, f"<ferryman avro {cls.__qualname__}>", "exec"), env)
     return env["enc"], env["dec"]
+
+
+def _validation_keys(cls: type) -> dict[str, str]:
+    """Field name -> the alias model_validate looks for, for the fields of ``cls`` that have one."""
+    keys = {}
+    for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
+        if isinstance(alias, str) and alias != name:
+            keys[name] = alias
+    return keys
 
 
 def _pydantic_slots() -> dict[str, Any]:
