@@ -248,3 +248,30 @@ class BadDefault(enum.Enum):
 
     UNKNOWN = 0
     S = 1
+
+
+class Aliased(BaseModel):
+    """Field aliases (camelCase on the outside) and a constraint, so decode validates."""
+
+    full_name: str = Field(alias="fullName")
+    level: int = Field(ge=0, validation_alias="lvl")
+
+
+@dataclass
+class Order:
+    __avro_name__ = "Order"
+    __avro_namespace__ = "shop"
+
+    id: int
+    customer: CustomerV1
+
+
+@dataclass
+class OrderV2:
+    """Order whose nested customer gained collections with empty defaults."""
+
+    __avro_name__ = "Order"
+    __avro_namespace__ = "shop"
+
+    id: int
+    customer: CustomerV4

@@ -17,12 +17,15 @@ from ferryman.schema import AvroCodec, EmbeddedRegistry, Registry, SerdeContext,
 
 from .schema_models import (
     Address,
+    Aliased,
     BadDefault,
     CustomerCopy,
     CustomerV1,
     CustomerV2,
     CustomerV3,
     CustomerV4,
+    Order,
+    OrderV2,
     SizeV1,
     SizeV2,
     Status,
@@ -331,3 +334,23 @@ def test_without_an_enum_default_adding_a_symbol_is_refused_naming_the_enum(
 def test_an_enum_default_must_be_one_of_its_symbols() -> None:
     with pytest.raises(SchemaError, match=r"__avro_default__ 'HUGE'.*UNKNOWN, S"):
         avro_schema(BadDefault)
+
+
+def test_nested_defaults_filled_in_for_old_messages_are_not_shared(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    old = AvroCodec(Order, embedded).encode(Order(1, CustomerV1(1, "Ann")), ctx)
+    codec = AvroCodec(OrderV2, embedded)
+    first = codec.decode(old, ctx)
+    first.customer.tags.append("vip")
+    first.customer.attrs["k"] = "v"
+    assert codec.decode(old, ctx) == OrderV2(1, CustomerV4(1, "Ann"))
+
+
+def test_pydantic_aliases_decode_through_validation(embedded: EmbeddedRegistry, topic: str) -> None:
+    ctx = SerdeContext(topic)
+    codec = AvroCodec(Aliased, embedded)
+    value = Aliased(fullName="Ann", lvl=2)
+    assert [f["name"] for f in codec.schema["fields"]] == ["full_name", "level"]  # type: ignore[index]
+    assert codec.decode(codec.encode(value, ctx), ctx) == value

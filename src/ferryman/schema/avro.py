@@ -98,7 +98,7 @@ class AvroCodec:
         try:
             datum: Any = _reader(fo, schemas[0], schemas[1])
             for name in schemas[2]:  # fastavro hands out the schema's own default object
-                datum[name] = copy.copy(datum[name])
+                datum[name] = copy.deepcopy(datum[name])
         except Exception as exc:
             raise _decode_error(
                 f"the body of a message with schema id {_id_of(data)} cannot be read "
@@ -236,7 +236,7 @@ class AvroCodec:
         except SchemaError as exc:
             raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
         reader = None if canonical(writer) == self._canonical else self._reader_for(writer)
-        fresh = () if reader is None else _mutable_defaults(self.schema, writer)
+        fresh = () if reader is None else _mutable_defaults(self._parsed, writer)
         self._readers[frame(schema_id)] = (parsed, reader, fresh)
         return parsed, reader, fresh
 
@@ -275,15 +275,46 @@ def _id_of(data: bytes) -> int:
 
 
 def _mutable_defaults(reader: Any, writer: Any) -> tuple[str, ...]:
-    """Reader fields the writer lacks whose default is a list or dict (to copy per record)."""
+    """Top-level reader fields whose decoded value may hold a list or dict default (to copy).
+
+    Fields the writer lacks, and fields whose type has such a default anywhere inside (a nested
+    record the writer wrote in an older shape); ``reader`` is fastavro's parsed schema.
+    """
     if not (_is_record(reader) and _is_record(writer)):
         return ()
     written = {f["name"] for f in writer["fields"]}
+    named = reader.get("__named_schemas", {})
     return tuple(
         f["name"]
         for f in reader["fields"]
-        if f["name"] not in written and isinstance(f.get("default"), (list, dict))
+        if (f["name"] not in written and isinstance(f.get("default"), (list, dict)))
+        or _holds_mutable_default(f["type"], named, set())
     )
+
+
+def _holds_mutable_default(schema: Any, named: dict[str, Any], seen: set[str]) -> bool:
+    if isinstance(schema, str):
+        if schema not in named or schema in seen:
+            return False
+        seen.add(schema)
+        return _holds_mutable_default(named[schema], named, seen)
+    if isinstance(schema, list):
+        return any(_holds_mutable_default(s, named, seen) for s in schema)
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    if kind == "record":
+        seen.add(schema["name"])
+        return any(
+            isinstance(f.get("default"), (list, dict))
+            or _holds_mutable_default(f["type"], named, seen)
+            for f in schema["fields"]
+        )
+    if kind == "array":
+        return _holds_mutable_default(schema["items"], named, seen)
+    if kind == "map":
+        return _holds_mutable_default(schema["values"], named, seen)
+    return False
 
 
 def _is_record(schema: Any) -> bool:
