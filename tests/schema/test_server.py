@@ -126,3 +126,12 @@ def test_serve_defaults_to_the_file_beside_the_embedded_broker(tmp_path: Path) -
         stop_server(proc)
     with EmbeddedRegistry(broker.parent / "registry.db") as registry:
         assert registry.subjects() == ["beside-value"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00"])
+def test_a_body_that_is_not_json_is_a_400_in_confluents_shape(
+    api: httpx.Client, topic: str, body: bytes
+) -> None:
+    r = api.post(f"/subjects/{topic}-value/versions", content=body)
+    assert (r.status_code, error_code(r)) == (400, 400)
+    assert "JSON" in r.json()["message"]

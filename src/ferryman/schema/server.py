@@ -24,7 +24,7 @@ from ferryman.errors import (
     SchemaNotFound,
 )
 from ferryman.schema.embedded import EmbeddedRegistry
-from ferryman.schema.registry import AvroSchema, Version, parse_schema_text
+from ferryman.schema.registry import AvroSchema, RegisteredSchema, Version, parse_schema_text
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -69,8 +69,9 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
                 raw = await request.body()
                 try:
                     body = json.loads(raw) if raw else {}
-                except json.JSONDecodeError:
-                    return reply({"error_code": 400, "message": "the body is not JSON"}, 400)
+                except ValueError:  # not JSON, or not UTF-8 at all
+                    message = 'the body is not JSON; send a JSON object such as {"schema": "..."}'
+                    return reply({"error_code": 400, "message": message}, 400)
             request.state.body = body
             try:
                 # SQLite calls block: run them off the event loop.
@@ -124,13 +125,7 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
 
     def version_body(subject: str, version: Version) -> dict[str, Any]:
         require_subject(subject)
-        found = translate(lambda: registry.get_version(subject, version), VERSION_NOT_FOUND)
-        return {
-            "subject": found.subject,
-            "version": found.version,
-            "id": found.schema_id,
-            "schema": json.dumps(found.schema),
-        }
+        return as_body(translate(lambda: registry.get_version(subject, version), VERSION_NOT_FOUND))
 
     def list_subjects(request: Request) -> Any:
         return registry.subjects()
@@ -151,13 +146,7 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
     def lookup(request: Request) -> Any:
         subject, schema = subject_of(request), schema_of(request)
         require_subject(subject)
-        found = translate(lambda: registry.lookup(subject, schema), SCHEMA_NOT_FOUND)
-        return {
-            "subject": found.subject,
-            "version": found.version,
-            "id": found.schema_id,
-            "schema": json.dumps(found.schema),
-        }
+        return as_body(translate(lambda: registry.lookup(subject, schema), SCHEMA_NOT_FOUND))
 
     def delete_subject(request: Request) -> Any:
         subject = subject_of(request)
@@ -216,16 +205,19 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
         translate(lambda: registry.set_compatibility(level, subject), INVALID_COMPATIBILITY)
         return {"compatibility": level.upper()}
 
+    def verdict(request: Request, problems: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"is_compatible": not problems}
+        if request.query_params.get("verbose", "").lower() == "true":
+            out["messages"] = problems
+        return out
+
     def test_compatibility(request: Request) -> Any:
         subject, version, schema = subject_of(request), version_of(request), schema_of(request)
         require_subject(subject)
         problems = translate(
             lambda: registry.test_compatibility(subject, schema, version), VERSION_NOT_FOUND
         )
-        out: dict[str, Any] = {"is_compatible": not problems}
-        if request.query_params.get("verbose", "").lower() == "true":
-            out["messages"] = problems
-        return out
+        return verdict(request, problems)
 
     def test_compatibility_all(request: Request) -> Any:
         subject, schema = subject_of(request), schema_of(request)
@@ -233,10 +225,7 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
         problems = translate(
             lambda: registry.test_compatibility_all(subject, schema), SUBJECT_NOT_FOUND
         )
-        out: dict[str, Any] = {"is_compatible": not problems}
-        if request.query_params.get("verbose", "").lower() == "true":
-            out["messages"] = problems
-        return out
+        return verdict(request, problems)
 
     def root(request: Request) -> Any:
         return {}
@@ -273,6 +262,16 @@ def create_app(registry: EmbeddedRegistry) -> Starlette:
         ),
     ]
     return Starlette(routes=routes)
+
+
+def as_body(found: RegisteredSchema) -> dict[str, Any]:
+    """A subject version as the REST API answers it (the schema as JSON text)."""
+    return {
+        "subject": found.subject,
+        "version": found.version,
+        "id": found.schema_id,
+        "schema": json.dumps(found.schema),
+    }
 
 
 def translate(fn: Callable[[], Any], not_found: int) -> Any:
