@@ -119,9 +119,20 @@ class KafkaConsumer:
                 [_RdPartition(tp.topic, tp.partition) for tp in current - wanted]
             )
         if wanted - current:
-            self._consumer.incremental_assign(
-                [_RdPartition(tp.topic, tp.partition) for tp in wanted - current]
-            )
+            self._consumer.incremental_assign([self._start(tp) for tp in wanted - current])
+
+    def _start(self, tp: TopicPartition) -> _RdPartition:
+        """Where reading ``tp`` starts after assign().
+
+        A standalone reader has no committed offsets (its group id is its own), so it starts at
+        the offset its reset policy names, looked up here: that spares a group coordinator
+        request, which can stall while the coordinator moves after a broker failure, and
+        librdkafka's resolution of a logical start offset, which takes half a second.
+        """
+        if self._group_id is not None:
+            return _RdPartition(tp.topic, tp.partition)  # the group's committed offset
+        lo, hi = self._watermarks(tp)
+        return _RdPartition(tp.topic, tp.partition, lo if self._reset == "earliest" else hi)
 
     def assignment(self) -> set[TopicPartition]:
         self._check_open()

@@ -260,6 +260,9 @@ class KafkaProducer:
     def close(self, timeout: float | None = None) -> None:
         if self._closed:
             return
-        self.flush(timeout)
+        if self.flush(timeout):
+            # Records still queued at the deadline fail their futures instead of hanging them.
+            self._producer.purge()
+            self._producer.flush(0)
         self._closed = True
         self._poller.join()
