@@ -185,3 +185,12 @@ def test_an_unreachable_http_registry_is_a_registry_error() -> None:
     with pytest.raises(RegistryError, match="cannot reach the schema registry"):
         registry.subjects()
     registry.close()
+
+
+def test_a_refusal_under_a_non_transitive_level_names_the_latest_version(
+    registry: Registry, subject: str
+) -> None:
+    registry.register(subject, V1)
+    registry.register(subject, V2)
+    with pytest.raises(IncompatibleSchema, match="the latest schema"):
+        registry.register(subject, V3)

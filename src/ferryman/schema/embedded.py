@@ -101,10 +101,7 @@ class EmbeddedRegistry:
 
     def register(self, subject: str, schema: AvroSchema) -> int:
         """Register ``schema`` under ``subject``; the same schema again returns the same id."""
-        from ferryman.schema.avro import parse
-
-        schema = parse_schema_text(schema)
-        parse(schema)  # SchemaError for an invalid schema, before anything is stored
+        schema = _valid(schema)  # before anything is stored
         canon = canonical(schema)
         with self._write() as db:
             row = db.execute(
@@ -249,7 +246,7 @@ class EmbeddedRegistry:
 
     def get_compatibility(self, subject: str | None = None) -> str:
         """The level in force for ``subject`` (its own, else the global default)."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             return self._level(self._db, subject or "")
 
     def subject_compatibility(self, subject: str) -> str | None:
@@ -271,19 +268,13 @@ class EmbeddedRegistry:
         self, subject: str, schema: AvroSchema, version: Version = "latest"
     ) -> list[str]:
         """The problems ``schema`` would have against ``version`` of ``subject``; empty if none."""
-        schema = parse_schema_text(schema)
-        from ferryman.schema.avro import parse
-
-        parse(schema)
+        schema = _valid(schema)
         against = self.get_version(subject, version).schema
         return check(schema, [against], self.get_compatibility(subject))
 
     def test_compatibility_all(self, subject: str, schema: AvroSchema) -> list[str]:
         """The problems ``schema`` would have as the next version of ``subject``, by its rule."""
-        from ferryman.schema.avro import parse
-
-        schema = parse_schema_text(schema)
-        parse(schema)
+        schema = _valid(schema)
         existing = [self.get_version(subject, v).schema for v in self.versions(subject)]
         return check(schema, existing, self.get_compatibility(subject))
 
@@ -308,3 +299,12 @@ class EmbeddedRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _valid(schema: AvroSchema) -> AvroSchema:
+    """``schema`` parsed from JSON text if need be; SchemaError when it is not valid Avro."""
+    from ferryman.schema.avro import parse
+
+    schema = parse_schema_text(schema)
+    parse(schema)
+    return schema

@@ -157,14 +157,10 @@ def parse_schema_text(text: str | AvroSchema) -> AvroSchema:
 
 def check(new: AvroSchema, existing: list[AvroSchema], level: str) -> list[str]:
     """Problems of ``new`` against a subject's ``existing`` versions (oldest first) under ``level``."""
-    rule = Compatibility.of(level)
-    if rule is Compatibility.NONE or not existing:
-        return []
     # Imported here: the rules live in their own module, loaded only when a check is needed.
     from ferryman.schema.compat import check_compatibility
 
-    against = existing if rule.transitive else existing[-1:]
-    problems: list[str] = check_compatibility(new, against, rule.value)
+    problems: list[str] = check_compatibility(new, existing, level)
     return problems
 
 
