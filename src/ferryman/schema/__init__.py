@@ -10,7 +10,6 @@ from ferryman.schema.models import (
     DecimalSpec,
     avro_schema,
     load_schema,
-    schema_for_model,
 )
 from ferryman.schema.registry import (
     DEFAULT_COMPATIBILITY,
@@ -38,5 +37,4 @@ __all__ = [
     "canonical",
     "load_schema",
     "open_registry",
-    "schema_for_model",
 ]

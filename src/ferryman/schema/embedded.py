@@ -178,10 +178,6 @@ class EmbeddedRegistry:
         self._by_id[schema_id] = schema
         return schema
 
-    def schema_text(self, schema_id: int) -> str:
-        """The schema with id ``schema_id`` as JSON text."""
-        return json.dumps(self.get_schema(schema_id))
-
     def get_version(self, subject: str, version: Version) -> RegisteredSchema:
         """Version ``version`` of ``subject`` (``"latest"`` or -1 for the latest)."""
         if version == "latest" or version == -1:

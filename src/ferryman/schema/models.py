@@ -109,9 +109,6 @@ def avro_schema(model: Any) -> AvroSchema:
     return binding(model).schema
 
 
-schema_for_model = avro_schema
-
-
 def load_schema(source: str | Path | Mapping[str, Any] | list[Any]) -> AvroSchema:
     """A hand-written schema from an ``.avsc`` path, JSON text or an already parsed dict/list."""
     if isinstance(source, Mapping):

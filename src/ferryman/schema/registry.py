@@ -49,10 +49,6 @@ class Compatibility(StrEnum):
                 f"unknown compatibility level {level!r}; use one of {names}"
             ) from None
 
-    @property
-    def transitive(self) -> bool:
-        return self.value.endswith("_TRANSITIVE")
-
 
 DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
 """The registry-wide default, as in Confluent's registry; ferryman's topics set their own level."""
