@@ -354,3 +354,21 @@ def test_pydantic_aliases_decode_through_validation(embedded: EmbeddedRegistry, 
     value = Aliased(fullName="Ann", lvl=2)
     assert [f["name"] for f in codec.schema["fields"]] == ["full_name", "level"]  # type: ignore[index]
     assert codec.decode(codec.encode(value, ctx), ctx) == value
+
+
+def test_one_codec_for_two_topics_registers_and_checks_each_subject(
+    embedded: EmbeddedRegistry,
+) -> None:
+    first, second = (
+        SerdeContext(f"a{uuid.uuid4().hex[:8]}"),
+        SerdeContext(f"b{uuid.uuid4().hex[:8]}"),
+    )
+    AvroCodec(CustomerV3, embedded).encode(CustomerV3(1, "Ann", 2), second)
+    codec = AvroCodec(CustomerV1, embedded, compatibility="FULL")
+    codec.encode(CustomerV1(1, "Ann"), first)
+    # The first topic's registration must not stand in for the second's check: the second's
+    # history has a field without a default that CustomerV1 drops (not FORWARD, so not FULL).
+    with pytest.raises(IncompatibleSchema, match=rf"{second.subject}.*tier"):
+        codec.encode(CustomerV1(1, "Ann"), second)
+    assert embedded.versions(first.subject) == [1]
+    assert embedded.versions(second.subject) == [1]
