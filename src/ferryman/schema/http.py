@@ -65,7 +65,10 @@ class HttpRegistry:
                 f"{exc}); check that it runs and the URL is right"
             )
         if exc.error_code in _NOT_FOUND:
-            return SchemaNotFound(f"{what}: {exc.error_message}")
+            return SchemaNotFound(
+                f"{what}: the registry at {self.url} has no such subject, version or schema id "
+                f"({exc.error_message}); check the name, or register the schema first"
+            )
         if exc.http_status_code == 409:
             return IncompatibleSchema(
                 f"{what}: the registry at {self.url} refused the schema as incompatible "

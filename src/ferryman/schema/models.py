@@ -142,7 +142,10 @@ def binding(model: Any) -> Binding:
     try:
         return _cached_binding(model)
     except TypeError as exc:  # unhashable annotation objects
-        raise SchemaError(f"{model!r} cannot be mapped to Avro: {exc}") from exc
+        raise SchemaError(
+            f"{model!r} cannot be mapped to Avro ({exc}); pass a dataclass, a pydantic model, a "
+            "supported type or a schema (.avsc path, JSON text or dict)"
+        ) from exc
 
 
 @functools.cache
