@@ -95,12 +95,12 @@ def topic() -> str:
 
 
 @pytest.fixture
-def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def far_from_utc() -> Iterator[None]:
     """Local time five hours behind UTC, so local-time conversions show."""
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "America/New_York")
+        time.tzset()
+        yield
     time.tzset()
 
 

@@ -16,10 +16,12 @@ later to it, which is what lets a symbol be added under FULL compatibility. A re
 named after its class: ``name`` is the class name and ``namespace`` its module,
 unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
 another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
-gives aware UTC datetimes. Decoding builds instances without re-running ``__init__`` when a model
+gives aware UTC datetimes. A Decimal must fit its precision and scale exactly (trailing zeros
+aside): one that does not is refused, never rounded. Decoding builds instances without re-running ``__init__`` when a model
 has nothing to run (no ``__post_init__``, validators or constraints), and through the constructor
 or ``model_validate`` otherwise. A hand-written schema (``.avsc`` path, JSON text or dict) also works;
-its values are plain dicts.
+its values are plain dicts, handed to fastavro as they are (give them aware datetimes: fastavro
+takes naive ones as local time).
 """
 
 from __future__ import annotations
