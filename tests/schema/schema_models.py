@@ -275,3 +275,11 @@ class OrderV2:
 
     id: int
     customer: CustomerV4
+
+
+@dataclass
+class MoneyZeros:
+    """Decimals with zeros beyond their scale, as Decimal arithmetic leaves them."""
+
+    cents: list[Annotated[Decimal, DecimalSpec(4, 2)]]
+    rate: Annotated[Decimal, DecimalSpec(2, 2)] = Decimal("0.2500")

@@ -21,6 +21,7 @@ from .schema_models import (
     Everything,
     Frozen,
     Money,
+    MoneyZeros,
     Node,
     NonNullDefault,
     PAddress,
@@ -230,10 +231,11 @@ def test_timestamp_defaults_are_written_in_the_fields_own_unit() -> None:
     assert fields["naive_since"]["default"] == 1_704_067_200_000_000  # microseconds, as UTC
 
 
-def test_decimal_defaults_are_written_as_avro_bytes() -> None:
-    fields = {f["name"]: f for f in avro_schema(Money)["fields"]}
+@pytest.mark.parametrize("model", [Money, MoneyZeros])
+def test_decimal_defaults_are_written_as_avro_bytes(model: Any) -> None:
+    fields = {f["name"]: f for f in avro_schema(model)["fields"]}
     assert fields["rate"]["default"] == "\x19"  # unscaled 25, big-endian, as a JSON string
-    fastavro.parse_schema(avro_schema(Money))
+    fastavro.parse_schema(avro_schema(model))
 
 
 @pytest.mark.parametrize(
@@ -257,3 +259,5 @@ def test_decimals_with_trailing_zeros_beyond_the_scale_fit(embedded: EmbeddedReg
     back = round_trip(Money(Decimal("12.340000"), Decimal("0.50")), embedded)
     assert back == Money(Decimal("12.34"), Decimal("0.5"))
     assert round_trip(Money(Decimal("-99.99"), Decimal("0")), embedded).cents == Decimal("-99.99")
+    nested = MoneyZeros([Decimal("1.000"), Decimal("2.5")])
+    assert round_trip(nested, embedded).cents == [Decimal("1.00"), Decimal("2.50")]

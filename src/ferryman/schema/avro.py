@@ -17,7 +17,7 @@ from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SerdeContext
-from ferryman.schema.converters import failing_field
+from ferryman.schema.converters import exact_decimals, failing_field
 from ferryman.schema.models import Binding, binding, model_name
 from ferryman.schema.registry import Compatibility, Registry, canonical
 
@@ -79,10 +79,8 @@ class AvroCodec:
                 buf.write(header)
                 _writer(buf, self._parsed, datum)
                 return buf.getvalue()
-            except SchemaError as exc:
-                raise SchemaError(f"{ctx.topic} {ctx.field}: {exc}") from exc
-            except Exception as exc:
-                raise self._explain(value, exc, ctx) from exc
+            except Exception:
+                pass
         return self._encode_other(value, header, ctx)
 
     def decode(self, data: bytes, ctx: SerdeContext) -> Any:
@@ -136,25 +134,29 @@ class AvroCodec:
         return header
 
     def _encode_other(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
-        """Values that are not an instance of the model: dicts (validated in full), subclasses."""
+        """The slow path: decimals fitted exactly, dicts validated in full, subclasses, failures."""
+        with exact_decimals():
+            return self._encode_exactly(value, header, ctx)
+
+    def _encode_exactly(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
+        to, cls = self._to, self._cls
         if isinstance(value, Mapping):
             datum: Any = dict(value)
             self._validate(datum, ctx)
-        elif self._cls is not None and self._to is not None and isinstance(value, self._cls):
-            datum = self._to(value)
-        elif self._cls is not None and self._to is not None:
+        elif cls is not None and to is not None and not isinstance(value, cls):
             raise SchemaError(
                 f"{ctx.topic} {ctx.field}: expected a {model_name(self.model)}, got "
                 f"{type(value).__name__}; pass an instance of the topic's model"
             )
-        else:  # a plain value, or one of a union or list model: converted, then validated in full
+        else:
             try:
-                datum = value if self._to is None else self._to(value)
+                datum = value if to is None else to(value)
             except SchemaError as exc:
                 raise SchemaError(f"{ctx.topic} {ctx.field}: {exc}") from exc
             except Exception as exc:
                 raise self._explain(value, exc, ctx) from exc
-            self._validate(datum, ctx)
+            if to is None or cls is None:  # plain values, union and list models: checked in full
+                self._validate(datum, ctx)
         buf = BytesIO()
         buf.write(header)
         try:

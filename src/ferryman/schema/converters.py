@@ -10,7 +10,9 @@ import dataclasses
 import datetime as dt
 import enum
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any
@@ -72,6 +74,19 @@ def utc(value: dt.datetime) -> dt.datetime:
 UTC_INLINE = "({0} if {0}.tzinfo is not None else {1}({0}))"
 
 
+_exact: ContextVar[bool] = ContextVar("ferryman_exact_decimals", default=False)
+
+
+@contextmanager
+def exact_decimals() -> Iterator[None]:
+    """Within it, decimal converters fit every value to its scale in full (no fast path)."""
+    token = _exact.set(True)
+    try:
+        yield
+    finally:
+        _exact.reset(token)
+
+
 def decimal_fitter(precision: int, scale: int, where: str) -> Convert:
     """A check that a Decimal fits ``decimal(precision, scale)`` exactly: never rounded."""
     quantum = Decimal(1).scaleb(-scale)
@@ -82,8 +97,9 @@ def decimal_fitter(precision: int, scale: int, where: str) -> Convert:
     spec = f"decimal({precision}, {scale})"
 
     def fit(value: Decimal) -> Decimal:
-        # Fast path: already at the schema's scale, with few enough whole digits.
-        if value.same_quantum(quantum) and value.adjusted() < whole_digits:
+        # Fast path: few enough whole digits. Digits beyond the scale fastavro refuses; the codec
+        # then converts again under exact_decimals(), which drops trailing zeros or says why not.
+        if value.adjusted() < whole_digits and value.is_finite() and not _exact.get():
             return value
         if value.is_finite():
             try:

@@ -55,6 +55,7 @@ from ferryman.schema.converters import (
     each,
     each_value,
     enum_name,
+    exact_decimals,
     is_pydantic,
     or_none,
     utc,
@@ -377,7 +378,8 @@ def _decimal_spec(meta: tuple[Any, ...]) -> DecimalSpec:
 def _json_default(value: Any, mapped: Mapped, where: str) -> Any:
     """A Python default as Avro writes defaults in a schema (JSON; logical types as their base)."""
     if mapped.enc is not None and value is not None:
-        value = mapped.enc(value)
+        with exact_decimals():
+            value = mapped.enc(value)
     schema = mapped.schema
     if isinstance(schema, list) and value is not None:
         schema = schema[0]  # Avro: a union's default is a value of its first branch
