@@ -5,8 +5,11 @@ The unreachable-server tests need no Kafka and run everywhere; the rest use the 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
 import socket
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -15,9 +18,10 @@ import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.kafka import KafkaBroker
+from ferryman.broker.kafka._fast import make_metadata, make_record
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerUnavailable, ConfigError, ProduceError, TopicMismatch
-from ferryman.records import TopicSpec
+from ferryman.records import Record, RecordMetadata, TopicSpec
 
 
 @pytest.fixture
@@ -138,6 +142,56 @@ def test_per_client_config_wins_over_the_defaults(broker: KafkaBroker) -> None:
     try:
         ack = producer.send(name, b"v", key=b"customer-2").result(30.0)
         assert ack.partition == zlib.crc32(b"customer-2") % 4 != partition_for(b"customer-2", 4)
+    finally:
+        producer.close(30.0)
+        admin.delete_topic(name)
+
+
+def test_records_built_through_slots_equal_the_dataclasses() -> None:
+    # the hot paths bypass the frozen dataclasses' __init__; a new field must not go missing
+    args = ("t", 1, 5, b"k", None, (("h", b"v"),), 7)
+    assert make_record(*args) == Record(*args)
+    assert hash(make_record(*args)) == hash(Record(*args))
+    assert make_metadata("t", 1, 5, 7) == RecordMetadata("t", 1, 5, 7)
+
+
+@pytest.mark.kafka
+def test_acknowledgements_behave_as_futures(broker: KafkaBroker) -> None:
+    admin = broker.admin()
+    name = unique("futures")
+    admin.create_topic(TopicSpec(name, 2))
+    # a long linger keeps the first record pending while it is waited on
+    producer = broker.producer({"linger.ms": "2000"})
+    try:
+        pending = producer.send(name, b"first")
+        with pytest.raises(concurrent.futures.TimeoutError):
+            pending.result(timeout=0.01)
+        assert not pending.cancel(), "a queued record cannot be taken back"
+        called: list[int] = []
+        pending.add_done_callback(lambda f: called.append(f.result().offset))
+        woken: list[int] = []
+        waiters = [
+            threading.Thread(target=lambda: woken.append(pending.result(30.0).offset))
+            for _ in range(3)
+        ]
+        for w in waiters:
+            w.start()
+        producer.flush(30.0)
+        for w in waiters:
+            w.join(30.0)
+        assert pending.result(0).offset == 0
+        assert called == [0]
+        assert woken == [0, 0, 0], "threads blocked in result() were not all woken"
+
+        batch = [producer.send(name, b"x", key=b"k%d" % i) for i in range(20)]
+        done, not_done = concurrent.futures.wait(batch, timeout=30.0)
+        assert (len(done), not_done) == (20, set())
+        assert len(list(concurrent.futures.as_completed(batch, timeout=30.0))) == 20
+
+        async def awaited() -> RecordMetadata:
+            return await asyncio.wrap_future(producer.send(name, b"async", partition=1))
+
+        assert asyncio.run(awaited()).partition == 1
     finally:
         producer.close(30.0)
         admin.delete_topic(name)
