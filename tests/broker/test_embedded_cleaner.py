@@ -296,3 +296,22 @@ def test_the_position_steps_over_records_compacted_away_at_the_end(
     consumer.seek(tp, 1)
     assert consumer.poll(0) == []
     assert consumer.position(tp) == 3
+
+
+def test_a_record_within_the_lag_stops_cleaning_so_a_deleted_key_never_comes_back(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    # timestamps are the producer's (event time): a record stamped later than the ones after it
+    # must not let the cleaner drop a tombstone and leave an older value as the key's last
+    topic = compacted(broker, {"min.compaction.lag.ms": "60000"})
+    producer = broker.producer()
+    producer.send(topic, b"old", key=b"k", partition=0)
+    producer.send(topic, b"future", key=b"k", partition=0, timestamp=clock.now + 10 * HOUR)
+    producer.send(topic, None, key=b"k", partition=0)
+    producer.close(10)
+    for _ in range(3):
+        clock.advance(HOUR)
+        broker.clean()
+    values = [r.value for r in read_all(broker, topic) if r.key == b"k"]
+    assert values, "the tombstone went before the record stamped later"
+    assert values[-1] is None, f"the key's last write was a delete, read {values}"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import ClientClosed, ConfigError
+from ferryman.errors import ClientClosed, ConfigError, ProduceError
 from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
 
 
@@ -179,3 +180,28 @@ def test_wrong_types_are_refused_in_the_callers_thread(broker: EmbeddedBroker) -
     assert good.result(10).offset == 0
     assert views.result(10).offset == 1
     assert [(r.key, r.value) for r in read(broker, 0)] == [(None, b"fine"), (b"mv", b"ba")]
+
+
+def test_values_that_cannot_be_stored_are_refused_and_the_writer_keeps_going(
+    broker: EmbeddedBroker,
+) -> None:
+    producer = broker.producer()
+    with pytest.raises(ValueError, match="timestamp"):
+        producer.send("t", b"v", partition=0, timestamp=1 << 63)
+    with pytest.raises(TypeError, match="header"):
+        producer.send("t", b"v", partition=0, headers=(("n", 5),))  # type: ignore[arg-type]
+    assert producer.send("t", b"after", partition=0).result(10).offset == 0
+    assert [r.value for r in read(broker, 0)] == [b"after"]
+
+
+def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
+    broker: EmbeddedBroker,
+) -> None:
+    producer = broker.producer()
+    producer.send("t", b"ok", partition=0).result(10)
+    # a record the writer cannot encode (as a bug in it would) must not hang its sender
+    producer._pending.append(QueuedRecord(threading.Condition(), "t", 0, 1 << 70, None, b"", b""))
+    doomed = producer.send("t", b"same batch", partition=0)
+    with pytest.raises(ProduceError):
+        doomed.result(30)
+    assert producer.send("t", b"next batch", partition=0).result(30).offset == 1

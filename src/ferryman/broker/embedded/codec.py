@@ -49,10 +49,17 @@ def encode_headers(headers: Headers) -> bytes:
     """Headers as bytes: per header a name length, a value length, the UTF-8 name, the value."""
     parts: list[bytes] = []
     for name, value in headers:
+        if not isinstance(value, bytes | bytearray | memoryview):
+            # bytes(5) would silently store five zero bytes
+            raise TypeError(
+                f"header {name!r} has a {type(value).__name__} value; header values must be "
+                "bytes: encode it first"
+            )
         raw = name.encode()
-        parts.append(_HEADER.pack(len(raw), len(value)))
+        data = bytes(value)
+        parts.append(_HEADER.pack(len(raw), len(data)))
         parts.append(raw)
-        parts.append(bytes(value))
+        parts.append(data)
     return b"".join(parts)
 
 

@@ -22,6 +22,8 @@ from .wakeup import Notifier
 _KEY_CACHE = 100_000
 """Keys whose partition the producer remembers."""
 
+_MAX_TIMESTAMP = 1 << 63
+
 
 def _as_bytes(what: str, data: object) -> bytes:
     """Bytes-like data as bytes; anything else is refused in the caller's thread, where the
@@ -74,6 +76,7 @@ class EmbeddedProducer:
         self._epoch_no = 0
         self._inflight = 0
         self._closed = False
+        self._broken: BaseException | None = None
         self._partitions: dict[str, int] = {}
         self._sticky: dict[str, tuple[int, int]] = {}
         self._by_key: dict[tuple[bytes, int], int] = {}
@@ -96,7 +99,7 @@ class EmbeddedProducer:
         timestamp: int | None = None,
     ) -> Future[RecordMetadata]:
         if self._closed:
-            raise ClientClosed("this producer is closed; ask the broker for a new one")
+            raise self._closed_error()
         count = self._partitions.get(topic)
         if count is None:
             count = self._lookup(topic)
@@ -123,6 +126,11 @@ class EmbeddedProducer:
         if timestamp is None:
             ts = self._clock()
         elif type(timestamp) is int:
+            if not 0 <= timestamp < _MAX_TIMESTAMP:
+                raise ValueError(
+                    f"timestamp {timestamp} is outside 0 to 2**63-1 milliseconds since the "
+                    "epoch; pass a time in that range, or none for now"
+                )
             ts = timestamp
         else:
             raise TypeError(
@@ -133,12 +141,20 @@ class EmbeddedProducer:
             self._wait_for_room()
         with self._lock:
             if self._closed:  # checked again under the lock the writer's last look takes
-                raise ClientClosed("this producer is closed; ask the broker for a new one")
+                raise self._closed_error()
             future = QueuedRecord(self._epoch, topic, partition, ts, key, value, encoded_headers)
             self._pending.append(future)
         if not self._wake.is_set():
             self._wake.set()
         return future
+
+    def _closed_error(self) -> ClientClosed:
+        if self._broken is not None:
+            return ClientClosed(
+                f"this producer stopped after its writer failed ({self._broken}); "
+                "ask the broker for a new one and resend what was not acknowledged"
+            )
+        return ClientClosed("this producer is closed; ask the broker for a new one")
 
     def _partition_for(self, key: bytes, count: int) -> int:
         # murmur2 in Python costs microseconds; keys of entity topics repeat, so remember them
@@ -214,10 +230,23 @@ class EmbeddedProducer:
                     self._cv.notify_all()
                 try:
                     self._write(conn, items, epoch)
+                except BaseException as exc:
+                    # whatever failed, no sender may be left waiting on a record that is
+                    # neither written nor refused
+                    _fail(items, epoch, exc)
+                    if not isinstance(exc, Exception):
+                        raise
                 finally:
                     with self._cv:
                         self._inflight = 0
                         self._cv.notify_all()
+        except BaseException as exc:
+            with self._cv:
+                self._broken, self._closed = exc, True
+                items, epoch, self._pending = self._pending, self._epoch, []
+                self._cv.notify_all()
+            _fail(items, epoch, exc)
+            raise
         finally:
             conn.close()
 
@@ -256,17 +285,7 @@ class EmbeddedProducer:
                 )
             return bases
 
-        try:
-            bases = write(conn, self._store.path, body)
-        except BaseException as exc:
-            error = ProduceError(f"records were not written to the embedded broker: {exc}")
-            with epoch:
-                for item in items:
-                    if item._state == PENDING:
-                        item.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
+        bases = write(conn, self._store.path, body)
         slow: list[QueuedRecord] = []
         with epoch:
             for ((topic, partition), group, _, _), base in zip(plan, bases, strict=True):
@@ -295,3 +314,14 @@ class EmbeddedProducer:
         self._notifier.notify()
         if self._on_commit is not None:
             self._on_commit(sum(size for _, _, _, size in plan))
+
+
+def _fail(items: list[QueuedRecord], epoch: threading.Condition, exc: BaseException) -> None:
+    """Refuse every record of ``items`` not yet acknowledged."""
+    error = ProduceError(
+        f"records were not written to the embedded broker: {exc}; resend them once that is fixed"
+    )
+    with epoch:
+        for item in items:
+            if item._state == PENDING:
+                item.set_exception(error)
