@@ -24,7 +24,7 @@ from typing import Any
 
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
-from ferryman.errors import CommitFailed, DecodeError, HandlerError
+from ferryman.errors import CommitFailed, DecodeError, HandlerError, RegistryError
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
@@ -47,6 +47,7 @@ class _Worker:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int = 0
+    abandoned: int = -1
     task: asyncio.Task[None] | None = None
 
 
@@ -85,6 +86,7 @@ class ConsumerLoop:
         self.failure: BaseException | None = None
         self.dead_lettered = 0
         self.handled = 0
+        self.registry_retries = 0
 
     def in_flight(self) -> dict[TopicPartition, int]:
         """Records fetched but not yet handled, per partition (bounded by ``max_in_flight``)."""
@@ -114,6 +116,8 @@ class ConsumerLoop:
     async def stop(self) -> None:
         """Stop fetching, finish what was fetched, commit, leave the group."""
         self._stopping.set()
+        for w in self._workers.values():
+            w.interrupt.set()  # a record waiting out a back-off is left uncommitted, not waited for
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
         try:
@@ -287,12 +291,13 @@ class ConsumerLoop:
                 continue
             w.idle.clear()
             epoch, chunk = self._take(w, w.route.batch or CHUNK)
-            if self._epochs.get(w.tp, 0) != epoch or self.failure is not None:
+            if self._epochs.get(w.tp, 0) != epoch or epoch == w.abandoned or self.failure:
                 continue
             try:
                 await self._process(w, epoch, chunk)
             except _Abandoned:
-                pass
+                # Handling a later record of this epoch would commit past the abandoned one.
+                w.abandoned = epoch
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
@@ -313,25 +318,77 @@ class ConsumerLoop:
             chunk = chunk + more[:room]
         return epoch, chunk
 
+    def _decoder(self, route: Route) -> Callable[[Record], Any]:
+        serde, topic = self._conn.serde, route.topic
+        if route.input == "value":
+            return lambda r: serde.decode_value(topic, r)
+        key = route.input == "message"
+        return lambda r: serde.decode(topic, r, key=key)
+
     async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
-        serde = self._conn.serde
-        topic = w.route.topic
-        wants = w.route.input
+        decode = self._decoder(w.route)
+        generation = w.generation
         pending: list[tuple[Record, Any]] = []
         for r in records:
             try:
-                if wants == "value":
-                    pending.append((r, serde.decode_value(topic, r)))
-                else:
-                    pending.append((r, serde.decode(topic, r, key=wants == "message")))
+                try:
+                    pending.append((r, decode(r)))
+                    continue
+                except RegistryError as exc:
+                    if pending:  # in order: what came before is handled before the wait
+                        await self._handle(w, epoch, pending)
+                        pending = []
+                    pending.append((r, await self._await_registry(w, generation, r, decode, exc)))
+                    continue
             except DecodeError as exc:
-                if pending:
-                    await self._handle(w, epoch, pending)
-                    pending = []
-                await self._dead_letter(r, exc, attempts=0)
-                self._mark_done(w.tp, epoch, r.offset, 1)
+                error = exc
+            if pending:
+                await self._handle(w, epoch, pending)
+                pending = []
+            await self._dead_letter(r, error, attempts=0)
+            self._mark_done(w.tp, epoch, r.offset, 1)
         if pending:
             await self._handle(w, epoch, pending)
+
+    async def _await_registry(
+        self,
+        w: _Worker,
+        generation: int,
+        record: Record,
+        decode: Callable[[Record], Any],
+        exc: RegistryError,
+    ) -> Any:
+        """``record`` decoded once the registry answers: an outage is no fault of the record, so
+        it is retried with back-off (forever, or ``retries`` times with on_error='stop')."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._config.on_error == "stop" and attempt > self._config.retries:
+                error = RegistryError(
+                    f"group {self.group}: cannot decode {record.topic}[{record.partition}] offset "
+                    f"{record.offset}, the schema registry failed {attempt} time(s): {exc}. The "
+                    "record is not committed; make the registry reachable and restart"
+                )
+                error.__cause__ = exc
+                self._fail(error)
+                raise _Abandoned
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning(
+                    "group %s: waiting for the schema registry to decode %s[%d]@%d (attempt %d): %s",
+                    self.group,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempt,
+                    exc,
+                )
+            self.registry_retries += 1
+            await self._back_off(w, generation, attempt)
+            try:
+                # In a thread: a registry that hangs must not stall the other partitions.
+                return await asyncio.to_thread(decode, record)
+            except RegistryError as again:
+                exc = again
 
     async def _handle(self, w: _Worker, epoch: int, items: list[tuple[Record, Any]]) -> None:
         route = w.route

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ferryman.errors import DecodeError, SchemaError
+from ferryman.errors import DecodeError, RegistryError, SchemaError
 from ferryman.records import Record
 from ferryman.runtime.messages import Message
 from ferryman.schema.base import Codec, Field, SerdeContext
@@ -92,7 +92,7 @@ class Serde:
 
     def decode_value(self, topic: Topic[Any], record: Record) -> Any:
         """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
-        cannot be decoded."""
+        cannot be decoded; RegistryError, passed through, if the registry cannot be asked."""
         raw = record.value
         if raw is None:
             return None
@@ -103,11 +103,13 @@ class Serde:
             # The codec (AvroCodec) reads the context only to describe a failure; a shared one
             # saves building a context per record, and a failure decodes again with the full one.
             return codec.decode(raw, self._shared_ctx(record.topic))
+        except RegistryError:
+            raise  # the registry is down, not the record bad: the caller retries, never dead-letters
         except Exception:
             pass
         try:
             return codec.decode(raw, _ctx(record, "value"))
-        except DecodeError:
+        except (DecodeError, RegistryError):
             raise
         except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
             raise DecodeError(
@@ -138,7 +140,7 @@ class Serde:
         if key and key_codec is not None:
             try:
                 message.key  # noqa: B018 - decodes and keeps the key
-            except DecodeError:
+            except (DecodeError, RegistryError):
                 raise
             except Exception as exc:
                 raise DecodeError(

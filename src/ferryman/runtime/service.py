@@ -344,11 +344,13 @@ class Service:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: records handled and dead-lettered by this instance, late replies."""
+        """Counters: records handled and dead-lettered by this instance, decodes retried while the
+        schema registry was unreachable, late replies."""
         consumer = self._consumer or self._last_consumer
         return {
             "handled": 0 if consumer is None else consumer.handled,
             "dead_lettered": 0 if consumer is None else consumer.dead_lettered,
+            "registry_retries": 0 if consumer is None else consumer.registry_retries,
             "late_replies": self.late_replies,
         }
 
