@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,26 @@ def test_a_silent_member_is_expired_fenced_and_rejoins(broker: EmbeddedBroker) -
     silent.poll(0)
     assert revoked[-1] == mine
     settle([silent, live], lambda: len(silent.assignment()) == len(live.assignment()) == 2)
+
+
+def test_a_dead_member_is_expired_after_the_wall_clock_was_set_back(
+    broker: EmbeddedBroker,
+) -> None:
+    # heartbeats are wall-clock times shared between processes; a member that died just after
+    # the clock was set back an hour has a last heartbeat an hour "in the future"
+    dead = broker.consumer(
+        "g", config={"session.timeout.ms": "300", "heartbeat.interval.ms": "3600000"}
+    )
+    live = broker.consumer("g", config=QUICK)
+    dead.subscribe(["t"])
+    live.subscribe(["t"])
+    settle([dead, live], lambda: len(dead.assignment()) == len(live.assignment()) == 2)
+    with closing(sqlite3.connect(broker.path)) as conn, conn:
+        conn.execute(
+            "UPDATE members SET heartbeat_ms = heartbeat_ms + 3600000 WHERE member_id = ?",
+            (dead._member_id,),
+        )
+    settle([live], lambda: live.assignment() == tps(0, 1, 2, 3), timeout=10)
 
 
 def test_pause_and_resume(broker: EmbeddedBroker) -> None:

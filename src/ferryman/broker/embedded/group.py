@@ -94,10 +94,14 @@ class Membership:
         )
 
     def _expire(self, conn: sqlite3.Connection, now: int) -> bool:
+        # Every member runs on this machine and reads the same wall clock, so a heartbeat
+        # more than a session in the future means the clock was set back: without the second
+        # test, a member that died then would hold its partitions until the clock caught up.
         dead = conn.execute(
-            "DELETE FROM members WHERE group_id = ? AND heartbeat_ms < ? - session_ms "
-            "AND member_id != ? RETURNING member_id",
-            (self.group_id, now, self.member_id),
+            "DELETE FROM members WHERE group_id = ?1 AND member_id != ?2 "
+            "AND (heartbeat_ms < ?3 - session_ms OR heartbeat_ms > ?3 + session_ms) "
+            "RETURNING member_id",
+            (self.group_id, self.member_id, now),
         ).fetchall()
         if dead:
             conn.execute(
