@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
@@ -114,13 +115,37 @@ class _Ack(Future[RecordMetadata]):
     __call__ = deliver
 
 
+class _Health:
+    """librdkafka's error callback: logs errors and keeps the fatal one (no reference back to
+    the producer, so that an unclosed producer can be collected)."""
+
+    __slots__ = ("fatal",)
+
+    def __init__(self) -> None:
+        self.fatal: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+            log.error("Kafka producer failed for good: %s", err.str())
+        else:
+            log.warning("Kafka producer: %s", err.str())
+
+
+def _serve_reports(producer: _RdProducer, stop: threading.Event) -> None:
+    """Run delivery callbacks (resolving futures) until ``stop`` is set."""
+    while not stop.is_set():
+        producer.poll(0.1)
+
+
 class KafkaProducer:
     """An idempotent producer; a poller thread turns delivery reports into resolved futures."""
 
     def __init__(self, config: dict[str, Any], timeout: float) -> None:
         self._bootstrap = str(config.get("bootstrap.servers"))
         self._timeout = timeout
-        config = {**config, "error_cb": self._on_error}
+        self._health = _Health()
+        config = {**config, "error_cb": self._health}
         try:
             self._producer = _RdProducer(config)
         except (KafkaException, ValueError, TypeError) as exc:
@@ -128,23 +153,18 @@ class KafkaProducer:
                 f"bad Kafka producer configuration: {reason(exc)}; check the librdkafka properties"
             ) from exc
         self._partitions: dict[str, int] = {}
-        self._fatal: KafkaError | None = None
         self._closed = False
+        # The poller holds no reference to this object, so a producer dropped without close()
+        # is collected and its poller stops (its unsent records are then lost).
+        self._stop = threading.Event()
         self._poller = threading.Thread(
-            target=self._serve_reports, name="ferryman-kafka-producer", daemon=True
+            target=_serve_reports,
+            args=(self._producer, self._stop),
+            name="ferryman-kafka-producer",
+            daemon=True,
         )
         self._poller.start()
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._fatal = err
-            log.error("Kafka producer failed for good: %s", err.str())
-        else:
-            log.warning("Kafka producer: %s", err.str())
-
-    def _serve_reports(self) -> None:
-        while not self._closed:
-            self._producer.poll(0.1)
+        weakref.finalize(self, self._stop.set)
 
     def _check_destination(self, topic: str, partition: int | None) -> None:
         """Raise UnknownTopic / UnknownPartition at once, from metadata cached per topic."""
@@ -171,9 +191,9 @@ class KafkaProducer:
     def _unusable(self) -> NoReturn:
         if self._closed:
             raise ClientClosed("this Kafka producer was closed; ask the broker for a new one")
-        assert self._fatal is not None
+        assert self._health.fatal is not None
         raise ProduceError(
-            f"the Kafka producer failed for good ({self._fatal.str()}); open a new producer"
+            f"the Kafka producer failed for good ({self._health.fatal.str()}); open a new producer"
         )
 
     def send(
@@ -188,7 +208,7 @@ class KafkaProducer:
     ) -> Future[RecordMetadata]:
         # The common case (known topic, no partition, timestamp or headers) is kept short: this
         # runs once per record.
-        if self._closed or self._fatal is not None:
+        if self._closed or self._health.fatal is not None:
             self._unusable()
         if partition is None:
             if topic not in self._partitions:
@@ -265,4 +285,5 @@ class KafkaProducer:
             self._producer.purge()
             self._producer.flush(0)
         self._closed = True
+        self._stop.set()
         self._poller.join()
