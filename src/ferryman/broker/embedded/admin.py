@@ -43,6 +43,10 @@ class EmbeddedAdmin:
         self._conn: sqlite3.Connection | None = store.connect()
         self._lock = threading.Lock()
 
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
     def _c(self) -> sqlite3.Connection:
         if self._conn is None:
             raise ClientClosed("this admin client is closed; ask the broker for a new one")

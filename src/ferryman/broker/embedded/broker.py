@@ -69,6 +69,8 @@ class EmbeddedBroker:
             if self._closed:
                 client.close()
                 raise ClientClosed("this broker is closed; open a new one")
+            # forget clients closed since: a service opening one per request would grow this
+            self._clients = [c for c in self._clients if not c.closed]
             self._clients.append(client)
 
     def _check_open(self) -> None:

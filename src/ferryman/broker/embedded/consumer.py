@@ -391,6 +391,10 @@ class EmbeddedConsumer:
                 "from assignment() (after on_assign, or after assign())"
             )
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this consumer is closed; ask the broker for a new one")

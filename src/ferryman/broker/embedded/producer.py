@@ -148,6 +148,10 @@ class EmbeddedProducer:
             self._wake.set()
         return future
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _closed_error(self) -> ClientClosed:
         if self._broken is not None:
             return ClientClosed(
