@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from ferryman.broker import open_broker
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import IncompatibleStorage, StorageError
-from ferryman.records import TopicSpec
+from ferryman.records import TopicPartition, TopicSpec
 
 
 def open_at(path: Path) -> EmbeddedBroker:
@@ -143,3 +145,59 @@ def test_the_wal_is_copied_back_into_the_file_while_the_broker_runs(tmp_path: Pa
             time.sleep(0.05)
     finally:
         broker.close()
+
+
+_FILL_UNTIL_FULL = """
+import resource, signal, sys
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.errors import ProduceError
+broker = EmbeddedBroker(sys.argv[1], cleaner_interval=None)
+producer = broker.producer()
+# the file may grow no further than this, as on a full disk
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+acked = 0
+for i in range(10_000):
+    try:
+        producer.send("t", b"%06d" % i + bytes(994), partition=0).result(60)
+    except ProduceError as exc:
+        print(acked)
+        print(exc)
+        break
+    acked += 1
+broker.close()
+"""
+
+
+def test_a_full_disk_fails_unacknowledged_records_and_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    broker = open_at(path)
+    broker.admin().create_topic(TopicSpec("t", 1))
+    broker.close()
+    out = subprocess.run(
+        [sys.executable, "-c", _FILL_UNTIL_FULL, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    assert len(out) == 2, "the file never filled up"
+    acked, message = int(out[0]), out[1]
+    assert acked > 0
+    assert "disk" in message
+    assert "free" in message, message  # says what to do, not only what SQLite said
+
+    again = open_at(path)
+    try:
+        reader = again.consumer(None)
+        reader.assign([TopicPartition("t", 0)])
+        got: list[bytes | None] = []
+        while len(got) < acked:
+            batch = reader.poll(10)
+            assert batch, f"only {len(got)} of {acked} acknowledged records are readable"
+            got += [r.value for r in batch]
+        assert [v[:6] for v in got[:acked] if v is not None] == [b"%06d" % i for i in range(acked)]
+    finally:
+        again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -74,6 +74,10 @@ _WHAT_TO_DO = (
 )
 
 
+_NO_ROOM = {"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE"}
+"""What SQLite reports when the disk, a quota or ``ulimit -f`` leaves no room to write."""
+
+
 def storage_error(path: Path, exc: BaseException) -> StorageError:
     """A StorageError naming the file, what SQLite said, and what to do."""
     text = str(exc)
@@ -92,6 +96,18 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
             f"the embedded broker file {str(path)!r} stayed locked by another writer for more "
             f"than {BUSY_TIMEOUT:.0f} s ({text}); a process is holding a long transaction or "
             "is stopped while writing: let it finish or stop it, then try again"
+        )
+    code = getattr(exc, "sqlite_errorname", "")
+    if code in _NO_ROOM:
+        return StorageError(
+            f"writing the embedded broker file {str(path)!r} failed ({text}): the disk is "
+            "probably full, or a quota or file size limit (ulimit -f) was reached; free disk "
+            "space or raise the limit, then retry (what was not acknowledged was not written)"
+        )
+    if code.startswith("SQLITE_IOERR"):
+        return StorageError(
+            f"the operating system failed an I/O on the embedded broker file {str(path)!r} "
+            f"({text}); check the disk and its file system (dmesg), then retry"
         )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return StorageError(
