@@ -145,7 +145,12 @@ class RequestTimeout(FerrymanError):
 class RemoteError(FerrymanError):
     """The responder raised an exception; carries the remote exception's type and message."""
 
-    def __init__(self, remote_type: str, remote_message: str) -> None:
-        super().__init__(f"the responder raised {remote_type}: {remote_message}")
+    def __init__(self, remote_type: str, remote_message: str, topic: str = "") -> None:
+        where = f" of {topic!r}" if topic else ""
+        super().__init__(
+            f"the responder{where} raised {remote_type}: {remote_message}; the request was "
+            "received and failed there: fix the request or the responder (its log has the "
+            "traceback) before sending it again"
+        )
         self.remote_type = remote_type
         self.remote_message = remote_message

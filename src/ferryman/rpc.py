@@ -37,6 +37,7 @@ from ferryman.errors import RemoteError, RequestTimeout
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
+from ferryman.runtime.dead_letters import exception_type
 from ferryman.runtime.handlers import Outcome, Route, _is_async
 from ferryman.runtime.messages import Message
 from ferryman.topics import RequestTopic
@@ -47,6 +48,8 @@ log = logging.getLogger("ferryman.rpc")
 KIND_REPLY = b"reply"
 KIND_ERROR = b"error"
 KIND_ACK = b"ack"
+SWEEP_INTERVAL = 1.0
+"""Seconds between sweeps of requests whose deadline passed."""
 
 
 class PendingReply(Generic[R]):
@@ -200,8 +203,9 @@ class Requester:
     def _value_of(self, topic: RequestTopic[Any, R], record: Record) -> R:
         if record.header(h.REPLY_KIND) == KIND_ERROR:
             raise RemoteError(
-                (record.header(h.ERROR_TYPE) or b"Exception").decode(),
-                (record.header(h.ERROR_MESSAGE) or b"").decode(),
+                (record.header(h.ERROR_TYPE) or b"Exception").decode(errors="replace"),
+                (record.header(h.ERROR_MESSAGE) or b"").decode(errors="replace"),
+                topic.name,
             )
         value: R = self._conn.serde.decode_reply(topic, record)
         return value
@@ -211,6 +215,7 @@ class Requester:
         try:
             consumer = self._conn.broker.consumer(None, auto_offset_reset="latest")
             owned: list[TopicPartition] = []
+            next_sweep = time.monotonic() + SWEEP_INTERVAL
             while not self._stopping.is_set():
                 if self._wanted:
                     with self._lock:
@@ -225,12 +230,23 @@ class Requester:
                         ready.set()
                 for record in consumer.poll(0.1, 500):
                     self._route(record)
+                if time.monotonic() >= next_sweep:
+                    self._sweep()
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL
         except BaseException as exc:
             self._error = exc
             log.exception("reply reader failed")
         finally:
             if consumer is not None:
                 consumer.close()
+
+    def _sweep(self) -> None:
+        """Forget requests past their deadline that nobody awaited (they would stay forever)."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [cid for cid, p in self._pending.items() if now > p.deadline]
+            for cid in expired:
+                del self._pending[cid]
 
     def _route(self, record: Record) -> None:
         requester = record.header(h.REQUESTER)
@@ -241,7 +257,11 @@ class Requester:
         kind = record.header(h.REPLY_KIND)
         with self._lock:
             pending = self._pending.get(correlation_id)
-            if pending is not None and kind != KIND_ACK:
+            if pending is not None and time.monotonic() > pending.deadline:
+                # Past its deadline the request is over, whether or not anyone still awaits it.
+                del self._pending[correlation_id]
+                pending = None
+            elif pending is not None and kind != KIND_ACK:
                 del self._pending[correlation_id]
         if pending is None:
             if kind != KIND_ACK:
@@ -317,10 +337,12 @@ def responder_route(
             reply = await call(m.value)
             payload = connections.serde.encode_reply(topic, reply)
         except Exception as exc:
-            log.info("responder %s raised %r; sending it back as an error reply", name, exc)
+            log.info(
+                "responder %s raised %r; sending it back as an error reply", name, exc, exc_info=exc
+            )
             error = [
-                (h.ERROR_TYPE, type(exc).__name__.encode()),
-                (h.ERROR_MESSAGE, str(exc).encode()),
+                (h.ERROR_TYPE, exception_type(exc).encode()),
+                (h.ERROR_MESSAGE, str(exc).encode(errors="backslashreplace")),
             ]
             await send(m, KIND_ERROR, None, error)
             return

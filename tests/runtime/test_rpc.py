@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -58,7 +59,7 @@ def test_a_responder_exception_comes_back_as_remote_error(env: Env) -> None:
             return Answer(ask.n, 1 // ask.n)
 
         async with server, client:
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RemoteError, match=r"of '.*div.*' raised .*fix the request") as info:
                 await client.request(topic, Ask(0), timeout=env.timeout)
             assert (info.value.remote_type, info.value.remote_message) == (
                 "ZeroDivisionError",
@@ -151,5 +152,31 @@ def test_blocking_request_from_a_thread(env: Env) -> None:
             assert await asyncio.to_thread(pending.result) == Answer(3, 9)
         await client.stop()
         assert answer == Answer(9, 81)
+
+    run(main())
+
+
+def test_a_reply_after_the_deadline_is_late_even_if_nobody_awaited_it(env: Env) -> None:
+    topic = RequestTopic(env.name("slow"), Ask, reply=Answer, partitions=1)
+    release = threading.Event()
+
+    async def main() -> None:
+        server = env.service("server")
+        client = env.service("client")
+
+        @server.responder(topic)
+        def slow(ask: Ask) -> Answer:
+            release.wait(env.timeout)
+            return Answer(ask.n, ask.n)
+
+        async with server, client:
+            pending = await client.request(topic, Ask(1), timeout=0.2, ack=True)
+            await pending.accepted()
+            # The caller never awaits the reply; release only once the deadline has passed.
+            await eventually(lambda: time.monotonic() > pending.deadline, env.timeout)
+            release.set()
+            await eventually(lambda: client.late_replies == 1, env.timeout, "a late reply")
+            with pytest.raises(RequestTimeout):
+                await pending.reply()
 
     run(main())
