@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
-from ferryman.records import TopicPartition, TopicSpec
+from ferryman.records import Record, TopicPartition, TopicSpec
 
 PRODUCER = textwrap.dedent(
     """
@@ -141,3 +141,118 @@ def test_readers_are_not_blocked_by_a_writer(broker: EmbeddedBroker, tmp_path: P
     finally:
         conn.execute("ROLLBACK")
         conn.close()
+
+
+def test_a_writer_killed_while_holding_the_write_lock_holds_nobody_up(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "broker.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"holding\n"
+        producer = broker.producer()
+        future = producer.send("t", b"after the crash", partition=1)
+        holder.kill()  # SIGKILL in the middle of its transaction
+        assert future.result(60).offset == 0
+    assert broker.admin().offsets("t")[1].latest == 1
+
+
+KEYED_PRODUCER = textwrap.dedent(
+    """
+    import sys
+    from ferryman.broker.embedded import EmbeddedBroker
+
+    path, count = sys.argv[1], int(sys.argv[2])
+    broker = EmbeddedBroker(path, cleaner_interval=None)
+    producer = broker.producer()
+    for seq in range(count):
+        key = b"k%d" % (seq % 40)
+        # the last write of every fifth key is a tombstone
+        last = seq >= count - 40
+        value = None if last and seq % 5 == 0 else b"%d" % seq
+        producer.send("c", value, key=key, partition=0)
+        if seq % 200 == 199:
+            assert producer.flush(120) == 0
+    assert producer.flush(120) == 0
+    broker.close()
+    print("done", flush=True)
+    """
+)
+
+CLEANER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from ferryman.broker.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker(sys.argv[1], cleaner_interval=None)
+    passes = 0
+    while not Path(sys.argv[2]).exists() or passes < 3:
+        broker.clean()
+        passes += 1
+    broker.close()
+    print(passes, flush=True)
+    """
+)
+
+
+def test_cleaner_producer_and_reader_in_three_processes_keep_every_last_write(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    count = 12_000
+    broker.admin().create_topic(
+        TopicSpec("c", 1, {"cleanup.policy": "compact", "delete.retention.ms": "3600000"})
+    )
+    stop = tmp_path / "stop"
+    path = str(tmp_path / "broker.db")
+    cleaner = subprocess.Popen(
+        [sys.executable, "-c", CLEANER, path, str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    producer = subprocess.Popen(
+        [sys.executable, "-c", KEYED_PRODUCER, path, str(count)], stdout=subprocess.PIPE, text=True
+    )
+    expected = {b"k%d" % (s % 40): s for s in range(count - 40, count)}
+    tp = TopicPartition("c", 0)
+    reader = broker.consumer(None)
+    reader.assign([tp])
+    seen: dict[bytes, int | None] = {}
+    last_offset = -1
+    try:
+        while (
+            producer.poll() is None or reader.position(tp) < broker.admin().offsets("c")[0].latest
+        ):
+            for r in reader.poll(1):
+                assert r.offset > last_offset
+                last_offset = r.offset
+                assert r.key is not None
+                seq = None if r.value is None else int(r.value)
+                # a record read is the one written at its place: never an older version
+                assert seq is None or seq % 40 == int(r.key[1:])
+                assert seq is None or seq >= (seen.get(r.key) or -1)
+                seen[r.key] = seq
+        assert producer.communicate(timeout=120)[0].split() == ["done"]
+    finally:
+        stop.touch()
+        assert int(cleaner.communicate(timeout=120)[0]) >= 3
+        reader.close()
+    final = {k: (None if s % 5 == 0 else s) for k, s in expected.items()}
+    assert seen == final, "the reader missed a key's last write"
+    after = {
+        r.key: (None if r.value is None else int(r.value)) for r in read_compacted(broker, "c")
+    }
+    assert after == final, "a key's last write was cleaned away"
+
+
+def read_compacted(broker: EmbeddedBroker, topic: str) -> list[Record]:
+    tp = TopicPartition(topic, 0)
+    end = broker.admin().offsets(topic)[0].latest
+    consumer = broker.consumer(None)
+    consumer.assign([tp])
+    out: list[Record] = []
+    while consumer.position(tp) < end:
+        out += consumer.poll(10)
+    consumer.close()
+    return out
