@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -79,6 +80,7 @@ class ConsumerLoop:
         self._paused: set[TopicPartition] = set()
         self._to_resume: set[TopicPartition] = set()
         self._workers: dict[TopicPartition, _Worker] = {}
+        self._decoders: dict[str, Callable[[Record], Any]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -319,14 +321,26 @@ class ConsumerLoop:
         return epoch, chunk
 
     def _decoder(self, route: Route) -> Callable[[Record], Any]:
-        serde, topic = self._conn.serde, route.topic
-        if route.input == "value":
-            return lambda r: serde.decode_value(topic, r)
-        key = route.input == "message"
-        return lambda r: serde.decode(topic, r, key=key)
+        decode = self._decoders.get(route.topic.name)
+        if decode is None:
+            serde, topic = self._conn.serde, route.topic
+            if route.input == "value":
+                decode = serde.value_decoder(topic)
+            else:
+                key = route.input == "message"
+                decode = functools.partial(serde.decode, topic, key=key)
+            self._decoders[topic.name] = decode
+        return decode
 
     async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
         decode = self._decoder(w.route)
+        try:  # the common case, a run of good records, in one pass
+            values = [decode(r) for r in records]
+        except (DecodeError, RegistryError):
+            pass  # record by record below, so the ones before the bad one are handled first
+        else:
+            await self._handle(w, epoch, list(zip(records, values, strict=True)))
+            return
         generation = w.generation
         pending: list[tuple[Record, Any]] = []
         for r in records:

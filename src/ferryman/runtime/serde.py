@@ -30,7 +30,7 @@ class Serde:
     def __init__(self, factory: CodecFactory) -> None:
         self._factory = factory
         self._codecs: dict[tuple[str, Field], Codec] = {}
-        self._value_ctxs: dict[str, SerdeContext] = {}
+        self._value_decoders: dict[str, Callable[[Record], Any]] = {}
         self._lock = threading.Lock()
 
     def _codec(self, subject_topic: str, field: Field, model: type[Any], compat: str) -> Codec:
@@ -84,40 +84,35 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value"))
 
-    def _shared_ctx(self, topic: str) -> SerdeContext:
-        ctx = self._value_ctxs.get(topic)
-        if ctx is None:
-            ctx = self._value_ctxs[topic] = SerdeContext(topic, "value")
-        return ctx
+    def value_decoder(self, topic: Topic[Any]) -> Callable[[Record], Any]:
+        """``decode_value`` for ``topic`` with its codec and context looked up once: the
+        consumer's per-record path."""
+        codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
+        decode = codec.decode
+        # The codec (AvroCodec) reads the context only to describe a failure; a shared one
+        # saves building a context per record, and a failure decodes again with the full one.
+        shared = SerdeContext(topic.name, "value")
+
+        def value_of(record: Record) -> Any:
+            raw = record.value
+            if raw is None:
+                return None
+            try:
+                return decode(raw, shared)
+            except RegistryError:
+                raise  # the registry is down, not the record bad: retried, never dead-lettered
+            except Exception:
+                return _decode_again(topic, codec, record, raw)
+
+        return value_of
 
     def decode_value(self, topic: Topic[Any], record: Record) -> Any:
         """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
         cannot be decoded; RegistryError, passed through, if the registry cannot be asked."""
-        raw = record.value
-        if raw is None:
-            return None
-        codec = self._codecs.get((topic.name, "value"))
-        if codec is None:
-            codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
-        try:
-            # The codec (AvroCodec) reads the context only to describe a failure; a shared one
-            # saves building a context per record, and a failure decodes again with the full one.
-            return codec.decode(raw, self._shared_ctx(record.topic))
-        except RegistryError:
-            raise  # the registry is down, not the record bad: the caller retries, never dead-letters
-        except Exception:
-            pass
-        try:
-            return codec.decode(raw, _ctx(record, "value"))
-        except (DecodeError, RegistryError):
-            raise
-        except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
-            raise DecodeError(
-                f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            ) from exc
+        decode = self._value_decoders.get(topic.name)
+        if decode is None:
+            decode = self._value_decoders[topic.name] = self.value_decoder(topic)
+        return decode(record)
 
     def decode(self, topic: Topic[Any], record: Record, *, key: bool = True) -> Message[Any]:
         """The Message of ``record``; raises DecodeError (with coordinates) if it cannot be
@@ -155,3 +150,18 @@ class Serde:
 
 def _ctx(record: Record, field: Field) -> SerdeContext:
     return SerdeContext(record.topic, field, record.headers, record.partition, record.offset)
+
+
+def _decode_again(topic: Topic[Any], codec: Codec, record: Record, raw: bytes) -> Any:
+    """Decode with the record's full context, so a failure carries its coordinates."""
+    try:
+        return codec.decode(raw, _ctx(record, "value"))
+    except (DecodeError, RegistryError):
+        raise
+    except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
+        raise DecodeError(
+            f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        ) from exc
