@@ -7,6 +7,7 @@ built on top of them by the runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, bytes], ...]
 """Record headers: an ordered sequence of (name, value) pairs; names may repeat."""
@@ -23,12 +24,14 @@ class TopicPartition:
         return f"{self.topic}[{self.partition}]"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """A record read from the log, with its coordinates.
 
     ``value is None`` is a tombstone (on entity topics, a delete); it is not the same as
     ``value == b""``. ``timestamp`` is milliseconds since the epoch: the time the fact happened.
+
+    A named tuple rather than a frozen dataclass: both are immutable, but a consumer builds
+    hundreds of thousands of these a second and a tuple is built several times faster.
     """
 
     topic: str
@@ -51,8 +54,7 @@ class Record:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class RecordMetadata:
+class RecordMetadata(NamedTuple):
     """The broker's acknowledgement of a produced record: where it landed."""
 
     topic: str

@@ -1,4 +1,4 @@
-"""Record batches as stored in one SQLite row, and fast construction of the record types.
+"""Record batches as stored in one SQLite row.
 
 A batch row holds consecutive records of one partition: per record a 20-byte header
 (timestamp, key length, value length, headers length; -1 means null) followed by the bytes.
@@ -14,35 +14,13 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from ferryman.records import Headers, Record, RecordMetadata
+from ferryman.records import Headers, Record
 
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
 _HEADER = struct.Struct("<HI")
 pack_head = _HEAD.pack
 _unpack_head = _HEAD.unpack_from
-
-# Record and RecordMetadata are frozen dataclasses, whose generated __init__ costs about a
-# microsecond per field-setting call; writing the slots directly is several times cheaper and
-# yields the very same objects. Reading and producing hundreds of thousands of records a
-# second needs that.
-_new = object.__new__
-_rt, _rp, _ro, _rk, _rv, _rh, _rts = (
-    getattr(Record, name).__set__
-    for name in ("topic", "partition", "offset", "key", "value", "headers", "timestamp")
-)
-_mt, _mp, _mo, _mts = (
-    getattr(RecordMetadata, name).__set__ for name in ("topic", "partition", "offset", "timestamp")
-)
-
-
-def make_metadata(topic: str, partition: int, offset: int, timestamp: int) -> RecordMetadata:
-    m: RecordMetadata = _new(RecordMetadata)
-    _mt(m, topic)
-    _mp(m, partition)
-    _mo(m, offset)
-    _mts(m, timestamp)
-    return m
 
 
 def encode_headers(headers: Headers) -> bytes:
@@ -115,15 +93,7 @@ def decode_batch(
             pos += hlen
         else:
             headers = ()
-        r: Record = _new(Record)
-        _rt(r, topic)
-        _rp(r, partition)
-        _ro(r, offset)
-        _rk(r, key)
-        _rv(r, value)
-        _rh(r, headers)
-        _rts(r, ts)
-        append(r)
+        append(Record(topic, partition, offset, key, value, headers, ts))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ferryman.records import RecordMetadata
 
-from .codec import make_metadata, pack_head
+from .codec import pack_head
 
 MAX_ROW_RECORDS = 1000
 MAX_ROW_BYTES = 1 << 20
@@ -72,7 +72,7 @@ class QueuedRecord(Future[RecordMetadata]):
     def result(self, timeout: float | None = None) -> RecordMetadata:
         value: Any = super().result(timeout)
         if value is None:
-            value = self._result = make_metadata(self._t, self._p, self._o, self._ts)
+            value = self._result = RecordMetadata(self._t, self._p, self._o, self._ts)
         return value  # type: ignore[no-any-return]
 
 

@@ -19,7 +19,6 @@ from ferryman.broker.kafka._errors import (
     raise_mapped,
     reason,
 )
-from ferryman.broker.kafka._fast import make_record
 from ferryman.errors import (
     BrokerError,
     ClientClosed,
@@ -150,7 +149,7 @@ class KafkaConsumer:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
         # One comprehension per batch: this runs once per record, so it is kept tight.
         records = [
-            make_record(
+            Record(
                 m.topic(),
                 m.partition(),
                 m.offset(),

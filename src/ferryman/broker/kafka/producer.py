@@ -15,7 +15,6 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as _RdProducer
 
 from ferryman.broker.kafka._errors import UNKNOWN_TOPIC, kafka_error, raise_mapped, reason
-from ferryman.broker.kafka._fast import make_metadata
 from ferryman.errors import (
     ClientClosed,
     ConfigError,
@@ -100,7 +99,7 @@ class _Ack(Future[RecordMetadata]):
                 )
             )
             return
-        meta = make_metadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
         with _ACKS_LOCK:
             self._result = meta
             self._state = FINISHED
