@@ -162,9 +162,19 @@ def test_close_flushes_and_then_refuses(broker: EmbeddedBroker) -> None:
         producer.send("t", b"too late")
 
 
-def test_bad_producer_config(broker: EmbeddedBroker) -> None:
-    with pytest.raises(ConfigError, match=r"linger\.ms"):
-        broker.producer({"linger.ms": "soon"})
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"linger.ms": "soon"},
+        {"linger.ms": "-5"},
+        {"queue.buffering.max.messages": "0"},
+        {"queue.buffering.max.messages": "many"},
+    ],
+)
+def test_bad_producer_config(broker: EmbeddedBroker, config: dict[str, str]) -> None:
+    name = next(iter(config))
+    with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        broker.producer(config)
 
 
 def test_wrong_types_are_refused_in_the_callers_thread(broker: EmbeddedBroker) -> None:

@@ -20,6 +20,7 @@ from ferryman.records import Record, TopicPartition
 
 from .admin import load_topic
 from .codec import decode_batch
+from .config import whole_number
 from .group import Membership, strategy_of
 from .storage import PID_SHIFT, Store, storage_error, write
 from .wakeup import Notifier, Waiter
@@ -29,19 +30,6 @@ _BATCHES_FROM = (
     "(SELECT id FROM batches WHERE id >= ? AND id <= ? ORDER BY id DESC LIMIT 1), ?) "
     "AND id < ? ORDER BY id"
 )
-
-
-def _ms_config(config: Mapping[str, str], name: str, default: int) -> int:
-    raw = config.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(f"consumer config {name}={raw!r}: use a positive number of milliseconds")
-    return value
 
 
 class EmbeddedConsumer:
@@ -74,9 +62,9 @@ class EmbeddedConsumer:
         self._notifier = notifier
         self._group_id = group_id
         self._reset_to = auto_offset_reset
-        self._session_ms = _ms_config(cfg, "session.timeout.ms", 10_000)
-        self._heartbeat_ms = _ms_config(
-            cfg, "heartbeat.interval.ms", max(min(3000, self._session_ms // 3), 1)
+        self._session_ms = whole_number(cfg, "consumer", "session.timeout.ms", 10_000, 1)
+        self._heartbeat_ms = whole_number(
+            cfg, "consumer", "heartbeat.interval.ms", max(min(3000, self._session_ms // 3), 1), 1
         )
         self._strategy = strategy_of(cfg.get("partition.assignment.strategy"))
         self._member_id = f"{cfg.get('client.id', 'ferryman')}-{uuid.uuid4().hex}"

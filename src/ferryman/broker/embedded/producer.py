@@ -10,11 +10,12 @@ from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import ClientClosed, ConfigError, ProduceError, UnknownPartition
+from ferryman.errors import ClientClosed, ProduceError, UnknownPartition
 from ferryman.records import Headers, RecordMetadata
 
 from .admin import load_topic
 from .codec import encode_headers
+from .config import whole_number
 from .queued import QueuedRecord, encode_rows, resolve
 from .storage import PID_SHIFT, Store, write
 from .wakeup import Notifier
@@ -36,16 +37,6 @@ def _as_bytes(what: str, data: object) -> bytes:
     )
 
 
-def _int_config(config: Mapping[str, str], name: str, default: int) -> int:
-    raw = config.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"producer config {name}={raw!r} is not a whole number") from None
-
-
 class EmbeddedProducer:
     """Producer of the embedded broker; ``send`` is thread-safe and does not block on I/O.
 
@@ -64,8 +55,8 @@ class EmbeddedProducer:
     ) -> None:
         cfg = dict(config or {})
         self._on_commit = on_commit
-        self._linger = _int_config(cfg, "linger.ms", 0) / 1000
-        self._max_queued = max(_int_config(cfg, "queue.buffering.max.messages", 50_000), 1)
+        self._linger = whole_number(cfg, "producer", "linger.ms", 0, 0) / 1000
+        self._max_queued = whole_number(cfg, "producer", "queue.buffering.max.messages", 50_000, 1)
         self._store = store
         self._notifier = notifier
         self._clock = clock
