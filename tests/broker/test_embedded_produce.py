@@ -13,7 +13,7 @@ import pytest
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import ClientClosed, ConfigError, ProduceError
+from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError
 from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
 
 
@@ -215,3 +215,23 @@ def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
     with pytest.raises(ProduceError):
         doomed.result(30)
     assert producer.send("t", b"next batch", partition=0).result(30).offset == 1
+
+
+def test_flush_or_close_inside_an_acknowledgement_callback_is_refused(
+    broker: EmbeddedBroker,
+) -> None:
+    # callbacks run in the writer's thread: waiting there for the writer would wait forever
+    producer = broker.producer()
+    refused: list[BaseException] = []
+
+    def callback(_: object) -> None:
+        for call in (lambda: producer.flush(5), producer.close):
+            try:
+                call()
+            except BrokerError as exc:
+                refused.append(exc)
+
+    producer.send("t", b"v", partition=0).add_done_callback(callback)
+    assert producer.send("t", b"w", partition=0).result(30).offset == 1
+    assert len(refused) == 2, refused
+    assert "callback" in str(refused[0])

@@ -10,7 +10,7 @@ from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import ClientClosed, ProduceError, UnknownPartition
+from ferryman.errors import BrokerError, ClientClosed, ProduceError, UnknownPartition
 from ferryman.records import Headers, RecordMetadata
 
 from .admin import load_topic
@@ -176,7 +176,16 @@ class EmbeddedProducer:
         self._sticky[topic] = (self._epoch_no, current)
         return current
 
+    def _not_from_writer(self, what: str) -> None:
+        if threading.current_thread() is self._thread:
+            raise BrokerError(
+                f"producer.{what}() was called from an acknowledgement callback, which runs "
+                "in the producer's writer thread and would wait for itself forever; call it "
+                "from another thread"
+            )
+
     def flush(self, timeout: float | None = None) -> int:
+        self._not_from_writer("flush")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             while self._pending or self._inflight:
@@ -192,6 +201,7 @@ class EmbeddedProducer:
             return len(self._pending) + self._inflight
 
     def close(self, timeout: float | None = None) -> None:
+        self._not_from_writer("close")
         if self._closed:
             return
         self.flush(timeout)
