@@ -147,6 +147,36 @@ def test_a_dead_member_is_expired_after_the_wall_clock_was_set_back(
     settle([live], lambda: live.assignment() == tps(0, 1, 2, 3), timeout=10)
 
 
+def test_a_member_that_stops_polling_gives_its_partitions_up(broker: EmbeddedBroker) -> None:
+    # its heartbeats go on, but a handler stuck for max.poll.interval.ms must not hold its
+    # partitions forever
+    stuck = broker.consumer("g", config={**QUICK, "max.poll.interval.ms": "300"})
+    live = broker.consumer("g", config=QUICK)
+    revoked: list[set[TopicPartition]] = []
+    stuck.subscribe(["t"], on_revoke=revoked.append)
+    live.subscribe(["t"])
+    settle([stuck, live], lambda: len(stuck.assignment()) == len(live.assignment()) == 2)
+    mine = stuck.assignment()
+
+    settle([live], lambda: live.assignment() == tps(0, 1, 2, 3), timeout=10)
+    with pytest.raises(CommitFailed):
+        stuck.commit(dict.fromkeys(mine, 1))
+    # polling again, it is told what it lost and rejoins
+    stuck.poll(0)
+    assert revoked[-1] == mine
+    settle([stuck, live], lambda: len(stuck.assignment()) == len(live.assignment()) == 2)
+
+
+def test_waiting_inside_a_long_poll_is_not_being_stuck(broker: EmbeddedBroker) -> None:
+    member = broker.consumer("g", config={**QUICK, "max.poll.interval.ms": "300"})
+    revoked: list[set[TopicPartition]] = []
+    member.subscribe(["t"], on_revoke=revoked.append)
+    settle([member], lambda: member.assignment() == tps(0, 1, 2, 3))
+    assert member.poll(1.0) == []  # several max.poll.interval.ms, all spent inside poll
+    assert not revoked
+    assert member.assignment() == tps(0, 1, 2, 3)
+
+
 def test_pause_and_resume(broker: EmbeddedBroker) -> None:
     producer = broker.producer()
     for p in range(2):

@@ -37,8 +37,9 @@ class EmbeddedConsumer:
 
     Config (Kafka names): ``session.timeout.ms`` (default 10000: a member silent for longer is
     declared dead and its partitions reassigned), ``heartbeat.interval.ms`` (default a third of
-    the session timeout, at most 3000), ``partition.assignment.strategy`` (``range``,
-    ``roundrobin``), ``client.id``.
+    the session timeout, at most 3000), ``max.poll.interval.ms`` (default 300000: a member that
+    has not polled for longer leaves the group, as in Kafka, and rejoins when it polls again),
+    ``partition.assignment.strategy`` (``range``, ``roundrobin``), ``client.id``.
     """
 
     def __init__(
@@ -66,6 +67,8 @@ class EmbeddedConsumer:
         self._heartbeat_ms = whole_number(
             cfg, "consumer", "heartbeat.interval.ms", max(min(3000, self._session_ms // 3), 1), 1
         )
+        self._max_poll_s = whole_number(cfg, "consumer", "max.poll.interval.ms", 300_000, 1) / 1000
+        self._last_poll = time.monotonic()
         self._strategy = strategy_of(cfg.get("partition.assignment.strategy"))
         self._member_id = f"{cfg.get('client.id', 'ferryman')}-{uuid.uuid4().hex}"
         self._conn = store.connect()
@@ -114,6 +117,7 @@ class EmbeddedConsumer:
                 self._session_ms,
                 self._strategy,
             )
+        self._last_poll = time.monotonic()
         self._membership.join(self._conn, self._topics)
         self._seen = None
         self._notifier.notify()
@@ -146,9 +150,20 @@ class EmbeddedConsumer:
         membership = self._membership
         assert membership is not None
         conn = self._store.connect()
+        left_after: float | None = None
         try:
             while not self._stop.wait(self._heartbeat_ms / 1000):
+                last_poll = self._last_poll
                 try:
+                    if time.monotonic() - last_poll > self._max_poll_s:
+                        # its handler is stuck: heartbeats alone must not keep its partitions
+                        # from the others (the next poll rejoins)
+                        if left_after != last_poll:
+                            membership.leave(conn)
+                            left_after = last_poll
+                            self._fenced.set()
+                            self._notifier.notify()
+                        continue
                     alive, changed = membership.heartbeat(conn)
                 except Exception:  # a busy or failing file: the next beat tries again
                     continue
@@ -214,6 +229,7 @@ class EmbeddedConsumer:
             raise ConfigError(f"max_records={max_records}: ask for at least one record")
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
+            self._last_poll = time.monotonic()  # waiting inside poll is not being stuck
             try:
                 self._maintain()
                 records = self._fetch(max_records)
