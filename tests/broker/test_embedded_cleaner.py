@@ -315,3 +315,40 @@ def test_a_record_within_the_lag_stops_cleaning_so_a_deleted_key_never_comes_bac
     values = [r.value for r in read_all(broker, topic) if r.key == b"k"]
     assert values, "the tombstone went before the record stamped later"
     assert values[-1] is None, f"the key's last write was a delete, read {values}"
+
+
+def test_seeking_into_a_gap_inside_a_compacted_batch_row_reads_on_from_the_next_record(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    topic = compacted(broker)
+    # one batch row: a@0 b@1 a@2 c@3 b@4 d@5; compaction leaves a@2 c@3 b@4 d@5 in that row
+    send(broker, topic, [(b"a", b"1"), (b"b", b"1"), (b"a", b"2"), (b"c", b"1"), (b"b", b"2")])
+    send(broker, topic, [(b"d", b"1")])
+    clock.advance(1)
+    broker.clean()
+    with closing(sqlite3.connect(broker.path)) as conn:
+        rows = conn.execute("SELECT count, deltas IS NOT NULL FROM batches ORDER BY id").fetchall()
+    assert rows == [(3, 1), (1, 0)]
+    tp = TopicPartition(topic, 0)
+    consumer = broker.consumer(None)
+    consumer.assign([tp])
+    for start, expected in [(0, [2, 3, 4, 5]), (1, [2, 3, 4, 5]), (3, [3, 4, 5]), (5, [5])]:
+        consumer.seek(tp, start)
+        assert [r.offset for r in consumer.poll(5)] == expected, f"from {start}"
+        assert consumer.position(tp) == 6
+    consumer.close()
+
+
+@pytest.mark.parametrize(("reset", "expected"), [("earliest", [0, 1, 2]), ("latest", [])])
+def test_a_seek_beyond_the_end_resets(
+    broker: EmbeddedBroker, reset: str, expected: list[int]
+) -> None:
+    broker.admin().create_topic(TopicSpec("s", 1))
+    send(broker, "s", [(None, b"1"), (None, b"2"), (None, b"3")])
+    tp = TopicPartition("s", 0)
+    consumer = broker.consumer("g", auto_offset_reset=reset)  # type: ignore[arg-type]
+    consumer.assign([tp])
+    consumer.seek(tp, 100)
+    assert [r.offset for r in consumer.poll(0.2)] == expected
+    assert consumer.position(tp) == 3
+    consumer.close()
