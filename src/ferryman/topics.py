@@ -180,7 +180,28 @@ class EntityTopic(Topic[T]):
         return getattr(value, self.key)
 
 
-class EventTopic(Topic[T]):
+class _PartitionKeyed(Topic[T]):
+    """A topic whose records are keyed by an optional ``partition_key`` field of the value."""
+
+    partition_key: str | None = None
+    _key_type: type | None = None
+
+    def _set_partition_key(self, partition_key: str | None) -> None:
+        self.partition_key = partition_key
+        if partition_key is not None:
+            self._key_type = _check_key_field(
+                self.kind, self.name, self.model, partition_key, "partition_key field"
+            )
+
+    @property
+    def key_type(self) -> type | None:
+        return self._key_type
+
+    def key_of(self, value: T) -> Any:
+        return None if self.partition_key is None else getattr(value, self.partition_key)
+
+
+class EventTopic(_PartitionKeyed[T]):
     """Immutable facts ("X happened"), kept for a retention period; optionally keyed."""
 
     kind = "event topic"
@@ -198,25 +219,13 @@ class EventTopic(Topic[T]):
         config: Mapping[str, str | int] | None = None,
     ) -> None:
         super().__init__(name, model, partitions=partitions, config=config)
-        self.partition_key = partition_key
-        self._key_type: type | None = None
-        if partition_key is not None:
-            self._key_type = _check_key_field(
-                self.kind, name, model, partition_key, "partition_key field"
-            )
+        self._set_partition_key(partition_key)
 
     def _contradiction_hint(self) -> str:
         return "event topics keep facts by retention; declare an EntityTopic for compacted state"
 
-    @property
-    def key_type(self) -> type | None:
-        return self._key_type
 
-    def key_of(self, value: T) -> Any:
-        return None if self.partition_key is None else getattr(value, self.partition_key)
-
-
-class RequestTopic(Topic[T], Generic[T, R]):
+class RequestTopic(_PartitionKeyed[T], Generic[T, R]):
     """ "Please do X" with its reply topic ``<name>.reply``; the responder owns both schemas."""
 
     kind = "request topic"
@@ -236,12 +245,7 @@ class RequestTopic(Topic[T], Generic[T, R]):
         config: Mapping[str, str | int] | None = None,
     ) -> None:
         super().__init__(name, model, partitions=partitions, config=config)
-        self.partition_key = partition_key
-        self._key_type: type | None = None
-        if partition_key is not None:
-            self._key_type = _check_key_field(
-                self.kind, name, model, partition_key, "partition_key field"
-            )
+        self._set_partition_key(partition_key)
         try:
             model_fields(reply)
         except TopicDeclarationError as exc:
@@ -256,13 +260,6 @@ class RequestTopic(Topic[T], Generic[T, R]):
 
     def _contradiction_hint(self) -> str:
         return "requests are short-lived; set retention.ms instead"
-
-    @property
-    def key_type(self) -> type | None:
-        return self._key_type
-
-    def key_of(self, value: T) -> Any:
-        return None if self.partition_key is None else getattr(value, self.partition_key)
 
     @property
     def reply_topic(self) -> str:

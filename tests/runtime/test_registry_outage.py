@@ -85,19 +85,26 @@ def dlq_size(env: Env, topic: str) -> int:
         broker.close()
 
 
+async def emit_then_stop_registry(
+    env: Env, registry: RegistryProcess, readings: EventTopic[Reading], count: int
+) -> None:
+    """Readings 0..count-1 on the topic, then the registry down. Services made after this have
+    a registry client with no cached schema, so decoding must ask the registry."""
+    env.registry = registry.url
+    async with env.service("sensor") as producer:
+        for n in range(count):
+            await producer.emit(readings, Reading(n))
+    registry.stop()
+
+
 def test_records_wait_for_the_registry_in_order_and_are_not_dead_lettered(
     env: Env, registry: RegistryProcess
 ) -> None:
     readings = EventTopic(env.name("readings"), Reading, partitions=1)
-    env.registry = registry.url
     handled: list[int] = []
 
     async def main() -> None:
-        async with env.service("sensor") as producer:
-            for n in range(5):
-                await producer.emit(readings, Reading(n))
-        registry.stop()
-        # A fresh service: its registry client has no cached schema, so decoding must ask.
+        await emit_then_stop_registry(env, registry, readings, 5)
         svc = env.service("logger", retries=1)
 
         @svc.on(readings)
@@ -125,14 +132,10 @@ def test_on_error_stop_stops_on_an_outage_without_committing(
     env: Env, registry: RegistryProcess
 ) -> None:
     readings = EventTopic(env.name("readings"), Reading, partitions=1)
-    env.registry = registry.url
     handled: list[int] = []
 
     async def main() -> None:
-        async with env.service("sensor") as producer:
-            for n in range(3):
-                await producer.emit(readings, Reading(n))
-        registry.stop()
+        await emit_then_stop_registry(env, registry, readings, 3)
         svc = env.service("logger", retries=2, on_error="stop")
 
         @svc.on(readings)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from ferryman.errors import RemoteError, RequestTimeout
+from ferryman.runtime.service import Service
 from ferryman.topics import RequestTopic
 
 from .conftest import Env, eventually, run
@@ -82,20 +83,27 @@ def test_no_responder_times_out(env: Env) -> None:
     run(main())
 
 
+def holding_server_and_client(
+    env: Env, topic: RequestTopic[Ask, Answer], release: threading.Event
+) -> tuple[Service, Service]:
+    """A server whose responder holds request n=1 until ``release`` is set, and a client."""
+    server = env.service("server")
+
+    @server.responder(topic)
+    def slow(ask: Ask) -> Answer:
+        if ask.n == 1:
+            release.wait(env.timeout)
+        return Answer(ask.n, ask.n)
+
+    return server, env.service("client")
+
+
 def test_a_late_reply_is_dropped_and_counted(env: Env) -> None:
     topic = RequestTopic(env.name("slow"), Ask, reply=Answer, partitions=1)
     release = threading.Event()
 
     async def main() -> None:
-        server = env.service("server")
-        client = env.service("client")
-
-        @server.responder(topic)
-        def slow(ask: Ask) -> Answer:
-            if ask.n == 1:
-                release.wait(env.timeout)
-            return Answer(ask.n, ask.n)
-
+        server, client = holding_server_and_client(env, topic, release)
         async with server, client:
             with pytest.raises(RequestTimeout):
                 await client.request(topic, Ask(1), timeout=0.2)
@@ -161,14 +169,7 @@ def test_a_reply_after_the_deadline_is_late_even_if_nobody_awaited_it(env: Env) 
     release = threading.Event()
 
     async def main() -> None:
-        server = env.service("server")
-        client = env.service("client")
-
-        @server.responder(topic)
-        def slow(ask: Ask) -> Answer:
-            release.wait(env.timeout)
-            return Answer(ask.n, ask.n)
-
+        server, client = holding_server_and_client(env, topic, release)
         async with server, client:
             pending = await client.request(topic, Ask(1), timeout=0.2, ack=True)
             await pending.accepted()
