@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -352,3 +353,45 @@ def test_a_seek_beyond_the_end_resets(
     assert [r.offset for r in consumer.poll(0.2)] == expected
     assert consumer.position(tp) == 3
     consumer.close()
+
+
+def test_closing_the_broker_stops_a_background_pass_between_partitions(tmp_path: Path) -> None:
+    armed, started, release = threading.Event(), threading.Event(), threading.Event()
+
+    class Held(Clock):
+        """Holds the background pass at its start once armed, and makes the records old."""
+
+        def __call__(self) -> int:
+            if threading.current_thread().name == "ferryman-embedded-cleaner" and armed.is_set():
+                started.set()
+                release.wait(30)
+                return self.now + HOUR
+            return self.now
+
+    clock = Held()
+    broker = EmbeddedBroker(tmp_path / "b.db", clock=clock, cleaner_interval=0.05)
+    try:
+        config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "1000"}
+        broker.admin().create_topic(TopicSpec("c", 200, config))
+        producer = broker.producer()
+        for p in range(200):
+            producer.send("c", b"1", key=b"k", partition=p)
+            producer.send("c", b"2", key=b"k", partition=p)
+        producer.close(30)
+        armed.set()
+        assert started.wait(30), "the background cleaner never ran"
+        stopping = threading.Thread(target=broker.close)
+        stopping.start()
+        deadline = time.monotonic() + 30
+        while not broker._stop.is_set():
+            assert time.monotonic() < deadline, "close() never began"
+            time.sleep(0.01)
+        release.set()
+        stopping.join(60)
+        assert not stopping.is_alive()
+    finally:
+        release.set()
+        broker.close()
+    with closing(sqlite3.connect(tmp_path / "b.db")) as conn:
+        untouched = conn.execute("SELECT count(*) FROM partitions WHERE clean_upto = 0").fetchone()
+    assert untouched[0] > 0, "close() waited for the whole pass over 200 partitions"

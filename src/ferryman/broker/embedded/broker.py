@@ -44,12 +44,12 @@ class EmbeddedBroker:
         self._store = Store(path, fsync=fsync)
         self._clock = clock or wall_clock_ms
         self._notifier = Notifier(self._store.wake_dir)
-        self._cleaner = Cleaner(self._store, self._notifier, self._clock)
+        self._stop = threading.Event()
+        self._cleaner = Cleaner(self._store, self._notifier, self._clock, self._stop)
         self._checkpointer = Checkpointer(self._store)
         self._clients: list[EmbeddedAdmin | EmbeddedProducer | EmbeddedConsumer] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._stop = threading.Event()
         self._cleaning: threading.Thread | None = None
         if cleaner_interval is not None:
             self._cleaning = threading.Thread(

@@ -31,10 +31,25 @@ _REWRITE_CHUNK = 200
 """Batch rows rewritten per transaction."""
 
 
-class Cleaner:
-    """Runs cleaning passes over every topic; safe to call from several threads."""
+class _Stopped(Exception):
+    """The broker is closing: the pass ends at the next partition or chunk."""
 
-    def __init__(self, store: Store, notifier: Notifier, clock: Callable[[], int]) -> None:
+
+class Cleaner:
+    """Runs cleaning passes over every topic; safe to call from several threads.
+
+    A pass stops early once ``stop`` is set, so closing the broker does not wait for a pass
+    over a large log; what it left is cleaned by the next pass.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        clock: Callable[[], int],
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._stop = stop or threading.Event()
         self._store = store
         self._notifier = notifier
         self._clock = clock
@@ -63,6 +78,8 @@ class Cleaner:
                 time.sleep(0.05)
             try:
                 changed = self._pass(self._clock() if now_ms is None else now_ms)
+            except _Stopped:
+                return False
             except sqlite3.Error as exc:
                 raise storage_error(self._store.path, exc) from exc
             finally:
@@ -95,7 +112,10 @@ class Cleaner:
         return write(self._conn, self._store.path, body)
 
     def _renew_lease(self) -> None:
-        """Keep the lease through a long pass (renewed when a third of it has gone)."""
+        """Keep the lease through a long pass (renewed when a third of it has gone); stop the
+        pass here if the broker is closing."""
+        if self._stop.is_set():
+            raise _Stopped
         if now_ms() - self._renewed > LEASE_MS // 3 and not self._acquire_lease():
             raise BrokerError("another cleaner took over the lease; this pass stops here")
 
@@ -242,6 +262,8 @@ class Cleaner:
             ).fetchall()
             if not rows:
                 return
+            if self._stop.is_set():
+                raise _Stopped
             for batch_id, deltas, data in rows:
                 yield batch_id - lo, deltas, data
             after = rows[-1][0]
