@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
-from ferryman.broker.embedded.cleaner import Cleaner
+from ferryman.broker.embedded.cleaner import Cleaner, pid_namespace
 from ferryman.broker.embedded.storage import Store
 from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.records import PartitionOffsets, Record, TopicPartition, TopicSpec
@@ -263,15 +263,36 @@ def test_a_lease_left_by_a_dead_cleaner_is_taken_over(broker: EmbeddedBroker, cl
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
     )
-    set_lease(broker.path, f"{int(gone.stdout)}-someone")
+    set_lease(broker.path, f"{int(gone.stdout)}-{pid_namespace()}-someone")
     broker.clean()
     assert [r.value for r in read_all(broker, topic)] == [b"2"]
+
+
+def test_a_lease_held_from_another_pid_namespace_is_respected_until_it_expires(
+    broker: EmbeddedBroker, clock: Clock
+) -> None:
+    # a cleaner in another container sharing the file: its pid means nothing here
+    topic = compacted(broker)
+    send(broker, topic, [(b"k", b"1"), (b"k", b"2")])
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    set_lease(broker.path, f"{int(gone.stdout)}-1-elsewhere")
+    store = Store(broker.path)
+    notifier = Notifier(store.wake_dir)
+    other = Cleaner(store, notifier, clock)
+    try:
+        assert not other.clean(wait=False)
+        assert len(read_all(broker, topic)) == 2
+    finally:
+        other.close()
+        notifier.close()
 
 
 def test_a_live_cleaners_lease_is_respected(broker: EmbeddedBroker, clock: Clock) -> None:
     topic = compacted(broker)
     send(broker, topic, [(b"k", b"1"), (b"k", b"2")])
-    set_lease(broker.path, f"{os.getpid()}-another-cleaner")
+    set_lease(broker.path, f"{os.getpid()}-{pid_namespace()}-another-cleaner")
     store = Store(broker.path)
     notifier = Notifier(store.wake_dir)
     other = Cleaner(store, notifier, clock)

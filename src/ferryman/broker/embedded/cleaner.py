@@ -54,7 +54,7 @@ class Cleaner:
         self._notifier = notifier
         self._clock = clock
         self._lock = threading.Lock()
-        self._holder = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._holder = f"{os.getpid()}-{pid_namespace()}-{uuid.uuid4().hex}"
         self._renewed = 0
         self._conn = store.connect()
 
@@ -299,11 +299,24 @@ class Cleaner:
 
 
 def _alive(holder: str) -> bool:
-    """Whether the process holding the lease still runs (all holders are on this machine)."""
+    """Whether the process holding the lease may still run. Holders share this machine but
+    perhaps not its PID namespace (containers sharing the file): a pid from another namespace
+    says nothing, and the lease is then left to expire."""
+    pid, namespace, _ = [*holder.split("-", 2), "", ""][:3]
+    if namespace != str(pid_namespace()):
+        return True
     try:
-        os.kill(int(holder.split("-", 1)[0]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except (OSError, ValueError):
         return True
     return True
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace (0 where it cannot be told): pids compare only within one."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
