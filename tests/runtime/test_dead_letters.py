@@ -210,3 +210,74 @@ def test_an_undecodable_key_goes_to_the_dlq_when_the_handler_reads_keys(
     [dead] = read(broker, items.name + ".dlq", 1, env.timeout)
     assert headers(dead)["ferryman.dlq.exception-type"] == "ferryman.DecodeError"
     assert dead.key == b"\xffgarbage"
+
+
+def test_a_failing_batch_is_dead_lettered_whole_and_the_rest_committed(
+    env: Env, broker: Broker
+) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+    failed_batches: list[list[int]] = []
+
+    async def main() -> None:
+        svc = env.service("batcher", retries=1)
+
+        @svc.on(jobs, batch=3)
+        def work(batch: list[Job]) -> None:
+            ns = [job.n for job in batch]
+            if 4 in ns:
+                failed_batches.append(ns)
+                raise LookupError(f"batch {ns} holds job 4")
+            handled.extend(ns)
+
+        async with svc:
+            for n in range(8):
+                await svc.emit(jobs, Job(n))
+            await eventually(
+                lambda: len(handled) + svc.stats["dead_lettered"] == 8,
+                env.timeout,
+                lambda: (handled, svc.stats),
+            )
+
+    run(main())
+    [first, retry] = failed_batches
+    assert first == retry, "the batch is retried whole"
+    assert sorted(handled + first) == list(range(8)), "every job handled or dead-lettered"
+    assert handled == sorted(handled), "in order"
+    dead = read(broker, jobs.name + ".dlq", len(first), env.timeout)
+    assert [int(headers(d)["ferryman.dlq.offset"]) for d in dead] == first
+    assert {headers(d)["ferryman.dlq.attempts"] for d in dead} == {"2"}
+    admin = broker.admin()
+    try:
+        committed = admin.committed(env.name("batcher"), jobs.name)
+        assert committed == {TopicPartition(jobs.name, 0): 8}
+    finally:
+        admin.close()
+
+
+def test_dlq_headers_carry_a_message_that_is_not_valid_utf8(env: Env, broker: Broker) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+    # A file name read with surrogateescape: str() has a lone surrogate, which strict UTF-8 refuses.
+    name = b"report-\xff.csv".decode(errors="surrogateescape")
+
+    async def main() -> None:
+        svc = env.service("reporter", retries=0)
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            if job.n == 0:
+                raise FileNotFoundError(f"no such file: {name}")
+            handled.append(job.n)
+
+        async with svc:
+            await svc.emit(jobs, Job(0))
+            await svc.emit(jobs, Job(1))
+            await eventually(lambda: handled == [1], env.timeout, lambda: (handled, svc.failure))
+
+    run(main())
+    [dead] = read(broker, jobs.name + ".dlq", 1, env.timeout)
+    raw = dict(dead.headers)
+    assert raw["ferryman.dlq.exception-message"] == b"no such file: report-\\udcff.csv"
+    assert raw["ferryman.dlq.exception-type"] == b"FileNotFoundError"
+    assert b"no such file: report-\\udcff.csv" in raw["ferryman.dlq.traceback"]

@@ -38,10 +38,10 @@ def dead_letter(
         (h.DLQ_TOPIC, record.topic.encode()),
         (h.DLQ_PARTITION, str(record.partition).encode()),
         (h.DLQ_OFFSET, str(record.offset).encode()),
-        (h.DLQ_GROUP, group.encode()),
-        (h.DLQ_EXCEPTION_TYPE, exception_type(exc).encode()),
-        (h.DLQ_EXCEPTION_MESSAGE, str(exc).encode()),
-        (h.DLQ_TRACEBACK, "".join(traceback.format_exception(exc)).encode()),
+        (h.DLQ_GROUP, _utf8(group)),
+        (h.DLQ_EXCEPTION_TYPE, _utf8(exception_type(exc))),
+        (h.DLQ_EXCEPTION_MESSAGE, _utf8(str(exc))),
+        (h.DLQ_TRACEBACK, _utf8("".join(traceback.format_exception(exc)))),
         (h.DLQ_ATTEMPTS, str(attempts).encode()),
     )
     return producer.send(
@@ -63,3 +63,9 @@ def exception_type(exc: BaseException) -> str:
     if isinstance(exc, FerrymanError):
         return f"ferryman.{cls.__qualname__}"
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, with lone surrogates (from undecodable file names, say) written as ``\\udcff``:
+    a strict encode would fail the dead letter, and with it the consumer."""
+    return text.encode(errors="backslashreplace")
