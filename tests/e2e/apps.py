@@ -59,7 +59,8 @@ poison = EventTopic(f"e2e.poison.{SUFFIX}", Tick, partitions=1)
 
 ticker = Service(f"e2e-ticker-{SUFFIX}", config=FAST)
 strict = Service(f"e2e-strict-{SUFFIX}", config=replace(FAST, on_error="stop", retries=1))
-mirror = Service(f"e2e-mirror-{SUFFIX}", config=FAST)
+# Never commits on its own: a committed offset can only come from the SIGTERM shutdown.
+mirror = Service(f"e2e-mirror-{SUFFIX}", config=replace(FAST, commit_interval=3600))
 responder = Service(f"e2e-responder-{SUFFIX}", config=FAST)
 
 _out = open(OUT, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
