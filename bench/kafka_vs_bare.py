@@ -96,8 +96,17 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
             start = time.perf_counter()
         for msg in [first, *consumer.consume(499, timeout=0)]:
             if msg.error() is None:
-                # what a handler reads: coordinates, key, value
-                _ = (msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+                # the same fields a ferryman Record carries: a service needs its headers
+                # (message id, correlation) and timestamp as much as its key and value
+                _ = (
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.headers(),
+                    msg.timestamp(),
+                )
                 got += 1
     elapsed = time.perf_counter() - start
     consumer.close()

@@ -16,6 +16,9 @@ from typing import Any
 
 from ferryman.records import Headers, Record
 
+# A named tuple's own __new__ is a Python function; building the tuple directly skips it.
+_make_record = tuple.__new__
+
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
 _HEADER = struct.Struct("<HI")
@@ -93,7 +96,7 @@ def decode_batch(
             pos += hlen
         else:
             headers = ()
-        append(Record(topic, partition, offset, key, value, headers, ts))
+        append(_make_record(Record, (topic, partition, offset, key, value, headers, ts)))
     return out
 
 

@@ -30,6 +30,9 @@ from ferryman.records import Record, TopicPartition
 
 log = logging.getLogger("ferryman.broker.kafka")
 
+# A named tuple's own __new__ is a Python function; building the tuple directly skips it.
+_make_record = tuple.__new__
+
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
@@ -149,14 +152,17 @@ class KafkaConsumer:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
         # One comprehension per batch: this runs once per record, so it is kept tight.
         records = [
-            Record(
-                m.topic(),
-                m.partition(),
-                m.offset(),
-                m.key(),
-                m.value(),
-                tuple((k, v or b"") for k, v in h) if (h := m.headers()) else (),
-                m.timestamp()[1],
+            _make_record(
+                Record,
+                (
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value(),
+                    tuple((k, v or b"") for k, v in h) if (h := m.headers()) else (),
+                    m.timestamp()[1],
+                ),
             )
             for m in messages
             if m.error() is None
