@@ -84,14 +84,20 @@ def test_no_responder_times_out(env: Env) -> None:
 
 
 def holding_server_and_client(
-    env: Env, topic: RequestTopic[Ask, Answer], release: threading.Event
+    env: Env,
+    topic: RequestTopic[Ask, Answer],
+    release: threading.Event,
+    held: threading.Event | None = None,
 ) -> tuple[Service, Service]:
-    """A server whose responder holds request n=1 until ``release`` is set, and a client."""
+    """A server whose responder holds request n=1 until ``release`` is set (and sets ``held``
+    once it holds it), and a client."""
     server = env.service("server")
 
     @server.responder(topic)
     def slow(ask: Ask) -> Answer:
         if ask.n == 1:
+            if held is not None:
+                held.set()
             release.wait(env.timeout)
         return Answer(ask.n, ask.n)
 
@@ -166,14 +172,15 @@ def test_blocking_request_from_a_thread(env: Env) -> None:
 
 def test_a_reply_after_the_deadline_is_late_even_if_nobody_awaited_it(env: Env) -> None:
     topic = RequestTopic(env.name("slow"), Ask, reply=Answer, partitions=1)
-    release = threading.Event()
+    release, held = threading.Event(), threading.Event()
 
     async def main() -> None:
-        server, client = holding_server_and_client(env, topic, release)
+        server, client = holding_server_and_client(env, topic, release, held)
         async with server, client:
+            # ack=True only to get the PendingReply at once: the caller never awaits anything.
             pending = await client.request(topic, Ask(1), timeout=0.2, ack=True)
-            await pending.accepted()
-            # The caller never awaits the reply; release only once the deadline has passed.
+            await eventually(held.is_set, env.timeout, "the responder got the request")
+            # Released only once the deadline has passed: the reply is late by construction.
             await eventually(lambda: time.monotonic() > pending.deadline, env.timeout)
             release.set()
             await eventually(lambda: client.late_replies == 1, env.timeout, "a late reply")
