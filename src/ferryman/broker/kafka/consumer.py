@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, NoReturn
 
 from confluent_kafka import Consumer as _RdConsumer
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Message as _RdMessage
 from confluent_kafka import TopicPartition as _RdPartition
 
 from ferryman.broker.base import OffsetReset, RebalanceCallback
@@ -30,8 +33,33 @@ from ferryman.records import Record, TopicPartition
 
 log = logging.getLogger("ferryman.broker.kafka")
 
-# A named tuple's own __new__ is a Python function; building the tuple directly skips it.
-_make_record = tuple.__new__
+# Records are built column by column with map() over the C methods of confluent-kafka's Message
+# and tuple.__new__ (a named tuple's own __new__ is a Python function): no Python bytecode runs
+# per message unless one has headers. This is the consumer's hot path.
+_error = _RdMessage.error
+_columns = (
+    _RdMessage.topic,
+    _RdMessage.partition,
+    _RdMessage.offset,
+    _RdMessage.key,
+    _RdMessage.value,
+)
+_headers = _RdMessage.headers
+_timestamp = _RdMessage.timestamp
+_second = itemgetter(1)
+
+
+def _to_records(messages: list[Any]) -> list[Record]:
+    headers: list[Any] = list(map(_headers, messages))
+    if any(headers):
+        # librdkafka gives None for a header without a value; ferryman's headers are bytes
+        headers = [tuple((k, v or b"") for k, v in h) if h else () for h in headers]
+    else:
+        headers = [()] * len(messages)
+    columns = [map(c, messages) for c in _columns]
+    rows = zip(*columns, headers, map(_second, map(_timestamp, messages)), strict=True)
+    return list(map(tuple.__new__, repeat(Record), rows))
+
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
@@ -150,27 +178,13 @@ class KafkaConsumer:
         messages: list[Any] = [first]  # Any: the stubs make every field Optional
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
-        # One comprehension per batch: this runs once per record, so it is kept tight.
-        records = [
-            _make_record(
-                Record,
-                (
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    m.key(),
-                    m.value(),
-                    tuple((k, v or b"") for k, v in h) if (h := m.headers()) else (),
-                    m.timestamp()[1],
-                ),
-            )
-            for m in messages
-            if m.error() is None
-        ]
-        if len(records) != len(messages):
-            for m in messages:
-                if m.error() is not None:
-                    self._message_error(m.error())
+        errors = list(map(_error, messages))
+        if any(errors):
+            for err in errors:
+                if err is not None:
+                    self._message_error(err)
+            messages = [m for m, err in zip(messages, errors, strict=True) if err is None]
+        records = _to_records(messages)
         if self._seeked:
             for r in records:
                 self._seeked.pop((r.topic, r.partition), None)
