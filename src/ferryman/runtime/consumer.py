@@ -89,6 +89,7 @@ class ConsumerLoop:
         self.dead_lettered = 0
         self.handled = 0
         self.registry_retries = 0
+        self.polls = 0
 
     def in_flight(self) -> dict[TopicPartition, int]:
         """Records fetched but not yet handled, per partition (bounded by ``max_in_flight``)."""
@@ -170,6 +171,7 @@ class ConsumerLoop:
                     self._commit(consumer)
                     last_commit = now
                 records = consumer.poll(POLL_TIMEOUT, self._config.poll_records)
+                self.polls += 1  # read by tests and diagnostics: the poll loop is alive
                 if records:
                     self._hand_over(consumer, records)
         except BaseException as exc:
