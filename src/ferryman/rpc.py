@@ -187,7 +187,7 @@ class Requester:
             headers.append((h.ACK_REQUESTED, b"1"))
         with self._lock:
             self._pending[correlation_id] = pending
-        future = self._conn.producer.send(
+        future = self._conn.rpc_producer.send(
             topic.name,
             payload,
             key=serde.encode_key(topic, topic.key_of(value)),
@@ -321,7 +321,7 @@ def responder_route(
             (h.REPLY_KIND, kind),
             *extra,
         )
-        future = connections.producer.send(
+        future = connections.rpc_producer.send(
             reply_topic,
             payload,
             headers=headers,

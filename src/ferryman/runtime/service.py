@@ -209,7 +209,7 @@ class Service:
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for every queued record; returns how many are still unacknowledged."""
-        return self._conn.producer.flush(timeout)
+        return self._conn.flush(timeout)
 
     # -- request/response --------------------------------------------------------------
 
