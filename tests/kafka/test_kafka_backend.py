@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import re
 import socket
 import threading
 import uuid
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.kafka import KafkaBroker
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import BrokerUnavailable, ConfigError, ProduceError, TopicMismatch
+from ferryman.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    ProduceError,
+    TopicMismatch,
+    UnknownTopic,
+)
 from ferryman.records import RecordMetadata, TopicSpec
 
 
@@ -186,3 +194,31 @@ def test_acknowledgements_behave_as_futures(broker: KafkaBroker) -> None:
     finally:
         producer.close(30.0)
         admin.delete_topic(name)
+
+
+@pytest.mark.kafka
+def test_concurrent_creators_of_one_topic_all_succeed(kafka_bootstrap: str) -> None:
+    # Several services starting at once each create the topics they use; the losers of the race
+    # get TOPIC_ALREADY_EXISTS before the topic's metadata reaches them, and must still succeed.
+    brokers = [KafkaBroker(kafka_bootstrap, {}) for _ in range(8)]
+    admins = [b.admin() for b in brokers]
+    names = [f"race-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(admins)) as pool:
+            for name in names:
+                spec = TopicSpec(name, partitions=6, config={"cleanup.policy": "delete"})
+                barrier = threading.Barrier(len(admins))
+
+                def create(admin: Any, spec: TopicSpec = spec, barrier: Any = barrier) -> None:
+                    barrier.wait(timeout=30)
+                    admin.create_topic(spec, exist_ok=True)
+
+                for future in [pool.submit(create, a) for a in admins]:
+                    future.result(timeout=60)
+                assert admins[0].describe_topic(name).partitions == 6
+    finally:
+        for name in names:
+            with contextlib.suppress(UnknownTopic):
+                admins[0].delete_topic(name)
+        for b in brokers:
+            b.close()

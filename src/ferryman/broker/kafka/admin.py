@@ -69,14 +69,19 @@ class KafkaAdmin:
         except KafkaException as exc:
             err = kafka_error(exc)
             if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS and exist_ok:
+                # Another client may have created it a moment ago: until the metadata reaches
+                # this client, describing it would say it does not exist.
+                self._wait_for_leaders(spec.name, None)
                 self._check_matches(spec)
+                self._wait_for_leaders(spec.name, spec.partitions)
                 return
             self._fail(exc, f"creating topic {spec.name!r}", spec.name)
         except (ValueError, TypeError) as exc:
             raise InvalidTopic(f"cannot create topic {spec.name!r}: {exc}") from exc
         self._wait_for_leaders(spec.name, spec.partitions)
 
-    def _wait_for_leaders(self, name: str, partitions: int) -> None:
+    def _wait_for_leaders(self, name: str, partitions: int | None) -> None:
+        """Wait until ``name`` has ``partitions`` partitions (None: any number), all led."""
         # Creation returns before every broker knows the topic; producing at once would fail.
         deadline = time.monotonic() + self._timeout
         while True:
@@ -84,7 +89,8 @@ class KafkaAdmin:
             if (
                 topic is not None
                 and topic.error is None
-                and len(topic.partitions) == partitions
+                and topic.partitions
+                and (partitions is None or len(topic.partitions) == partitions)
                 and all(p.leader >= 0 for p in topic.partitions.values())
             ):
                 return
