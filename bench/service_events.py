@@ -1,7 +1,8 @@
 """Events/s through a Service handler (Avro values) against a bare consume + fastavro loop.
 
 Run: ``python bench/service_events.py`` (embedded broker in a temp dir) or
-``python bench/service_events.py --broker kafka://127.0.0.1:9092``; ``--events N``.
+``python bench/service_events.py --broker kafka://127.0.0.1:9092``; ``--events N``;
+``--poll-records N`` (default 2000) is the batch of one poll on both sides.
 
 Both sides read the same N events (Avro, Confluent wire format) from the same topic, each in a
 fresh consumer group, timed from subscribe to the last event handled:
@@ -56,7 +57,7 @@ Result = tuple[float, float]
 """(events per second of wall-clock time, CPU microseconds per event in this process)."""
 
 
-def bare(broker_url: str, registry_path: str, topic: str, n: int) -> Result:
+def bare(broker_url: str, registry_path: str, topic: str, n: int, batch: int) -> Result:
     from ferryman.schema import open_registry
 
     registry = open_registry(registry_path)
@@ -72,7 +73,7 @@ def bare(broker_url: str, registry_path: str, topic: str, n: int) -> Result:
     start, cpu = time.perf_counter(), time.process_time()
     consumer.subscribe([topic])
     while got < n:
-        for record in consumer.poll(1.0, 500):
+        for record in consumer.poll(1.0, batch):
             assert record.value is not None
             buf = io.BytesIO(record.value)
             buf.seek(5)
@@ -84,13 +85,15 @@ def bare(broker_url: str, registry_path: str, topic: str, n: int) -> Result:
     return n / elapsed, cpu / n * 1e6
 
 
-def service(broker: str, registry: str, topic: EventTopic[OrderPlaced], n: int) -> Result:
+def service(
+    broker: str, registry: str, topic: EventTopic[OrderPlaced], n: int, batch: int
+) -> Result:
     async def main() -> Result:
         svc = Service(
             f"bench-service-{uuid.uuid4().hex[:6]}",
             broker=broker,
             registry=registry,
-            config=ServiceConfig(poll_records=500, max_in_flight=5000),
+            config=ServiceConfig(poll_records=batch, max_in_flight=5000),
         )
         count = 0
         done = asyncio.Event()
@@ -119,6 +122,9 @@ def main() -> None:
     parser.add_argument("--broker", default=None, help="broker URL (default: embedded, temp dir)")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--poll-records", type=int, default=2000, help="records per poll, both sides alike"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="best of N for each side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp:
@@ -135,13 +141,14 @@ def main() -> None:
         print(f"produced {args.events} events in {time.perf_counter() - t0:.1f}s")
         bares, services = [], []
         for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits both sides alike
-            bares.append(bare(broker, registry, topic.name, args.events))
-            services.append(service(broker, registry, topic, args.events))
+            bares.append(bare(broker, registry, topic.name, args.events, args.poll_records))
+            services.append(service(broker, registry, topic, args.events, args.poll_records))
         b, s = max(bares), max(services)
         b_cpu, s_cpu = min(c for _, c in bares), min(c for _, c in services)
         kind = broker.split(":", 1)[0]
         print(
-            f"backend={kind} events={args.events} partitions={args.partitions} best of {args.rounds}"
+            f"backend={kind} events={args.events} partitions={args.partitions} "
+            f"poll_records={args.poll_records} best of {args.rounds}"
         )
         print(f"bare consume + fastavro: {b[0]:>9,.0f} events/s  {b_cpu:5.1f} us CPU/event")
         print(f"Service handler:         {s[0]:>9,.0f} events/s  {s_cpu:5.1f} us CPU/event")
