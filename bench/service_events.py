@@ -93,7 +93,7 @@ def service(
             f"bench-service-{uuid.uuid4().hex[:6]}",
             broker=broker,
             registry=registry,
-            config=ServiceConfig(poll_records=batch, max_in_flight=5000),
+            config=ServiceConfig(poll_records=batch),  # the default max_in_flight
         )
         count = 0
         done = asyncio.Event()
