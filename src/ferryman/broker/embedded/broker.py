@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from ferryman.broker.base import OffsetReset
@@ -13,13 +12,10 @@ from ferryman.errors import ClientClosed, ConfigError, FerrymanError
 from .admin import EmbeddedAdmin
 from .cleaner import Cleaner
 from .consumer import EmbeddedConsumer
+from .group import now_ms
 from .producer import EmbeddedProducer
 from .storage import Checkpointer, Store
 from .wakeup import Notifier
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class EmbeddedBroker:
@@ -42,7 +38,7 @@ class EmbeddedBroker:
         if cleaner_interval is not None and cleaner_interval <= 0:
             raise ConfigError(f"cleaner_interval={cleaner_interval!r}: use seconds > 0, or None")
         self._store = Store(path, fsync=fsync)
-        self._clock = clock or wall_clock_ms
+        self._clock = clock or now_ms
         self._notifier = Notifier(self._store.wake_dir)
         self._stop = threading.Event()
         self._cleaner = Cleaner(self._store, self._notifier, self._clock, self._stop)

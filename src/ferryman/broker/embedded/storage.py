@@ -91,7 +91,7 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
             f"the embedded broker file {str(path)!r} is read-only ({text}); make it and its "
             "directory writable, or choose another path with embedded:PATH"
         )
-    if "locked" in text or "busy" in text:
+    if is_busy(exc):
         return StorageError(
             f"the embedded broker file {str(path)!r} stayed locked by another writer for more "
             f"than {BUSY_TIMEOUT:.0f} s ({text}); a process is holding a long transaction or "
@@ -117,7 +117,7 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
     return StorageError(f"the embedded broker file {str(path)!r} failed: {text}")
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: BaseException) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
 
