@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from ferryman.errors import ConfigError, SchemaError
+from ferryman.schema.registry import Compatibility
 
 SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
 """A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type).
@@ -23,15 +24,7 @@ SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
 JSON schema text (a str starting with ``{``, ``[`` or ``"``) is accepted too.
 """
 
-LEVELS = (
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-)
+LEVELS = tuple(level.value for level in Compatibility)
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 # reader type -> writer types it can read (Avro spec, "Schema Resolution").
