@@ -112,15 +112,7 @@ class EmbeddedRegistry:
             if row is not None:
                 return int(row[0])
             level = self._level(db, subject)
-            existing = [
-                json.loads(text)
-                for (text,) in db.execute(
-                    "SELECT s.schema FROM subject_versions sv JOIN schemas s ON s.id = sv.schema_id "
-                    "WHERE sv.subject = ? ORDER BY sv.version",
-                    (subject,),
-                )
-            ]
-            problems = check(schema, existing, level)
+            problems = check(schema, self._existing(db, subject), level)
             if problems:
                 raise IncompatibleSchema(
                     f"the new schema for subject {subject!r} breaks its {level} compatibility "
@@ -271,7 +263,10 @@ class EmbeddedRegistry:
     def test_compatibility_all(self, subject: str, schema: AvroSchema) -> list[str]:
         """The problems ``schema`` would have as the next version of ``subject``, by its rule."""
         schema = _valid(schema)
-        existing = [self.get_version(subject, v).schema for v in self.versions(subject)]
+        with self._lock, self._sqlite_errors():
+            existing = self._existing(self._db, subject)
+        if not existing:
+            self._require_subject(subject)
         return check(schema, existing, self.get_compatibility(subject))
 
     def close(self) -> None:
@@ -286,6 +281,15 @@ class EmbeddedRegistry:
             (subject,),
         ).fetchone()
         return str(row[0]) if row else DEFAULT_COMPATIBILITY.value
+
+    def _existing(self, db: sqlite3.Connection, subject: str) -> list[AvroSchema]:
+        """The schemas of ``subject``'s versions, oldest first, in one query."""
+        rows = db.execute(
+            "SELECT s.schema FROM subject_versions sv JOIN schemas s ON s.id = sv.schema_id "
+            "WHERE sv.subject = ? ORDER BY sv.version",
+            (subject,),
+        )
+        return [json.loads(text) for (text,) in rows]
 
     def _require_subject(self, subject: str) -> None:
         self.versions(subject)
