@@ -48,6 +48,7 @@ class Service:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("a Service needs a name, e.g. fm.Service('orders')")
         self.name = name
+        self._source = name.encode()  # the ferryman.source header, once rather than per send
         self.config = config or ServiceConfig()
         self.locations: Locations = resolve_locations(
             broker if isinstance(broker, str) else None,
@@ -141,7 +142,7 @@ class Service:
             key=raw_key,
             headers=(
                 (h.MESSAGE_ID, h.new_id().encode()),
-                (h.SOURCE, self.name.encode()),
+                (h.SOURCE, self._source),
                 *extra,
             ),
             timestamp=h.timestamp_ms(timestamp),
