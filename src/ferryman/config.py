@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ferryman.broker import DEFAULT_BROKER_URL as DEFAULT_BROKER
 from ferryman.errors import ConfigError
 
-DEFAULT_BROKER = "embedded:.ferryman/broker.db"
 DEFAULT_REGISTRY = "embedded"
 DEFAULT_DATABASE = "sqlite:///.ferryman/database.db"
 
