@@ -129,7 +129,7 @@ def test_request_reply_must_be_a_model() -> None:
         RequestTopic("pricing.quote", OrderPlaced, reply=float)
 
 
-@pytest.mark.parametrize("name", ["", "has space", "a/b", "x" * 250, ".."])
+@pytest.mark.parametrize("name", ["", "has space", "a/b", "x" * 250, "..", "orders\n"])
 def test_illegal_names(name: str) -> None:
     with pytest.raises(TopicDeclarationError, match="not a legal topic name"):
         EventTopic(name, OrderPlaced)

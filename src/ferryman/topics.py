@@ -14,13 +14,13 @@ key's value (murmur2 of the same bytes on every backend).
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
+from ferryman.broker.base import is_legal_topic_name
 from ferryman.errors import TopicDeclarationError
 from ferryman.records import TopicSpec
 
@@ -30,7 +30,6 @@ R = TypeVar("R")
 DEFAULT_PARTITIONS = 6
 RESERVED_SUFFIXES = (".reply", ".dlq")
 KEY_TYPES: tuple[type, ...] = (int, str, bytes, uuid.UUID)
-_LEGAL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 DAY_MS = 24 * 60 * 60 * 1000
 HOUR_MS = 60 * 60 * 1000
@@ -285,7 +284,7 @@ def dlq_name(topic: str) -> str:
 
 
 def _check_name(kind: str, name: str) -> None:
-    if not isinstance(name, str) or not _LEGAL_NAME.match(name) or name in {".", ".."}:
+    if not is_legal_topic_name(name):
         raise TopicDeclarationError(
             f"{kind} name {name!r} is not a legal topic name: use 1-249 characters from "
             "letters, digits, '.', '_' and '-', e.g. 'orders.placed'"

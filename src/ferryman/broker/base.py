@@ -14,6 +14,7 @@ watermark (the offset the next produced record gets).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Literal, Protocol
@@ -27,6 +28,18 @@ from ferryman.records import (
     TopicPartition,
     TopicSpec,
 )
+
+_LEGAL_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def is_legal_topic_name(name: object) -> bool:
+    """Kafka's rule, on every backend: 1-249 of ``[A-Za-z0-9._-]``, and not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and name not in {".", ".."}
+        and _LEGAL_TOPIC_NAME.fullmatch(name) is not None
+    )
+
 
 OffsetReset = Literal["earliest", "latest"]
 RebalanceCallback = Callable[[set[TopicPartition]], None]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from ferryman.broker.base import is_legal_topic_name
 from ferryman.errors import InvalidTopic
 
 MAX_PARTITIONS = 10_000
-_LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
 
 DEFAULTS: dict[str, str] = {
     "cleanup.policy": "delete",
@@ -68,7 +67,7 @@ _INTEGER_MIN = {
 
 
 def check_name(name: str) -> None:
-    if not name or name in {".", ".."} or len(name) > 249 or not _LEGAL.fullmatch(name):
+    if not is_legal_topic_name(name):
         raise InvalidTopic(
             f"invalid topic name {name!r}: use 1 to 249 characters from a-z, A-Z, 0-9, "
             "'.', '_' and '-', and not '.' or '..'"
