@@ -17,7 +17,7 @@ from ferryman.errors import (
     SchemaError,
     TopicDeclarationError,
 )
-from ferryman.records import Record, RecordMetadata, TopicPartition
+from ferryman.records import Record, RecordBatch, RecordMetadata, TopicPartition
 from ferryman.rpc import PendingReply
 from ferryman.runtime.messages import Message
 from ferryman.runtime.service import Service
@@ -36,6 +36,7 @@ __all__ = [
     "Message",
     "PendingReply",
     "Record",
+    "RecordBatch",
     "RecordMetadata",
     "RemoteError",
     "RequestTimeout",

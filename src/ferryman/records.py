@@ -6,8 +6,11 @@ built on top of them by the runtime.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import repeat
+from operator import eq
+from typing import NamedTuple, overload
 
 Headers = tuple[tuple[str, bytes], ...]
 """Record headers: an ordered sequence of (name, value) pairs; names may repeat."""
@@ -52,6 +55,75 @@ class Record(NamedTuple):
             if k == name:
                 return v
         return None
+
+
+Row = tuple[str, int, int, bytes | None, bytes | None, Headers, int]
+"""A record as a plain tuple, in :class:`Record`'s field order:
+``(topic, partition, offset, key, value, headers, timestamp)``."""
+
+# A named tuple's own __new__ is a Python function; tuple.__new__ builds one straight from a row.
+_as_record = tuple.__new__
+
+
+class RecordBatch(Sequence[Record]):
+    """The records one poll returned, in the order the log gave them.
+
+    Iterating or indexing gives :class:`Record` objects, built as they are asked for. Code that
+    reads records by the hundred thousand (a bulk load, a mirror catching up) can read ``rows``
+    instead: the same records as plain tuples in ``Record``'s field order, so that no object is
+    built per record (on Kafka that is most of what a consumer costs above librdkafka itself)::
+
+        for topic, partition, offset, key, value, headers, timestamp in batch.rows:
+            ...
+
+    A batch compares equal to any sequence of the same records (``consumer.poll() == []``).
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Iterable[Row] = ()) -> None:
+        self._rows: list[Row] = rows if type(rows) is list else list(rows)
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> RecordBatch:
+        """A batch of ``records``."""
+        return cls(map(tuple, records))  # type: ignore[arg-type]  # a Record is a Row
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        """The records as plain tuples, ``(topic, partition, offset, key, value, headers,
+        timestamp)``: the fastest way through a batch."""
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Record]:
+        return map(_as_record, repeat(Record), self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RecordBatch: ...
+
+    def __getitem__(self, index: int | slice) -> Record | RecordBatch:
+        if isinstance(index, slice):
+            return RecordBatch(self._rows[index])
+        return _as_record(Record, self._rows[index])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordBatch):
+            return self._rows == other._rows
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            # a Record is a tuple, so it equals its row
+            return len(self._rows) == len(other) and all(map(eq, self._rows, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which do not hash
+
+    def __repr__(self) -> str:
+        return f"RecordBatch({list(self)!r})"
 
 
 class RecordMetadata(NamedTuple):

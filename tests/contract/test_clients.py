@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ferryman.errors import ClientClosed, CommitFailed, ConfigError
-from ferryman.records import Record, TopicPartition
+from ferryman.records import Record, RecordBatch, TopicPartition
 
 from .conftest import Backend
 from .helpers import POLL, consume_all, produce_n
@@ -44,7 +44,7 @@ def test_poll_returns_at_most_max_records(backend: Backend) -> None:
     produce_n(backend.producer(), topic, 20)
     consumer = backend.consumer(None)
     consumer.assign([TopicPartition(topic, 0)])
-    batches: list[list[Record]] = []
+    batches: list[RecordBatch] = []
     while sum(len(b) for b in batches) < 20:
         batch = consumer.poll(backend.join_timeout, max_records=3)
         assert batch, "no records within the deadline"
@@ -52,3 +52,39 @@ def test_poll_returns_at_most_max_records(backend: Backend) -> None:
     assert all(len(b) <= 3 for b in batches)
     assert [r.offset for b in batches for r in b] == list(range(20))
     assert consume_all(consumer, 0, 1.0) == []
+
+
+def test_a_polled_batch_gives_the_same_records_as_records_and_as_rows(backend: Backend) -> None:
+    topic = backend.topic(1)
+    producer = backend.producer()
+    sent = [
+        producer.send(topic, b"v0", key=b"k0", timestamp=1_700_000_000_000),
+        producer.send(topic, None, key=b"k1", headers=(("h", b"1"), ("h", b"2"), ("e", b""))),
+        producer.send(topic, b"", key=None),
+    ]
+    producer.flush()
+    for f in sent:
+        f.result(30.0)
+    consumer = backend.consumer(None)
+    consumer.assign([TopicPartition(topic, 0)])
+    batch = consumer.poll(backend.join_timeout, max_records=10)
+    while len(batch) < 3:
+        more = consumer.poll(backend.join_timeout, max_records=10)
+        assert more, f"only {len(batch)} of 3 records within the deadline"
+        batch = RecordBatch([*batch.rows, *more.rows])
+    assert isinstance(batch, RecordBatch)
+    records = list(batch)
+    assert all(type(r) is Record for r in records)
+    assert [tuple(r) for r in records] == list(batch.rows)
+    assert [(r.offset, r.key, r.value) for r in records] == [
+        (0, b"k0", b"v0"),
+        (1, b"k1", None),
+        (2, None, b""),
+    ]
+    assert records[0].timestamp == 1_700_000_000_000
+    assert records[1].headers == (("h", b"1"), ("h", b"2"), ("e", b""))
+    assert records[1].header("h") == b"2"
+    assert records[2].headers == ()
+    assert batch == records
+    assert batch[1] == records[1]
+    assert batch[1:] == records[1:]

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 from ferryman.records import (
     Headers,
     PartitionOffsets,
-    Record,
+    RecordBatch,
     RecordMetadata,
     TopicInfo,
     TopicPartition,
@@ -139,9 +139,12 @@ class Consumer(Protocol):
         """The partitions this member currently owns."""
         ...
 
-    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> RecordBatch:
         """Up to ``max_records`` records from owned, unpaused partitions, in offset order per
-        partition. Blocks up to ``timeout`` seconds when there is nothing to read (no busy wait)."""
+        partition. Blocks up to ``timeout`` seconds when there is nothing to read (no busy wait).
+
+        The batch is a sequence of ``Record``; its ``rows`` are the same records as plain tuples,
+        for callers that read many records and want no object built per record."""
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
 from ferryman.errors import CommitFailed, DecodeError, HandlerError, RegistryError
-from ferryman.records import Record, TopicPartition
+from ferryman.records import Record, RecordBatch, TopicPartition
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
 from ferryman.runtime.handlers import Route
@@ -177,7 +177,7 @@ class ConsumerLoop:
         except BaseException as exc:
             self._fail(exc)
 
-    def _hand_over(self, consumer: Consumer, records: list[Record]) -> None:
+    def _hand_over(self, consumer: Consumer, records: RecordBatch) -> None:
         by_key: dict[tuple[str, int], list[Record]] = {}
         for r in records:
             recs = by_key.get((r.topic, r.partition))

@@ -14,10 +14,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from ferryman.records import Headers, Record
-
-# A named tuple's own __new__ is a Python function; building the tuple directly skips it.
-_make_record = tuple.__new__
+from ferryman.records import Headers, Row
 
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
@@ -65,9 +62,9 @@ def decode_batch(
     deltas: bytes | None,
     data: bytes,
     start: int,
-) -> list[Record]:
-    """The records of one batch row whose offset is at least ``start``."""
-    out: list[Record] = []
+) -> list[Row]:
+    """The records of one batch row whose offset is at least ``start``, as rows."""
+    out: list[Row] = []
     append = out.append
     gaps = offsets_of(deltas) if deltas is not None else None
     pos = 0
@@ -96,7 +93,7 @@ def decode_batch(
             pos += hlen
         else:
             headers = ()
-        append(_make_record(Record, (topic, partition, offset, key, value, headers, ts)))
+        append((topic, partition, offset, key, value, headers, ts))
     return out
 
 

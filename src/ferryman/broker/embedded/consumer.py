@@ -16,7 +16,7 @@ from ferryman.errors import (
     ConfigError,
     UnknownPartition,
 )
-from ferryman.records import Record, TopicPartition
+from ferryman.records import RecordBatch, Row, TopicPartition
 
 from .admin import load_topic
 from .codec import decode_batch
@@ -82,7 +82,7 @@ class EmbeddedConsumer:
         self._owned: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
-        self._buffers: dict[TopicPartition, list[Record]] = {}
+        self._buffers: dict[TopicPartition, list[Row]] = {}
         self._rotation = 0
         self._closed = False
         self._fenced = threading.Event()
@@ -223,7 +223,7 @@ class EmbeddedConsumer:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> RecordBatch:
         self._check_open()
         if max_records < 1:
             raise ConfigError(f"max_records={max_records}: ask for at least one record")
@@ -236,10 +236,10 @@ class EmbeddedConsumer:
             except sqlite3.Error as exc:
                 raise storage_error(self._store.path, exc) from exc
             if records:
-                return records
+                return RecordBatch(records)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return []
+                return RecordBatch()
             self._waiter.wait(remaining)
 
     def _bounds(
@@ -255,7 +255,7 @@ class EmbeddedConsumer:
         ).fetchall()
         return {TopicPartition(t, p): (pid, s, n) for t, p, pid, s, n in rows}
 
-    def _fetch(self, max_records: int) -> list[Record]:
+    def _fetch(self, max_records: int) -> list[Row]:
         readable = [tp for tp in self._owned if tp not in self._paused]
         if not readable:
             return []
@@ -263,7 +263,7 @@ class EmbeddedConsumer:
         self._rotation = (self._rotation + 1) % len(readable)
         readable = readable[self._rotation :] + readable[: self._rotation]
         bounds = self._bounds(readable)
-        out: list[Record] = []
+        out: list[Row] = []
         for tp in readable:
             room = max_records - len(out)
             if room <= 0:
@@ -287,14 +287,12 @@ class EmbeddedConsumer:
             taken = buffer[:room]
             self._buffers[tp] = buffer[room:]
             out.extend(taken)
-            self._positions[tp] = taken[-1].offset + 1
+            self._positions[tp] = taken[-1][2] + 1  # the last row's offset
         return out
 
-    def _read(
-        self, tp: TopicPartition, pid: int, position: int, end: int, want: int
-    ) -> list[Record]:
+    def _read(self, tp: TopicPartition, pid: int, position: int, end: int, want: int) -> list[Row]:
         lo = pid << PID_SHIFT
-        records: list[Record] = []
+        records: list[Row] = []
         cursor = self._conn.execute(_BATCHES_FROM, (lo, lo | position, lo, lo | end))
         try:
             for batch_id, deltas, data in cursor:

@@ -29,13 +29,13 @@ from ferryman.errors import (
     ConfigError,
     UnknownPartition,
 )
-from ferryman.records import Record, TopicPartition
+from ferryman.records import RecordBatch, Row, TopicPartition
 
 log = logging.getLogger("ferryman.broker.kafka")
 
-# Records are built column by column with map() over the C methods of confluent-kafka's Message
-# and tuple.__new__ (a named tuple's own __new__ is a Python function): no Python bytecode runs
-# per message unless one has headers. This is the consumer's hot path.
+# Rows are built column by column with map() over the C methods of confluent-kafka's Message: no
+# Python bytecode runs per message unless one has headers. This is the consumer's hot path; a
+# Record is built only when the caller asks the batch for one.
 _error = _RdMessage.error
 _columns = (
     _RdMessage.topic,
@@ -49,16 +49,15 @@ _timestamp = _RdMessage.timestamp
 _second = itemgetter(1)
 
 
-def _to_records(messages: list[Any]) -> list[Record]:
-    headers: list[Any] = list(map(_headers, messages))
+def _to_rows(messages: list[Any]) -> list[Row]:
+    headers: Iterable[Any] = list(map(_headers, messages))
     if any(headers):
         # librdkafka gives None for a header without a value; ferryman's headers are bytes
         headers = [tuple((k, v or b"") for k, v in h) if h else () for h in headers]
     else:
-        headers = [()] * len(messages)
+        headers = repeat((), len(messages))
     columns = [map(c, messages) for c in _columns]
-    rows = zip(*columns, headers, map(_second, map(_timestamp, messages)), strict=True)
-    return list(map(tuple.__new__, repeat(Record), rows))
+    return list(zip(*columns, headers, map(_second, map(_timestamp, messages)), strict=True))
 
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -168,27 +167,27 @@ class KafkaConsumer:
         self._check_open()
         return {TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()}
 
-    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> RecordBatch:
         self._check_open()
         # poll() returns at the first record; consume(timeout=0) then drains what is fetched.
         # (consume() with a timeout would wait for max_records or the whole timeout.)
         first = self._consumer.poll(timeout)
         if first is None:
-            return []
+            return RecordBatch()
         messages: list[Any] = [first]  # Any: the stubs make every field Optional
         if max_records > 1:
             messages.extend(self._consumer.consume(max_records - 1, timeout=0))
-        errors = list(map(_error, messages))
-        if any(errors):
-            for err in errors:
+        if any(map(_error, messages)):
+            for m in messages:
+                err = m.error()
                 if err is not None:
                     self._message_error(err)
-            messages = [m for m, err in zip(messages, errors, strict=True) if err is None]
-        records = _to_records(messages)
+            messages = [m for m in messages if m.error() is None]
+        rows = _to_rows(messages)
         if self._seeked:
-            for r in records:
-                self._seeked.pop((r.topic, r.partition), None)
-        return records
+            for row in rows:
+                self._seeked.pop((row[0], row[1]), None)
+        return RecordBatch(rows)
 
     def _message_error(self, err: KafkaError) -> None:
         if err.code() in UNKNOWN_TOPIC:
