@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import re
 import socket
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -222,3 +224,31 @@ def test_concurrent_creators_of_one_topic_all_succeed(kafka_bootstrap: str) -> N
                 admins[0].delete_topic(name)
         for b in brokers:
             b.close()
+
+
+@pytest.mark.kafka
+def test_a_subscribed_topic_that_does_not_exist_is_logged_and_the_others_are_read(
+    broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # librdkafka reports the missing topic as an error message among the records of a poll:
+    # it must not become a record, stop the consumer or hide the records around it.
+    real, missing = unique("real"), unique("missing")
+    broker.admin().create_topic(TopicSpec(real, 1))
+    producer = broker.producer()
+    for i in range(5):
+        producer.send(real, b"v%d" % i)
+    producer.close()
+    consumer = broker.consumer(unique("group"))
+    try:
+        consumer.subscribe([missing, real])
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 30
+        with caplog.at_level(logging.WARNING, logger="ferryman.broker.kafka"):
+            while (len(got) < 5 or missing not in caplog.text) and time.monotonic() < deadline:
+                batch = consumer.poll(0.5)
+                assert all(r.topic == real for r in batch)
+                got += [r.value for r in batch]
+        assert got == [b"v%d" % i for i in range(5)]
+        assert missing in caplog.text, "the missing topic was never reported"
+    finally:
+        consumer.close()
