@@ -37,3 +37,29 @@ def kafka_bootstrap() -> str:
         "Apache Kafka",
         "run `scripts/kafka.sh start` and export what it prints",
     )
+
+
+def pytest_report_header() -> str:
+    kafka = os.environ.get("FERRYMAN_TEST_KAFKA", "").strip()
+    if kafka:
+        return f"Apache Kafka: {kafka} (tests marked kafka run against it)"
+    return "Apache Kafka: none (FERRYMAN_TEST_KAFKA unset; tests marked kafka skip, or fail in CI)"
+
+
+_ON_KAFKA: set[str] = set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _ON_KAFKA.update(item.nodeid for item in items if item.get_closest_marker("kafka"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how the tests on real Kafka went, so that a run shows they ran rather than skipped."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.nodeid in _ON_KAFKA and (report.when == "call" or outcome != "passed"):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        said = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+        terminalreporter.write_line(f"tests on Apache Kafka (marked kafka): {said}")

@@ -33,8 +33,9 @@ class Record(NamedTuple):
     ``value is None`` is a tombstone (on entity topics, a delete); it is not the same as
     ``value == b""``. ``timestamp`` is milliseconds since the epoch: the time the fact happened.
 
-    A named tuple rather than a frozen dataclass: both are immutable, but a consumer builds
-    hundreds of thousands of these a second and a tuple is built several times faster.
+    A named tuple rather than a frozen dataclass: both are immutable, and a tuple is built several
+    times faster. A consumer returns each poll's records as a :class:`RecordBatch`, which builds a
+    Record only when asked for one; its ``rows`` are the same fields as plain tuples.
     """
 
     topic: str
