@@ -2,7 +2,8 @@
 
 Run: ``python bench/service_events.py`` (embedded broker in a temp dir) or
 ``python bench/service_events.py --broker kafka://127.0.0.1:9092``; ``--events N``;
-``--poll-records N`` (default 2000) is the batch of one poll on both sides.
+``--poll-records N`` (default 2000) is the batch of one poll on both sides;
+``--max-in-flight N`` and ``--consumer-config PROPERTY=VALUE`` change the Service's settings.
 
 Both sides read the same N events (Avro, Confluent wire format) from the same topic, each in a
 fresh consumer group, timed from subscribe to the last event handled:
@@ -24,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fastavro
 
@@ -86,14 +88,19 @@ def bare(broker_url: str, registry_path: str, topic: str, n: int, batch: int) ->
 
 
 def service(
-    broker: str, registry: str, topic: EventTopic[OrderPlaced], n: int, batch: int
+    broker: str,
+    registry: str,
+    topic: EventTopic[OrderPlaced],
+    n: int,
+    batch: int,
+    overrides: dict[str, Any],
 ) -> Result:
     async def main() -> Result:
         svc = Service(
             f"bench-service-{uuid.uuid4().hex[:6]}",
             broker=broker,
             registry=registry,
-            config=ServiceConfig(poll_records=batch),  # the default max_in_flight
+            config=ServiceConfig(poll_records=batch, **overrides),
         )
         count = 0
         done = asyncio.Event()
@@ -126,7 +133,22 @@ def main() -> None:
         "--poll-records", type=int, default=2000, help="records per poll, both sides alike"
     )
     parser.add_argument("--rounds", type=int, default=3, help="best of N for each side")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=None, help="the Service's (default: its default)"
+    )
+    parser.add_argument(
+        "--consumer-config",
+        action="append",
+        default=[],
+        metavar="PROPERTY=VALUE",
+        help="a consumer property for the Service, e.g. fetch.wait.max.ms=500 (repeatable)",
+    )
     args = parser.parse_args()
+    overrides: dict[str, Any] = {}
+    if args.max_in_flight is not None:
+        overrides["max_in_flight"] = args.max_in_flight
+    if args.consumer_config:
+        overrides["consumer_config"] = dict(kv.split("=", 1) for kv in args.consumer_config)
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp:
         broker = args.broker or f"embedded:{Path(tmp) / 'broker.db'}"
         registry = f"embedded:{Path(tmp) / 'registry.db'}"
@@ -142,13 +164,16 @@ def main() -> None:
         bares, services = [], []
         for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits both sides alike
             bares.append(bare(broker, registry, topic.name, args.events, args.poll_records))
-            services.append(service(broker, registry, topic, args.events, args.poll_records))
+            services.append(
+                service(broker, registry, topic, args.events, args.poll_records, overrides)
+            )
         b, s = max(bares), max(services)
         b_cpu, s_cpu = min(c for _, c in bares), min(c for _, c in services)
         kind = broker.split(":", 1)[0]
         print(
             f"backend={kind} events={args.events} partitions={args.partitions} "
-            f"poll_records={args.poll_records} best of {args.rounds}"
+            f"poll_records={args.poll_records} best of {args.rounds} "
+            f"service overrides={overrides or 'none'}"
         )
         print(f"bare consume + fastavro: {b[0]:>9,.0f} events/s  {b_cpu:5.1f} us CPU/event")
         print(f"Service handler:         {s[0]:>9,.0f} events/s  {s_cpu:5.1f} us CPU/event")

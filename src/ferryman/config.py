@@ -67,15 +67,18 @@ def resolve_locations(
 class ServiceConfig:
     """How a service consumes: grouping, back-pressure, retries, errors and shutdown.
 
-    ``group`` defaults to the service name. ``poll_records`` is the most records one poll fetches. ``max_in_flight`` bounds the records fetched but not
-    yet handled per partition; past it the partition is paused until half is drained.
+    ``group`` defaults to the service name. ``poll_records`` is the most records one poll
+    fetches. ``max_in_flight`` bounds the records fetched but not yet handled per partition;
+    past it the partition is paused until half is drained.
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
     ``backoff_multiplier`` each time up to ``backoff_max``; then ``on_error`` decides: send the
     record to ``<topic>.dlq`` and go on, or stop the service with HandlerError.
     """
 
     group: str | None = None
-    max_in_flight: int = 2000
+    # Several polls' worth, so that a partition is paused when its handler falls behind, not
+    # after every full poll: on Kafka a pause drops the records librdkafka prefetched for it.
+    max_in_flight: int = 8000
     # Each poll costs a few GIL hand-overs between the poll thread and a busy event loop, so
     # bigger polls keep the loop fed (0.68x -> 0.87x of a bare loop, docs/benchmarks.md).
     poll_records: int = 2000

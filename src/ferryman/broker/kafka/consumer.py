@@ -64,6 +64,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.offset.store": False,
     "partition.assignment.strategy": "cooperative-sticky",
     "enable.partition.eof": False,
+    # With nothing new to return, the broker parks a fetch this long, and librdkafka has one
+    # fetch in flight per broker: a partition resumed after back-pressure waited behind a parked
+    # fetch for up to librdkafka's default 500 ms, which cut a Service on Kafka to 0.3x of a
+    # bare loop (docs/benchmarks.md, "Runtime"). 100 ms was librdkafka's own default until 2.x.
+    "fetch.wait.max.ms": 100,
 }
 
 
