@@ -13,7 +13,14 @@ import fastavro
 import pytest
 
 from ferryman.errors import ConfigError, DecodeError, IncompatibleSchema, SchemaError
-from ferryman.schema import AvroCodec, EmbeddedRegistry, Registry, SerdeContext, avro_schema
+from ferryman.schema import (
+    AvroCodec,
+    EmbeddedRegistry,
+    Registry,
+    SchemaLookupNeeded,
+    SerdeContext,
+    avro_schema,
+)
 
 from .schema_models import (
     Address,
@@ -372,3 +379,46 @@ def test_one_codec_for_two_topics_registers_and_checks_each_subject(
         codec.encode(CustomerV1(1, "Ann"), second)
     assert embedded.versions(first.subject) == [1]
     assert embedded.versions(second.subject) == [1]
+
+
+class CountingRegistry:
+    """A registry that counts schema fetches by id (what decoding a record may call)."""
+
+    def __init__(self, inner: EmbeddedRegistry) -> None:
+        self.inner = inner
+        self.fetches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_schema(self, schema_id: int) -> str:
+        self.fetches += 1
+        return self.inner.get_schema(schema_id)
+
+
+def test_without_lookup_an_unseen_writer_schema_is_a_signal_not_a_registry_call(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    data = AvroCodec(Address, embedded).encode(Address("Oslo", "0150"), SerdeContext(topic))
+    counting = CountingRegistry(embedded)
+    reader = AvroCodec(Address, counting)  # type: ignore[arg-type]  # a Registry by duck typing
+    offline = SerdeContext(topic, lookup=False)
+    with pytest.raises(SchemaLookupNeeded) as raised:
+        reader.decode(data, offline)
+    assert counting.fetches == 0
+    assert raised.value.schema_id == int.from_bytes(data[1:5], "big")
+    raised.value.load()  # what a caller runs off its event loop
+    assert counting.fetches == 1
+    assert reader.decode(data, offline) == Address("Oslo", "0150")
+    assert reader.decode(data, offline) == Address("Oslo", "0150")
+    assert counting.fetches == 1
+
+
+def test_loading_an_id_the_registry_does_not_know_raises_the_decode_error(
+    embedded: EmbeddedRegistry, topic: str
+) -> None:
+    data = b"\x00" + (987_654).to_bytes(4, "big") + b"\x02"
+    with pytest.raises(SchemaLookupNeeded) as raised:
+        AvroCodec(Address, embedded).decode(data, SerdeContext(topic, lookup=False))
+    with pytest.raises(DecodeError, match="unknown to the registry"):
+        raised.value.load()

@@ -30,6 +30,7 @@ from ferryman.records import Record, RecordBatch, TopicPartition
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
 from ferryman.runtime.handlers import Route
+from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
@@ -80,7 +81,7 @@ class ConsumerLoop:
         self._paused: set[TopicPartition] = set()
         self._to_resume: set[TopicPartition] = set()
         self._workers: dict[TopicPartition, _Worker] = {}
-        self._decoders: dict[str, Callable[[Record], Any]] = {}
+        self._decoders: dict[tuple[str, bool], Callable[[Record], Any]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -322,25 +323,44 @@ class ConsumerLoop:
             chunk = chunk + more[:room]
         return epoch, chunk
 
-    def _decoder(self, route: Route) -> Callable[[Record], Any]:
-        decode = self._decoders.get(route.topic.name)
+    def _decoder(self, route: Route, *, lookup: bool = False) -> Callable[[Record], Any]:
+        """The route's decoder. By default it never calls the schema registry (it runs on the
+        event loop, where a slow registry would stall every partition): a writer schema not
+        fetched yet raises SchemaLookupNeeded, and ``_decode_on_loop`` fetches it in a thread.
+        With ``lookup=True``, for threads, it fetches what it needs itself."""
+        decode = self._decoders.get((route.topic.name, lookup))
         if decode is None:
             serde, topic = self._conn.serde, route.topic
             if route.input == "value":
-                decode = serde.value_decoder(topic)
+                decode = serde.value_decoder(topic, lookup=lookup)
             else:
                 key = route.input == "message"
-                decode = functools.partial(serde.decode, topic, key=key)
-            self._decoders[topic.name] = decode
+                decode = functools.partial(serde.decode, topic, key=key, lookup=lookup)
+            self._decoders[(topic.name, lookup)] = decode
         return decode
+
+    async def _decode_on_loop(
+        self, route: Route, decode: Callable[[Record], Any], r: Record
+    ) -> Any:
+        try:
+            return decode(r)
+        except SchemaLookupNeeded:
+            # fetched (and decoded) in a thread; raises DecodeError / RegistryError as decode does
+            return await asyncio.to_thread(self._decoder(route, lookup=True), r)
 
     async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
         decode = self._decoder(w.route)
-        try:  # the common case, a run of good records, in one pass
-            values = [decode(r) for r in records]
-        except (DecodeError, RegistryError):
-            pass  # record by record below, so the ones before the bad one are handled first
-        else:
+        while True:
+            try:  # the common case, a run of good records, in one pass
+                values = [decode(r) for r in records]
+            except SchemaLookupNeeded as need:
+                try:  # a writer schema seen for the first time: fetched off the event loop
+                    await asyncio.to_thread(need.load)
+                except (DecodeError, RegistryError):
+                    break  # record by record below, where the failure is handled
+                continue
+            except (DecodeError, RegistryError):
+                break  # record by record below, so the ones before the bad one are handled first
             await self._handle(w, epoch, list(zip(records, values, strict=True)))
             return
         generation = w.generation
@@ -348,13 +368,14 @@ class ConsumerLoop:
         for r in records:
             try:
                 try:
-                    pending.append((r, decode(r)))
+                    pending.append((r, await self._decode_on_loop(w.route, decode, r)))
                     continue
                 except RegistryError as exc:
                     if pending:  # in order: what came before is handled before the wait
                         await self._handle(w, epoch, pending)
                         pending = []
-                    pending.append((r, await self._await_registry(w, generation, r, decode, exc)))
+                    fetching = self._decoder(w.route, lookup=True)  # it runs in a thread
+                    pending.append((r, await self._await_registry(w, generation, r, fetching, exc)))
                     continue
             except DecodeError as exc:
                 error = exc

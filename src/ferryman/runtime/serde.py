@@ -14,7 +14,7 @@ from typing import Any
 from ferryman.errors import DecodeError, RegistryError, SchemaError
 from ferryman.records import Record
 from ferryman.runtime.messages import Message
-from ferryman.schema.base import Codec, Field, SerdeContext
+from ferryman.schema.base import Codec, Field, SchemaLookupNeeded, SerdeContext
 from ferryman.topics import RequestTopic, Topic
 
 CodecFactory = Callable[[type[Any], str], Codec]
@@ -30,7 +30,7 @@ class Serde:
     def __init__(self, factory: CodecFactory) -> None:
         self._factory = factory
         self._codecs: dict[tuple[str, Field], Codec] = {}
-        self._value_decoders: dict[str, Callable[[Record], Any]] = {}
+        self._value_decoders: dict[tuple[str, bool], Callable[[Record], Any]] = {}
         self._lock = threading.Lock()
 
     def _codec(self, subject_topic: str, field: Field, model: type[Any], compat: str) -> Codec:
@@ -84,14 +84,15 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value"))
 
-    def value_decoder(self, topic: Topic[Any]) -> Callable[[Record], Any]:
+    def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Record], Any]:
         """``decode_value`` for ``topic`` with its codec and context looked up once: the
-        consumer's per-record path."""
+        consumer's per-record path. With ``lookup=False`` a writer schema not fetched yet raises
+        SchemaLookupNeeded instead of calling the registry (for use on an event loop)."""
         codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
         decode = codec.decode
         # The codec (AvroCodec) reads the context only to describe a failure; a shared one
         # saves building a context per record, and a failure decodes again with the full one.
-        shared = SerdeContext(topic.name, "value")
+        shared = SerdeContext(topic.name, "value", lookup=lookup)
 
         def value_of(record: Record) -> Any:
             raw = record.value
@@ -99,22 +100,26 @@ class Serde:
                 return None
             try:
                 return decode(raw, shared)
-            except RegistryError:
+            except (RegistryError, SchemaLookupNeeded):
                 raise  # the registry is down, not the record bad: retried, never dead-lettered
             except Exception:
-                return _decode_again(topic, codec, record, raw)
+                return _decode_again(topic, codec, record, raw, lookup)
 
         return value_of
 
-    def decode_value(self, topic: Topic[Any], record: Record) -> Any:
+    def decode_value(self, topic: Topic[Any], record: Record, *, lookup: bool = True) -> Any:
         """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
-        cannot be decoded; RegistryError, passed through, if the registry cannot be asked."""
-        decode = self._value_decoders.get(topic.name)
+        cannot be decoded; RegistryError, passed through, if the registry cannot be asked;
+        SchemaLookupNeeded with ``lookup=False`` (see value_decoder)."""
+        decode = self._value_decoders.get((topic.name, lookup))
         if decode is None:
-            decode = self._value_decoders[topic.name] = self.value_decoder(topic)
+            decode = self.value_decoder(topic, lookup=lookup)
+            self._value_decoders[(topic.name, lookup)] = decode
         return decode(record)
 
-    def decode(self, topic: Topic[Any], record: Record, *, key: bool = True) -> Message[Any]:
+    def decode(
+        self, topic: Topic[Any], record: Record, *, key: bool = True, lookup: bool = True
+    ) -> Message[Any]:
         """The Message of ``record``; raises DecodeError (with coordinates) if it cannot be
         decoded. With ``key=False`` the key is decoded only if it is read."""
         key_codec = None
@@ -127,7 +132,7 @@ class Serde:
             record.partition,
             record.offset,
             record.key,
-            self.decode_value(topic, record),
+            self.decode_value(topic, record, lookup=lookup),
             record.headers,
             record.timestamp,
             key_codec,
@@ -148,15 +153,17 @@ class Serde:
         return message
 
 
-def _ctx(record: Record, field: Field) -> SerdeContext:
-    return SerdeContext(record.topic, field, record.headers, record.partition, record.offset)
+def _ctx(record: Record, field: Field, lookup: bool = True) -> SerdeContext:
+    return SerdeContext(
+        record.topic, field, record.headers, record.partition, record.offset, lookup
+    )
 
 
-def _decode_again(topic: Topic[Any], codec: Codec, record: Record, raw: bytes) -> Any:
+def _decode_again(topic: Topic[Any], codec: Codec, record: Record, raw: bytes, lookup: bool) -> Any:
     """Decode with the record's full context, so a failure carries its coordinates."""
     try:
-        return codec.decode(raw, _ctx(record, "value"))
-    except (DecodeError, RegistryError):
+        return codec.decode(raw, _ctx(record, "value", lookup))
+    except (DecodeError, RegistryError, SchemaLookupNeeded):
         raise
     except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
         raise DecodeError(

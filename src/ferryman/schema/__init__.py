@@ -1,7 +1,7 @@
 """Schemas: Avro models, the Confluent wire format, registries and compatibility rules."""
 
 from ferryman.schema.avro import AvroCodec
-from ferryman.schema.base import Codec, SerdeContext
+from ferryman.schema.base import Codec, SchemaLookupNeeded, SerdeContext
 from ferryman.schema.embedded import EmbeddedRegistry
 from ferryman.schema.http import HttpRegistry
 from ferryman.schema.models import (
@@ -31,6 +31,7 @@ __all__ = [
     "EmbeddedRegistry",
     "HttpRegistry",
     "RegisteredSchema",
+    "SchemaLookupNeeded",
     "Registry",
     "SerdeContext",
     "avro_schema",

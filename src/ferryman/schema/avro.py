@@ -7,6 +7,7 @@ the Avro binary body. Any Schema-Registry-aware Kafka tool reads it.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Mapping
 from io import BytesIO
@@ -16,7 +17,7 @@ import fastavro
 from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
-from ferryman.schema.base import SerdeContext
+from ferryman.schema.base import SchemaLookupNeeded, SerdeContext
 from ferryman.schema.converters import exact_decimals, failing_field
 from ferryman.schema.models import Binding, binding, model_name
 from ferryman.schema.registry import Compatibility, Registry, canonical
@@ -90,6 +91,11 @@ class AvroCodec:
         if schemas is None:
             if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
                 raise self._bad_frame(data, ctx)
+            if not ctx.lookup:
+                schema_id = _id_of(data)
+                raise SchemaLookupNeeded(
+                    schema_id, functools.partial(self._load_writer, schema_id, ctx)
+                )
             schemas = self._load_writer(_id_of(data), ctx)
         fo = BytesIO(data)
         fo.seek(HEADER_SIZE)

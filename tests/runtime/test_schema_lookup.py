@@ -1,0 +1,76 @@
+"""The first record with a writer schema the service has not seen: its schema is fetched from the
+registry in a thread, so a slow registry does not stall the event loop (other partitions,
+request/response, timers) while it answers."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from ferryman.schema import EmbeddedRegistry
+from ferryman.schema.registry import AvroSchema
+from ferryman.topics import EventTopic
+
+from .conftest import Env, eventually, run
+
+
+@dataclass
+class Reading:
+    n: int
+
+
+@dataclass
+class Ping:
+    n: int
+
+
+def test_a_slow_schema_fetch_leaves_the_event_loop_serving(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readings = EventTopic(env.name("readings"), Reading, partitions=1)
+    pings = EventTopic(env.name("pings"), Ping, partitions=1)
+    asked, release = threading.Event(), threading.Event()
+    fetch = EmbeddedRegistry.get_schema
+
+    def slow_fetch(self: EmbeddedRegistry, schema_id: int) -> AvroSchema:
+        if not release.is_set():
+            asked.set()
+            # bounded: were this on the event loop, the test would fail below, not hang
+            release.wait(15)
+        return fetch(self, schema_id)
+
+    async def main() -> None:
+        producer = env.service("producer")
+        consumer = env.service("consumer")
+        got: list[tuple[str, int]] = []
+
+        @consumer.on(readings)
+        async def on_reading(r: Reading) -> None:
+            got.append(("reading", r.n))
+
+        @consumer.on(pings)
+        async def on_ping(p: Ping) -> None:
+            got.append(("ping", p.n))
+
+        async with producer:
+            await producer.emit(pings, Ping(0))
+            async with consumer:
+                await eventually(lambda: ("ping", 0) in got, env.timeout, lambda: got)
+                # From here on, fetching a writer schema waits until released.
+                monkeypatch.setattr(EmbeddedRegistry, "get_schema", slow_fetch)
+                await producer.emit(readings, Reading(1))
+                await eventually(asked.is_set, env.timeout, "the consumer never fetched")
+                # While the fetch waits, the loop still runs timers and the other topic.
+                await producer.emit(pings, Ping(1))
+                await eventually(lambda: ("ping", 1) in got, env.timeout, lambda: got)
+                assert not release.is_set()
+                assert ("reading", 1) not in got
+                release.set()
+                await eventually(lambda: ("reading", 1) in got, env.timeout, lambda: got)
+
+    try:
+        run(main())
+    finally:
+        release.set()
