@@ -40,6 +40,7 @@ from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import exception_type
 from ferryman.runtime.handlers import Outcome, Route, _is_async
 from ferryman.runtime.messages import Message
+from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
 R = TypeVar("R")
@@ -100,7 +101,10 @@ class PendingReply(Generic[R]):
             )
         except TimeoutError:
             raise self._timed_out("reply") from None
-        return self._requester._value_of(self.topic, record)
+        try:
+            return self._requester._value_of(self.topic, record, lookup=False)
+        except SchemaLookupNeeded:  # a reply schema not fetched yet: not on the event loop
+            return await asyncio.to_thread(self._requester._value_of, self.topic, record)
 
     def wait_accepted(self) -> None:
         """Blocking form of ``accepted()``."""
@@ -200,14 +204,14 @@ class Requester:
         with self._lock:
             self._pending.pop(correlation_id, None)
 
-    def _value_of(self, topic: RequestTopic[Any, R], record: Record) -> R:
+    def _value_of(self, topic: RequestTopic[Any, R], record: Record, *, lookup: bool = True) -> R:
         if record.header(h.REPLY_KIND) == KIND_ERROR:
             raise RemoteError(
                 (record.header(h.ERROR_TYPE) or b"Exception").decode(errors="replace"),
                 (record.header(h.ERROR_MESSAGE) or b"").decode(errors="replace"),
                 topic.name,
             )
-        value: R = self._conn.serde.decode_reply(topic, record)
+        value: R = self._conn.serde.decode_reply(topic, record, lookup=lookup)
         return value
 
     def _read_replies(self) -> None:

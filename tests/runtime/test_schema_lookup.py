@@ -4,6 +4,7 @@ request/response, timers) while it answers."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import pytest
 
 from ferryman.schema import EmbeddedRegistry
 from ferryman.schema.registry import AvroSchema
-from ferryman.topics import EventTopic
+from ferryman.topics import EventTopic, RequestTopic
 
 from .conftest import Env, eventually, run
 
@@ -69,6 +70,57 @@ def test_a_slow_schema_fetch_leaves_the_event_loop_serving(
                 assert ("reading", 1) not in got
                 release.set()
                 await eventually(lambda: ("reading", 1) in got, env.timeout, lambda: got)
+
+    try:
+        run(main())
+    finally:
+        release.set()
+
+
+@dataclass
+class Ask:
+    n: int
+
+
+@dataclass
+class Answer:
+    n: int
+
+
+def test_the_first_reply_schema_is_fetched_off_the_event_loop(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = RequestTopic(env.name("echo"), Ask, reply=Answer)
+    asked, release = threading.Event(), threading.Event()
+    fetch = EmbeddedRegistry.get_schema
+
+    def slow_fetch(self: EmbeddedRegistry, schema_id: int) -> AvroSchema:
+        if not release.is_set():
+            asked.set()
+            release.wait(15)  # bounded, as above
+        return fetch(self, schema_id)
+
+    async def main() -> None:
+        server = env.service("server")
+        warm = env.service("warm")
+        client = env.service("client")
+
+        @server.responder(topic)
+        async def echo(ask: Ask) -> Answer:
+            return Answer(ask.n)
+
+        async with server, warm, client:
+            # The server reads its first request before fetching is slowed; the client has
+            # never read an Answer, so its first reply needs the reply schema.
+            assert await warm.request(topic, Ask(1), timeout=env.timeout) == Answer(1)
+            monkeypatch.setattr(EmbeddedRegistry, "get_schema", slow_fetch)
+            reply = asyncio.ensure_future(client.request(topic, Ask(7), timeout=env.timeout))
+            await eventually(asked.is_set, env.timeout, "the client never fetched")
+            for _ in range(5):  # the loop keeps running while the fetch waits
+                await asyncio.sleep(0.01)
+            assert not reply.done()
+            release.set()
+            assert await reply == Answer(7)
 
     try:
         run(main())

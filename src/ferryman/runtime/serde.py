@@ -73,7 +73,9 @@ class Serde:
         codec = self._codec(topic.reply_topic, "value", topic.reply_model, REPLY_COMPATIBILITY)
         return codec.encode(value, SerdeContext(topic.reply_topic, "value"))
 
-    def decode_reply(self, topic: RequestTopic[Any, Any], record: Record) -> Any:
+    def decode_reply(
+        self, topic: RequestTopic[Any, Any], record: Record, *, lookup: bool = True
+    ) -> Any:
         codec = self._codec(topic.reply_topic, "value", topic.reply_model, REPLY_COMPATIBILITY)
         if record.value is None:
             raise DecodeError(
@@ -82,7 +84,7 @@ class Serde:
                 partition=record.partition,
                 offset=record.offset,
             )
-        return codec.decode(record.value, _ctx(record, "value"))
+        return codec.decode(record.value, _ctx(record, "value", lookup))
 
     def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Record], Any]:
         """``decode_value`` for ``topic`` with its codec and context looked up once: the
