@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from ferryman.schema import EmbeddedRegistry
+from ferryman.runtime.messages import Message
+from ferryman.schema import EmbeddedRegistry, open_registry
 from ferryman.schema.registry import AvroSchema
-from ferryman.topics import EventTopic, RequestTopic
+from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 from .conftest import Env, eventually, run
 
@@ -121,6 +122,64 @@ def test_the_first_reply_schema_is_fetched_off_the_event_loop(
             assert not reply.done()
             release.set()
             assert await reply == Answer(7)
+
+    try:
+        run(main())
+    finally:
+        release.set()
+
+
+@dataclass
+class Sensor:
+    id: int
+    place: str
+
+
+def test_an_unseen_key_schema_is_fetched_off_the_event_loop(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A handler that takes the Message gets its key decoded before it runs: that lookup too.
+    sensors = EntityTopic(env.name("sensors"), Sensor, key="id", partitions=1)
+    pings = EventTopic(env.name("pings"), Ping, partitions=1)
+    asked, release = threading.Event(), threading.Event()
+    fetch = EmbeddedRegistry.get_schema
+    slow_ids: set[int] = set()
+
+    def slow_fetch(self: EmbeddedRegistry, schema_id: int) -> AvroSchema:
+        if schema_id in slow_ids and not release.is_set():
+            asked.set()
+            release.wait(15)  # bounded, as above
+        return fetch(self, schema_id)
+
+    async def main() -> None:
+        producer = env.service("producer")
+        consumer = env.service("consumer")
+        got: list[tuple[str, object]] = []
+
+        @consumer.on(sensors)
+        async def on_sensor(sensor: Sensor, message: Message[Sensor]) -> None:
+            got.append(("sensor", message.key))
+
+        @consumer.on(pings)
+        async def on_ping(p: Ping) -> None:
+            got.append(("ping", p.n))
+
+        async with producer:
+            await producer.emit(pings, Ping(0))
+            await producer.publish(sensors, Sensor(5, "attic"))
+            registry = open_registry(env.registry)
+            slow_ids.add(registry.latest(f"{sensors.name}-key").schema_id)  # only the key's
+            registry.close()
+            monkeypatch.setattr(EmbeddedRegistry, "get_schema", slow_fetch)
+            async with consumer:
+                await eventually(asked.is_set, env.timeout, "the consumer never fetched the key")
+                await eventually(lambda: ("ping", 0) in got, env.timeout, lambda: got)
+                await producer.emit(pings, Ping(1))
+                await eventually(lambda: ("ping", 1) in got, env.timeout, lambda: got)
+                assert not release.is_set()
+                assert ("sensor", 5) not in got
+                release.set()
+                await eventually(lambda: ("sensor", 5) in got, env.timeout, lambda: got)
 
     try:
         run(main())

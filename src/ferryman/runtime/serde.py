@@ -139,10 +139,10 @@ class Serde:
             record.timestamp,
             key_codec,
         )
-        if key and key_codec is not None:
-            try:
-                message.key  # noqa: B018 - decodes and keeps the key
-            except (DecodeError, RegistryError):
+        if key and key_codec is not None and record.key is not None:
+            try:  # decoded now, kept for Message.key
+                message._key = key_codec.decode(record.key, _ctx(record, "key", lookup))
+            except (DecodeError, RegistryError, SchemaLookupNeeded):
                 raise
             except Exception as exc:
                 raise DecodeError(
