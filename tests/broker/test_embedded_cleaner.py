@@ -268,6 +268,19 @@ def test_a_lease_left_by_a_dead_cleaner_is_taken_over(broker: EmbeddedBroker, cl
     assert [r.value for r in read_all(broker, topic)] == [b"2"]
 
 
+def assert_another_cleaner_stands_back(broker: EmbeddedBroker, topic: str, clock: Clock) -> None:
+    """A second cleaner on the same file neither cleans nor removes the topic's two records."""
+    store = Store(broker.path)
+    notifier = Notifier(store.wake_dir)
+    other = Cleaner(store, notifier, clock)
+    try:
+        assert not other.clean(wait=False)
+        assert len(read_all(broker, topic)) == 2
+    finally:
+        other.close()
+        notifier.close()
+
+
 def test_a_lease_held_from_another_pid_namespace_is_respected_until_it_expires(
     broker: EmbeddedBroker, clock: Clock
 ) -> None:
@@ -278,30 +291,14 @@ def test_a_lease_held_from_another_pid_namespace_is_respected_until_it_expires(
         [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
     )
     set_lease(broker.path, f"{int(gone.stdout)}-1-elsewhere")
-    store = Store(broker.path)
-    notifier = Notifier(store.wake_dir)
-    other = Cleaner(store, notifier, clock)
-    try:
-        assert not other.clean(wait=False)
-        assert len(read_all(broker, topic)) == 2
-    finally:
-        other.close()
-        notifier.close()
+    assert_another_cleaner_stands_back(broker, topic, clock)
 
 
 def test_a_live_cleaners_lease_is_respected(broker: EmbeddedBroker, clock: Clock) -> None:
     topic = compacted(broker)
     send(broker, topic, [(b"k", b"1"), (b"k", b"2")])
     set_lease(broker.path, f"{os.getpid()}-{pid_namespace()}-another-cleaner")
-    store = Store(broker.path)
-    notifier = Notifier(store.wake_dir)
-    other = Cleaner(store, notifier, clock)
-    try:
-        assert not other.clean(wait=False)
-        assert len(read_all(broker, topic)) == 2
-    finally:
-        other.close()
-        notifier.close()
+    assert_another_cleaner_stands_back(broker, topic, clock)
 
 
 def test_the_position_steps_over_records_compacted_away_at_the_end(

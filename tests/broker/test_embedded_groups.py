@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +16,6 @@ from ferryman.errors import CommitFailed, ConfigError
 from ferryman.records import TopicPartition, TopicSpec
 
 QUICK = {"session.timeout.ms": "400", "heartbeat.interval.ms": "50"}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "broker.db", cleaner_interval=None)
-    b.admin().create_topic(TopicSpec("t", 4))
-    yield b
-    b.close()
 
 
 def settle(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,7 @@ from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError
-from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "broker.db", cleaner_interval=None)
-    b.admin().create_topic(TopicSpec("t", 4))
-    yield b
-    b.close()
+from ferryman.records import Record, RecordMetadata, TopicPartition
 
 
 def read(broker: EmbeddedBroker, partition: int, start: int = 0) -> list[Record]:

@@ -91,12 +91,11 @@ class AvroCodec:
         if schemas is None:
             if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
                 raise self._bad_frame(data, ctx)
+            schema_id = _id_of(data)
             if not ctx.lookup:
-                schema_id = _id_of(data)
-                raise SchemaLookupNeeded(
-                    schema_id, functools.partial(self._load_writer, schema_id, ctx)
-                )
-            schemas = self._load_writer(_id_of(data), ctx)
+                load = functools.partial(self._load_writer, schema_id, ctx)
+                raise SchemaLookupNeeded(schema_id, load)
+            schemas = self._load_writer(schema_id, ctx)
         fo = BytesIO(data)
         fo.seek(HEADER_SIZE)
         try:
