@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from ferryman.config import ServiceConfig
@@ -47,8 +48,8 @@ def responder(
     registry: str,
     name: str,
     config: ServiceConfig,
-    ready: mp.Event,  # type: ignore[type-arg]
-    stop: mp.Event,  # type: ignore[type-arg]
+    ready: Event,
+    stop: Event,
 ) -> None:
     async def main() -> None:
         svc = Service("bench-pricing", broker=broker, registry=registry, config=config)

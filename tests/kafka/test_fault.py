@@ -111,9 +111,7 @@ def read_everything(broker: KafkaBroker, topic: str) -> list[Record]:
 def test_sigkill_of_a_partition_leader_loses_and_doubles_nothing(kafka_cluster3: Cluster) -> None:
     cluster = kafka_cluster3
     broker = KafkaBroker(cluster.bootstrap, {})
-    meta = AdminClient(
-        {"bootstrap.servers": cluster.bootstrap, "logger": logging.getLogger(__name__)}
-    )
+    meta = AdminClient({"bootstrap.servers": cluster.bootstrap}, logger=logging.getLogger(__name__))
     topic = f"fault.{uuid.uuid4().hex[:12]}"
     broker.admin().create_topic(
         TopicSpec(topic, PARTITIONS, {"min.insync.replicas": "2"}, replication_factor=3)
