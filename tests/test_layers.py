@@ -404,6 +404,146 @@ def test_errors_share_one_root() -> None:
         )
 
 
+# The checker itself, on a small tree shaped like ferryman: each wrong import must be reported.
+CLEAN_TREE = {
+    "__init__.py": "from ferryman.rpc.requester import Requester\n",
+    "errors.py": "",
+    "records.py": "from ferryman.errors import FerrymanError\n",
+    "broker/__init__.py": "from ferryman.broker.base import Broker\n",
+    "broker/base.py": "from ferryman.records import Record\n",
+    "broker/embedded/__init__.py": "",
+    "broker/embedded/storage.py": "from ferryman.broker.base import Broker\n",
+    "schema/__init__.py": "from ferryman.schema.avro import AvroCodec\n",
+    "schema/avro.py": "from ferryman.records import Headers\n",
+    "runtime/__init__.py": "",
+    "runtime/consumer.py": "from ferryman.schema.avro import AvroCodec\n",
+    "runtime/serde.py": "from ferryman.runtime.consumer import ConsumerLoop\n",
+    "rpc/__init__.py": "",
+    "rpc/requester.py": "from ferryman.runtime.consumer import ConsumerLoop\n",
+}
+
+WRONG_IMPORTS = {
+    "broker imports schema": (
+        {"broker/embedded/storage.py": "from ferryman.schema.avro import AvroCodec"},
+        "floors",
+        "ferryman.broker and ferryman.schema stand side by side on floor 2",
+    ),
+    "a lower floor imports a higher one": (
+        {
+            "errors.py": "def later() -> None:\n    from ferryman.runtime.consumer import ConsumerLoop"
+        },
+        "floors",
+        "ferryman.runtime (floor 4) stands above ferryman.errors (floor 0)",
+    ),
+    "a relative import": (
+        {"broker/embedded/storage.py": "from ..base import Broker"},
+        "imports",
+        "relative import `from ..base import Broker`: write `from ferryman.broker.base import",
+    ),
+    "a relative upward import": (
+        {"broker/base.py": "from ..runtime.consumer import ConsumerLoop"},
+        "floors",
+        "ferryman.broker.base imports ferryman.runtime.consumer, but ferryman.runtime (floor 4)",
+    ),
+    "the users' facade": (
+        {"runtime/serde.py": "from ferryman import Requester"},
+        "imports",
+        "goes through the users' facade: write `from ferryman.rpc.requester import Requester`",
+    ),
+    "a package's re-exports": (
+        {"runtime/serde.py": "from ferryman.schema import AvroCodec"},
+        "imports",
+        "write `from ferryman.schema.avro import AvroCodec`",
+    ),
+    "a module behind an alias": (
+        {"rpc/requester.py": "import ferryman.runtime.consumer as c"},
+        "imports",
+        "`import ferryman.runtime.consumer as c` hides a module behind an alias",
+    ),
+    "a from-imported module behind an alias": (
+        {"rpc/requester.py": "from ferryman.runtime import consumer as c"},
+        "imports",
+        "`from ferryman.runtime import consumer as c` hides a module behind an alias",
+    ),
+    "the facade bound by import": (
+        {"records.py": "import ferryman.errors"},
+        "imports",
+        "`import ferryman.errors` binds the facade `ferryman`",
+    ),
+    "a cycle between modules, one side lazy": (
+        {
+            "runtime/consumer.py": "def later() -> None:\n    from ferryman.runtime.serde import Serde"
+        },
+        "module_cycles",
+        "ferryman.runtime.consumer -> ferryman.runtime.serde (",
+    ),
+    "a cycle through TYPE_CHECKING": (
+        {"runtime/consumer.py": "if TYPE_CHECKING:\n    from ferryman.runtime.serde import Serde"},
+        "module_cycles",
+        "ferryman.runtime.consumer -> ferryman.runtime.serde (",
+    ),
+    "a cycle between packages only": (
+        {"runtime/serde.py": "from ferryman.rpc.requester import Requester"},
+        "package_cycles",
+        "in ferryman: ferryman.rpc -> ferryman.runtime (",
+    ),
+    "a new top-level module": (
+        {"stuff.py": ""},
+        "unplaced",
+        "ferryman.stuff: not in the floor table",
+    ),
+    "a new module in a package whose children are listed": (
+        {"broker/extra.py": ""},
+        "unplaced",
+        "ferryman.broker.extra: not in the floor table",
+    ),
+}
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> Path:
+    package_dir = root / ROOT
+    for name, text in files.items():
+        path = package_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return package_dir
+
+
+def problems_of(report: Report) -> list[str]:
+    return [problem for _, problems in report.sections() for problem in problems]
+
+
+def test_the_clean_tree_passes(tmp_path: Path) -> None:
+    assert problems_of(layer_report(write_tree(tmp_path, CLEAN_TREE))) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "section", "expected"), WRONG_IMPORTS.values(), ids=list(WRONG_IMPORTS)
+)
+def test_each_wrong_import_is_reported(
+    tmp_path: Path, change: dict[str, str], section: str, expected: str
+) -> None:
+    tree = dict(CLEAN_TREE)
+    for name, text in change.items():
+        tree[name] = tree.get(name, "") + text + "\n"
+    report = layer_report(write_tree(tmp_path, tree))
+    found: list[str] = getattr(report, section)
+    assert any(expected in problem for problem in found), "\n".join(problems_of(report))
+
+
+def test_a_cycle_between_packages_is_not_also_a_module_cycle(tmp_path: Path) -> None:
+    tree = dict(CLEAN_TREE)
+    tree["runtime/serde.py"] += "from ferryman.rpc.requester import Requester\n"
+    report = layer_report(write_tree(tmp_path, tree))
+    assert report.module_cycles == []
+    assert len(report.package_cycles) == 1
+
+
+def test_a_new_module_in_an_unlisted_package_is_placed_with_it(tmp_path: Path) -> None:
+    tree = {**CLEAN_TREE, "runtime/producing.py": "from ferryman.runtime.serde import Serde\n"}
+    assert problems_of(layer_report(write_tree(tmp_path, tree))) == []
+
+
 def main(argv: list[str]) -> int:
     """Print every break of the layering of the package at argv[0] (default: src/ferryman)."""
     package_dir = Path(argv[0]) if argv else PACKAGE_DIR
