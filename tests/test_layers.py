@@ -1,9 +1,10 @@
 """The public surface and the layering, enforced by tests rather than convention.
 
-Data flows one way: user code -> service -> rpc/stores -> runtime -> schema/broker. Every module
-of ``src/ferryman`` stands on a floor of ``FLOORS`` and imports only from lower floors, by
-absolute import from the module that defines the name, and no modules or packages import each
-other. ``python tests/test_layers.py [PACKAGE_DIR]`` prints every break at once.
+Data flows one way: user code -> service -> stores -> rpc -> runtime -> topics/config ->
+schema/broker -> records -> errors. Every module of ``src/ferryman`` stands on a floor of
+``FLOORS`` and imports only from lower floors, by absolute import from the module that defines
+the name, and no modules or packages import each other. ``python tests/test_layers.py
+[PACKAGE_DIR]`` prints every break at once.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ A module may import from a sibling on a lower floor, never from a higher one nor
 different sibling on its own floor (``broker`` and ``schema`` stand side by side: neither knows
 the other). Every child of a package listed here must be listed too ("add it to the floor
 table"), so a new module is placed deliberately; inside an unlisted package (``runtime``) modules
-are free in their order but must not import each other. A package's ``__init__`` stands above its
+are free in their order but no two may import each other. A package's ``__init__`` may import its
 own modules. The root ``ferryman/__init__.py`` is the facade for users: nothing in the package
 imports it. ``stores``, ``service`` and ``testing`` are placed before they exist.
 """
