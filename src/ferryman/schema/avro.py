@@ -18,23 +18,17 @@ from fastavro.validation import ValidationError, validate
 
 from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
 from ferryman.schema.base import SchemaLookupNeeded, SerdeContext
+from ferryman.schema.compat import Compatibility
 from ferryman.schema.converters import exact_decimals, failing_field
 from ferryman.schema.models import Binding, binding, model_name
-from ferryman.schema.registry import Compatibility, Registry, canonical
+from ferryman.schema.parsing import canonical, parse
+from ferryman.schema.registry import Registry
 
 MAGIC = 0
 HEADER_SIZE = 5
 
 _writer = fastavro.schemaless_writer
 _reader = fastavro.schemaless_reader
-
-
-def parse(schema: Any) -> Any:
-    """fastavro's parsed form of ``schema``; SchemaError when it is not valid Avro."""
-    try:
-        return fastavro.parse_schema(schema)
-    except Exception as exc:
-        raise SchemaError(f"invalid Avro schema ({exc}); fix the schema") from exc
 
 
 def frame(schema_id: int) -> bytes:

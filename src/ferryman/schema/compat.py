@@ -10,13 +10,40 @@ items, ``attrs{}`` a map's values).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 from ferryman.errors import ConfigError, SchemaError
-from ferryman.schema.registry import Compatibility
+from ferryman.schema.parsing import parse_schema_text
+
+
+class Compatibility(StrEnum):
+    """The rule a new schema must keep towards the subject's earlier versions (Confluent's names)."""
+
+    BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+    FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
+    FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
+    NONE = "NONE"
+
+    @classmethod
+    def of(cls, level: str) -> Compatibility:
+        """``level`` (any case) as a Compatibility; ConfigError naming the valid levels if not one."""
+        try:
+            return cls(level.upper())
+        except (ValueError, AttributeError):
+            names = ", ".join(c.value for c in cls)
+            raise ConfigError(
+                f"unknown compatibility level {level!r}; use one of {names}"
+            ) from None
+
+
+DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
+"""The registry-wide default, as in Confluent's registry; ferryman's topics set their own level."""
 
 SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
 """A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type).
@@ -169,13 +196,8 @@ def _invalid(what: str) -> SchemaError:
 
 
 def _parse(schema: SchemaJSON) -> _Node:
-    if isinstance(schema, str) and schema.lstrip()[:1] in ("{", "[", '"'):
-        # Schema text, as the registry's REST API carries it; a type name never starts so.
-        try:
-            schema = json.loads(schema)
-        except ValueError as exc:
-            raise _invalid(f"the schema text is not JSON ({exc})") from exc
-    return _Parser().parse(schema, None)
+    # Schema text too, as the registry's REST API carries it.
+    return _Parser().parse(parse_schema_text(schema), None)
 
 
 # --- the reader/writer check ---

@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import json
 import types
 import typing
 import uuid
@@ -42,10 +41,7 @@ from typing import Any, Union
 
 from ferryman.errors import SchemaError
 from ferryman.schema.converters import (
-    FIELD_ENCODERS,
-    RECORD_CODE,
     UTC_INLINE,
-    AvroSchema,
     Convert,
     Mapped,
     by_type,
@@ -57,9 +53,12 @@ from ferryman.schema.converters import (
     enum_name,
     exact_decimals,
     is_pydantic,
+    late_record,
     or_none,
+    register_record,
     utc,
 )
+from ferryman.schema.parsing import AvroSchema, load_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,32 +109,6 @@ def is_record_model(model: Any) -> bool:
 def avro_schema(model: Any) -> AvroSchema:
     """The Avro schema (parsed JSON) of a dataclass, pydantic model, supported type or ``.avsc``."""
     return binding(model).schema
-
-
-def load_schema(source: str | Path | Mapping[str, Any] | list[Any]) -> AvroSchema:
-    """A hand-written schema from an ``.avsc`` path, JSON text or an already parsed dict/list."""
-    if isinstance(source, Mapping):
-        return dict(source)
-    if isinstance(source, list):
-        return list(source)
-    text = str(source)
-    stripped = text.strip()
-    if isinstance(source, str) and stripped[:1] in ("{", "[", '"'):
-        try:
-            parsed: AvroSchema = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise SchemaError(f"schema text is not valid JSON ({exc}); fix the schema") from exc
-        return parsed
-    path = Path(text)
-    try:
-        loaded: AvroSchema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SchemaError(
-            f"cannot read schema file {text!r} ({exc}); pass an .avsc path, JSON text or a dict"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"schema file {text!r} is not valid JSON ({exc}); fix it") from exc
-    return loaded
 
 
 def binding(model: Any) -> Binding:
@@ -296,8 +269,7 @@ class _Mapper:
             done = self.records[cls]
             return Mapped(ref, done.enc, done.dec)
         if ref is not None:  # recursive reference while the record is being built
-            enc: Convert = lambda v: RECORD_CODE[cls][0](v)  # noqa: E731
-            dec: Convert = lambda d: RECORD_CODE[cls][1](d)  # noqa: E731
+            enc, dec = late_record(cls)
             return Mapped(ref, enc, dec)
         name, namespace = self._fullname(cls)
         fields: list[dict[str, Any]] = []
@@ -317,8 +289,7 @@ class _Mapper:
             mapped_fields.append((fname, mapped))
         schema_out = {"type": "record", "name": name, "namespace": namespace, "fields": fields}
         enc_fn, dec_fn = compile_record(cls, mapped_fields)
-        RECORD_CODE[cls] = (enc_fn, dec_fn)
-        FIELD_ENCODERS[cls] = [(n, m.enc) for n, m in mapped_fields]
+        register_record(cls, enc_fn, dec_fn, [(n, m.enc) for n, m in mapped_fields])
         result = Mapped(schema_out, enc_fn, dec_fn)
         self.records[cls] = result
         return result
