@@ -376,6 +376,42 @@ def can_read(reader: SchemaJSON, writer: SchemaJSON) -> list[str]:
     )
 
 
+def renamed_types(new: SchemaJSON, old: SchemaJSON) -> list[tuple[str, str]]:
+    """(new full name, old full name) of each named type of ``new`` found where ``old`` has one
+    of another name and ``new`` gives no alias for it: a renamed model class, say."""
+    found: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(n: _Node, o: _Node) -> None:
+        if (id(n), id(o)) in seen:
+            return
+        seen.add((id(n), id(o)))
+        if isinstance(n, _Named) and isinstance(o, _Named) and n.kind == o.kind:
+            if n.name != o.name and o.fullname not in n.aliases:
+                found.append((n.fullname, o.fullname))
+            old_fields = {f.name: f for f in o.fields}
+            for f in n.fields:
+                match = next((old_fields[a] for a in (f.name, *f.aliases) if a in old_fields), None)
+                if match is not None:
+                    walk(f.type, match.type)
+        elif isinstance(n, _Array) and isinstance(o, _Array):
+            walk(n.items, o.items)
+        elif isinstance(n, _Map) and isinstance(o, _Map):
+            walk(n.values, o.values)
+        elif isinstance(n, _Union) and isinstance(o, _Union):
+            # An optional type (["null", X]) on both sides: compare the X.
+            ns, os_ = (_not_null(u.branches) for u in (n, o))
+            if len(ns) == 1 and len(os_) == 1:
+                walk(ns[0], os_[0])
+
+    walk(_parse(new), _parse(old))
+    return found
+
+
+def _not_null(branches: list[_Node]) -> list[_Node]:
+    return [b for b in branches if not (isinstance(b, _Primitive) and b.type == "null")]
+
+
 def check_compatibility(
     new_schema: SchemaJSON, existing_schemas: Sequence[SchemaJSON], level: str
 ) -> list[str]:

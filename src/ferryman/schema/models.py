@@ -14,8 +14,9 @@ Mapping (``avro_schema(model)``)::
 An enum may set ``__avro_default__`` to one of its member names: readers then map symbols added
 later to it, which is what lets a symbol be added under FULL compatibility. A record or enum is
 named after its class: ``name`` is the class name and ``namespace`` its module,
-unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
-another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
+unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, to rename a class: Avro
+matches records by name; a move to another module only changes the namespace, which matching
+ignores). Naive datetimes are taken as UTC; decoding
 gives aware UTC datetimes. A Decimal must fit its precision and scale exactly (trailing zeros
 aside): one that does not is refused, never rounded. Decoding builds instances without re-running ``__init__`` when a model
 has nothing to run (no ``__post_init__``, validators or constraints), and through the constructor
