@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from ferryman.errors import ConfigError, SchemaError
-from ferryman.schema.parsing import parse_schema_text
+from ferryman.schema.parsing import AvroSchema, parse_schema_text
 
 
 class Compatibility(StrEnum):
@@ -45,7 +45,7 @@ class Compatibility(StrEnum):
 DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
 """The registry-wide default, as in Confluent's registry; ferryman's topics set their own level."""
 
-SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
+SchemaJSON: TypeAlias = AvroSchema
 """A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type).
 
 JSON schema text (a str starting with ``{``, ``[`` or ``"``) is accepted too.
