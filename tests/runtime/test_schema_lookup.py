@@ -13,7 +13,7 @@ import pytest
 
 from ferryman.runtime.messages import Message
 from ferryman.schema import EmbeddedRegistry, open_registry
-from ferryman.schema.registry import AvroSchema
+from ferryman.schema.parsing import AvroSchema
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 from .conftest import Env, eventually, run

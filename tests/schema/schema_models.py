@@ -283,3 +283,41 @@ class MoneyZeros:
 
     cents: list[Annotated[Decimal, DecimalSpec(4, 2)]]
     rate: Annotated[Decimal, DecimalSpec(2, 2)] = Decimal("0.2500")
+
+
+@dataclass
+class Street:
+    __avro_namespace__ = "shop"
+    line: str
+
+
+@dataclass
+class Road:
+    """Street renamed, in the same module."""
+
+    __avro_namespace__ = "shop"
+    line: str
+
+
+@dataclass
+class Home:
+    __avro_namespace__ = "shop"
+    street: Street | None = None
+
+
+@dataclass
+class HomeOnARoad:
+    """Home whose nested Street was renamed Road."""
+
+    __avro_name__ = "Home"
+    __avro_namespace__ = "shop"
+    street: Road | None = None
+
+
+@dataclass
+class HomeWithSize:
+    """Home with a new field and no default: a break, but no rename."""
+
+    __avro_name__ = "Home"
+    __avro_namespace__ = "shop"
+    size: int

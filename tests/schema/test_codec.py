@@ -31,12 +31,17 @@ from .schema_models import (
     CustomerV2,
     CustomerV3,
     CustomerV4,
+    Home,
+    HomeOnARoad,
+    HomeWithSize,
     Order,
     OrderV2,
+    Road,
     SizeV1,
     SizeV2,
     Status,
     StatusPlus,
+    Street,
     Validated,
     everything,
 )
@@ -422,3 +427,79 @@ def test_loading_an_id_the_registry_does_not_know_raises_the_decode_error(
         AvroCodec(Address, embedded).decode(data, SerdeContext(topic, lookup=False))
     with pytest.raises(DecodeError, match="unknown to the registry"):
         raised.value.load()
+
+
+def test_a_renamed_model_is_refused_with_the_avro_name_that_keeps_it(
+    registry: Registry, topic: str
+) -> None:
+    @dataclasses.dataclass
+    class Customer:
+        __avro_namespace__ = "shop"
+        id: int
+        name: str
+
+    @dataclasses.dataclass
+    class Client:  # Customer renamed, in another module
+        __avro_namespace__ = "crm"
+        id: int
+        name: str
+
+    @dataclasses.dataclass
+    class KeptClient:  # the fix the message gives
+        __avro_name__ = "Customer"
+        __avro_namespace__ = "shop"
+        id: int
+        name: str
+
+    ctx = SerdeContext(topic)
+    old = AvroCodec(Customer, registry, compatibility="FULL_TRANSITIVE").encode(
+        Customer(1, "Ada"), ctx
+    )
+    with pytest.raises(IncompatibleSchema) as caught:
+        AvroCodec(Client, registry).encode(Client(2, "Bob"), ctx)
+    message = str(caught.value)
+    assert 'crm.Client was registered as shop.Customer: set __avro_name__ = "Customer" and ' in (
+        message
+    )
+    assert '__avro_namespace__ = "shop"' in message
+    assert "docs/runtime.md" in message
+    kept = AvroCodec(KeptClient, registry)
+    assert kept.decode(old, ctx) == KeptClient(1, "Ada")
+    assert kept.decode(kept.encode(KeptClient(2, "Bob"), ctx), ctx) == KeptClient(2, "Bob")
+    assert registry.versions(f"{topic}-value") == [1]  # the very schema registered before
+
+
+def test_a_renamed_nested_record_is_named_and_other_breaks_get_no_rename_advice(
+    registry: Registry, topic: str
+) -> None:
+    ctx = SerdeContext(topic)
+    AvroCodec(Home, registry, compatibility="FULL_TRANSITIVE").encode(Home(Street("Main")), ctx)
+    with pytest.raises(IncompatibleSchema) as caught:
+        AvroCodec(HomeOnARoad, registry).encode(HomeOnARoad(Road("Main")), ctx)
+    assert 'shop.Road was registered as shop.Street: set __avro_name__ = "Street" on' in str(
+        caught.value
+    )
+    assert "__avro_namespace__" not in str(caught.value)
+    with pytest.raises(IncompatibleSchema) as broken:
+        AvroCodec(HomeWithSize, registry).encode(HomeWithSize(3), ctx)
+    assert "__avro_name__" not in str(broken.value)
+
+
+def test_a_model_moved_to_another_module_stays_compatible(registry: Registry, topic: str) -> None:
+    @dataclasses.dataclass
+    class Customer:
+        __avro_namespace__ = "__main__"  # first written in a script
+        id: int
+
+    @dataclasses.dataclass
+    class Moved:
+        __avro_name__ = "Customer"
+        __avro_namespace__ = "shop.models"  # then imported from a module
+        id: int
+
+    ctx = SerdeContext(topic)
+    old = AvroCodec(Customer, registry, compatibility="FULL_TRANSITIVE").encode(Customer(1), ctx)
+    moved = AvroCodec(Moved, registry)
+    assert moved.decode(moved.encode(Moved(2), ctx), ctx) == Moved(2)
+    assert moved.decode(old, ctx) == Moved(1)
+    assert registry.versions(f"{topic}-value") == [1, 2]

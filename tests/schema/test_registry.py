@@ -156,25 +156,27 @@ def test_an_unknown_compatibility_level_is_a_config_error(registry: Registry) ->
         registry.set_compatibility("SIDEWAYS", "x-value")
 
 
-def test_open_registry_picks_the_backend(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_url: str
-) -> None:
-    monkeypatch.setenv("FERRYMAN_BROKER", f"embedded:{tmp_path / 'state' / 'broker.db'}")
-    monkeypatch.delenv("FERRYMAN_REGISTRY", raising=False)
-    default = open_registry()
-    assert isinstance(default, EmbeddedRegistry)
-    assert default.path == tmp_path / "state" / "registry.db"  # beside the broker's file
-    default.close()
+def test_open_registry_picks_the_backend(tmp_path: Path, server_url: str) -> None:
     explicit = open_registry(f"embedded:{tmp_path / 'r.db'}")
     assert isinstance(explicit, EmbeddedRegistry)
     assert explicit.path == tmp_path / "r.db"
     explicit.close()
-    monkeypatch.setenv("FERRYMAN_REGISTRY", server_url)
-    http = open_registry()
+    http = open_registry(server_url)
     assert isinstance(http, HttpRegistry)
     http.close()
     with pytest.raises(ConfigError, match="unknown registry URL"):
         open_registry("ftp://nowhere")
+
+
+def test_a_bare_embedded_url_still_opens_the_file_beside_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERRYMAN_BROKER", f"embedded:{tmp_path / 'state' / 'broker.db'}")
+    for url in ("embedded", "embedded:"):
+        default = open_registry(url)
+        assert isinstance(default, EmbeddedRegistry)
+        assert default.path == tmp_path / "state" / "registry.db"
+        default.close()
 
 
 def test_an_unreachable_http_registry_is_a_registry_error() -> None:

@@ -1,7 +1,13 @@
-"""Schemas: Avro models, the Confluent wire format, registries and compatibility rules."""
+"""Schemas: Avro models, the Confluent wire format, registries and compatibility rules.
+
+Floors, each importing only those below it: ``parsing`` (schema text) and ``base`` (the codec
+seam); ``compat``, ``registry`` (the protocol), ``converters``; ``models``; ``avro``, ``embedded``,
+``http``; ``open`` and ``server``.
+"""
 
 from ferryman.schema.avro import AvroCodec
 from ferryman.schema.base import Codec, SchemaLookupNeeded, SerdeContext
+from ferryman.schema.compat import DEFAULT_COMPATIBILITY, Compatibility
 from ferryman.schema.embedded import EmbeddedRegistry
 from ferryman.schema.http import HttpRegistry
 from ferryman.schema.models import (
@@ -9,16 +15,10 @@ from ferryman.schema.models import (
     TIMESTAMP_MILLIS,
     DecimalSpec,
     avro_schema,
-    load_schema,
 )
-from ferryman.schema.registry import (
-    DEFAULT_COMPATIBILITY,
-    Compatibility,
-    RegisteredSchema,
-    Registry,
-    canonical,
-    open_registry,
-)
+from ferryman.schema.open import open_registry
+from ferryman.schema.parsing import canonical, load_schema
+from ferryman.schema.registry import RegisteredSchema, Registry
 
 __all__ = [
     "DEFAULT_COMPATIBILITY",

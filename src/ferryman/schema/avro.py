@@ -16,25 +16,25 @@ from typing import Any
 import fastavro
 from fastavro.validation import ValidationError, validate
 
-from ferryman.errors import DecodeError, SchemaError, SchemaNotFound
+from ferryman.errors import (
+    DecodeError,
+    FerrymanError,
+    IncompatibleSchema,
+    SchemaError,
+    SchemaNotFound,
+)
 from ferryman.schema.base import SchemaLookupNeeded, SerdeContext
+from ferryman.schema.compat import Compatibility, renamed_types
 from ferryman.schema.converters import exact_decimals, failing_field
 from ferryman.schema.models import Binding, binding, model_name
-from ferryman.schema.registry import Compatibility, Registry, canonical
+from ferryman.schema.parsing import canonical, parse
+from ferryman.schema.registry import Registry
 
 MAGIC = 0
 HEADER_SIZE = 5
 
 _writer = fastavro.schemaless_writer
 _reader = fastavro.schemaless_reader
-
-
-def parse(schema: Any) -> Any:
-    """fastavro's parsed form of ``schema``; SchemaError when it is not valid Avro."""
-    try:
-        return fastavro.parse_schema(schema)
-    except Exception as exc:
-        raise SchemaError(f"invalid Avro schema ({exc}); fix the schema") from exc
 
 
 def frame(schema_id: int) -> bytes:
@@ -132,11 +132,43 @@ class AvroCodec:
             current = self.registry.get_compatibility(subject)
             if current != self.compatibility:
                 self.registry.set_compatibility(self.compatibility, subject)
-        schema_id = self.registry.register(subject, self.schema)
+        try:
+            schema_id = self.registry.register(subject, self.schema)
+        except IncompatibleSchema as exc:
+            hint = self._rename_hint(subject)
+            if hint is None:
+                raise
+            raise IncompatibleSchema(f"{exc}. {hint}") from exc
         header = frame(schema_id)
         self._headers[subject] = header
         self._readers.setdefault(header, (self._parsed, None, ()))
         return header
+
+    def _rename_hint(self, subject: str) -> str | None:
+        """How to keep a renamed model class's registered Avro name, or None if none was renamed.
+
+        Avro matches records by name, so a renamed class breaks compatibility; the registry's
+        message talks of aliases, while the fix for a model is one class attribute.
+        """
+        if self._cls is None:  # a hand-written schema: the registry's alias advice fits
+            return None
+        try:
+            registered = self.registry.latest(subject).schema
+        except FerrymanError:
+            return None
+        fixes = []
+        for new, old in renamed_types(self.schema, registered):
+            old_namespace, _, old_name = old.rpartition(".")
+            setting = f'__avro_name__ = "{old_name}"'
+            if old_namespace and old_namespace != new.rpartition(".")[0]:
+                setting += f' and __avro_namespace__ = "{old_namespace}"'
+            fixes.append(f"{new} was registered as {old}: set {setting} on its class")
+        if not fixes:
+            return None
+        return (
+            "If you renamed a model class (or moved it to another module), keep its registered "
+            f"Avro name: {'; '.join(fixes)} (see 'Renaming or moving a model' in docs/runtime.md)"
+        )
 
     def _encode_other(self, value: Any, header: bytes, ctx: SerdeContext) -> bytes:
         """The slow path: decimals fitted exactly, dicts validated in full, subclasses, failures."""

@@ -10,15 +10,42 @@ items, ``attrs{}`` a map's values).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 from ferryman.errors import ConfigError, SchemaError
-from ferryman.schema.registry import Compatibility
+from ferryman.schema.parsing import AvroSchema, parse_schema_text
 
-SchemaJSON: TypeAlias = str | list[Any] | dict[str, Any]
+
+class Compatibility(StrEnum):
+    """The rule a new schema must keep towards the subject's earlier versions (Confluent's names)."""
+
+    BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+    FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
+    FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
+    NONE = "NONE"
+
+    @classmethod
+    def of(cls, level: str) -> Compatibility:
+        """``level`` (any case) as a Compatibility; ConfigError naming the valid levels if not one."""
+        try:
+            return cls(level.upper())
+        except (ValueError, AttributeError):
+            names = ", ".join(c.value for c in cls)
+            raise ConfigError(
+                f"unknown compatibility level {level!r}; use one of {names}"
+            ) from None
+
+
+DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
+"""The registry-wide default, as in Confluent's registry; ferryman's topics set their own level."""
+
+SchemaJSON: TypeAlias = AvroSchema
 """A parsed Avro schema: a dict, a list (a union) or a str (a primitive or a named type).
 
 JSON schema text (a str starting with ``{``, ``[`` or ``"``) is accepted too.
@@ -169,13 +196,8 @@ def _invalid(what: str) -> SchemaError:
 
 
 def _parse(schema: SchemaJSON) -> _Node:
-    if isinstance(schema, str) and schema.lstrip()[:1] in ("{", "[", '"'):
-        # Schema text, as the registry's REST API carries it; a type name never starts so.
-        try:
-            schema = json.loads(schema)
-        except ValueError as exc:
-            raise _invalid(f"the schema text is not JSON ({exc})") from exc
-    return _Parser().parse(schema, None)
+    # Schema text too, as the registry's REST API carries it.
+    return _Parser().parse(parse_schema_text(schema), None)
 
 
 # --- the reader/writer check ---
@@ -352,6 +374,42 @@ def can_read(reader: SchemaJSON, writer: SchemaJSON) -> list[str]:
     return _render(
         _Checker().check(r, _parse(writer)), _root(r), "the reader schema", "the writer schema", ""
     )
+
+
+def renamed_types(new: SchemaJSON, old: SchemaJSON) -> list[tuple[str, str]]:
+    """(new full name, old full name) of each named type of ``new`` found where ``old`` has one
+    of another name and ``new`` gives no alias for it: a renamed model class, say."""
+    found: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(n: _Node, o: _Node) -> None:
+        if (id(n), id(o)) in seen:
+            return
+        seen.add((id(n), id(o)))
+        if isinstance(n, _Named) and isinstance(o, _Named) and n.kind == o.kind:
+            if n.name != o.name and o.fullname not in n.aliases:
+                found.append((n.fullname, o.fullname))
+            old_fields = {f.name: f for f in o.fields}
+            for f in n.fields:
+                match = next((old_fields[a] for a in (f.name, *f.aliases) if a in old_fields), None)
+                if match is not None:
+                    walk(f.type, match.type)
+        elif isinstance(n, _Array) and isinstance(o, _Array):
+            walk(n.items, o.items)
+        elif isinstance(n, _Map) and isinstance(o, _Map):
+            walk(n.values, o.values)
+        elif isinstance(n, _Union) and isinstance(o, _Union):
+            # An optional type (["null", X]) on both sides: compare the X.
+            ns, os_ = (_not_null(u.branches) for u in (n, o))
+            if len(ns) == 1 and len(os_) == 1:
+                walk(ns[0], os_[0])
+
+    walk(_parse(new), _parse(old))
+    return found
+
+
+def _not_null(branches: list[_Node]) -> list[_Node]:
+    return [b for b in branches if not (isinstance(b, _Primitive) and b.type == "null")]
 
 
 def check_compatibility(

@@ -18,10 +18,9 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, Inv
 from typing import Any
 
 from ferryman.errors import SchemaError
+from ferryman.schema.parsing import AvroSchema
 
 Convert = Callable[[Any], Any]
-AvroSchema = dict[str, Any] | list[Any] | str
-"""A schema as parsed JSON: a dict (record, enum, ...), a list (union) or a primitive name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +37,27 @@ class Mapped:
 
 # Per record class: its compiled (enc, dec), which recursive records look up while being built,
 # and its per-field encoders, which error messages use to name the field that failed.
-RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
-FIELD_ENCODERS: dict[Any, list[tuple[str, Convert | None]]] = {}
+_RECORD_CODE: dict[Any, tuple[Convert, Convert]] = {}
+_FIELD_ENCODERS: dict[Any, list[tuple[str, Convert | None]]] = {}
+
+
+def register_record(
+    cls: type, enc: Convert, dec: Convert, fields: list[tuple[str, Convert | None]]
+) -> None:
+    """Remember the compiled converters of record class ``cls`` and its per-field encoders."""
+    _RECORD_CODE[cls] = (enc, dec)
+    _FIELD_ENCODERS[cls] = fields
+
+
+def late_record(cls: type) -> tuple[Convert, Convert]:
+    """Converters that call ``cls``'s own once registered: a recursive record's references to
+    itself are mapped before its converters exist."""
+    return (lambda v: _RECORD_CODE[cls][0](v)), (lambda d: _RECORD_CODE[cls][1](d))
 
 
 def failing_field(value: Any) -> str | None:
     """The field of record instance ``value`` whose conversion for Avro fails (slow path only)."""
-    for name, enc in FIELD_ENCODERS.get(type(value), []):
+    for name, enc in _FIELD_ENCODERS.get(type(value), []):
         if enc is None:
             continue
         try:

@@ -8,6 +8,7 @@ ids. Deleting a subject removes its versions for good; schema ids stay valid for
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,17 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ferryman.errors import IncompatibleSchema, RegistryError, SchemaNotFound, StorageError
-from ferryman.schema.registry import (
-    DEFAULT_COMPATIBILITY,
-    AvroSchema,
-    Compatibility,
-    RegisteredSchema,
-    Version,
-    canonical,
-    check,
-    default_embedded_path,
-    parse_schema_text,
-)
+from ferryman.schema.compat import DEFAULT_COMPATIBILITY, Compatibility, check_compatibility
+from ferryman.schema.parsing import AvroSchema, canonical, parse, parse_schema_text
+from ferryman.schema.registry import RegisteredSchema, Version
+
+DEFAULT_REGISTRY_FILE = "registry.db"
+DEFAULT_REGISTRY_PATH = ".ferryman/registry.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schemas (
@@ -112,7 +108,7 @@ class EmbeddedRegistry:
             if row is not None:
                 return int(row[0])
             level = self._level(db, subject)
-            problems = check(schema, self._existing(db, subject), level)
+            problems = check_compatibility(schema, self._existing(db, subject), level)
             if problems:
                 raise IncompatibleSchema(
                     f"the new schema for subject {subject!r} breaks its {level} compatibility "
@@ -258,7 +254,7 @@ class EmbeddedRegistry:
         """The problems ``schema`` would have against ``version`` of ``subject``; empty if none."""
         schema = _valid(schema)
         against = self.get_version(subject, version).schema
-        return check(schema, [against], self.get_compatibility(subject))
+        return check_compatibility(schema, [against], self.get_compatibility(subject))
 
     def test_compatibility_all(self, subject: str, schema: AvroSchema) -> list[str]:
         """The problems ``schema`` would have as the next version of ``subject``, by its rule."""
@@ -267,7 +263,7 @@ class EmbeddedRegistry:
             existing = self._existing(self._db, subject)
         if not existing:
             self._require_subject(subject)
-        return check(schema, existing, self.get_compatibility(subject))
+        return check_compatibility(schema, existing, self.get_compatibility(subject))
 
     def close(self) -> None:
         """Close the database connection."""
@@ -303,8 +299,18 @@ class EmbeddedRegistry:
 
 def _valid(schema: AvroSchema) -> AvroSchema:
     """``schema`` parsed from JSON text if need be; SchemaError when it is not valid Avro."""
-    from ferryman.schema.avro import parse
-
     schema = parse_schema_text(schema)
     parse(schema)
     return schema
+
+
+def default_embedded_path() -> Path:
+    """``registry.db`` beside the embedded broker's file (``$FERRYMAN_BROKER``), else .ferryman/.
+
+    For callers that name no file (``EmbeddedRegistry()``, a bare ``embedded`` URL); services
+    resolve the file from their own locations instead.
+    """
+    broker = os.environ.get("FERRYMAN_BROKER", "")
+    if broker.startswith("embedded:") and broker[len("embedded:") :]:
+        return Path(broker[len("embedded:") :]).parent / DEFAULT_REGISTRY_FILE
+    return Path(DEFAULT_REGISTRY_PATH)

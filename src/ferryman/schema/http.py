@@ -14,13 +14,9 @@ from ferryman.errors import (
     SchemaError,
     SchemaNotFound,
 )
-from ferryman.schema.registry import (
-    AvroSchema,
-    Compatibility,
-    RegisteredSchema,
-    Version,
-    parse_schema_text,
-)
+from ferryman.schema.compat import Compatibility
+from ferryman.schema.parsing import AvroSchema, parse_schema_text
+from ferryman.schema.registry import RegisteredSchema, Version
 
 T = TypeVar("T")
 

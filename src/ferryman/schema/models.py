@@ -14,8 +14,9 @@ Mapping (``avro_schema(model)``)::
 An enum may set ``__avro_default__`` to one of its member names: readers then map symbols added
 later to it, which is what lets a symbol be added under FULL compatibility. A record or enum is
 named after its class: ``name`` is the class name and ``namespace`` its module,
-unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, before moving a class to
-another module: Avro resolves records by full name). Naive datetimes are taken as UTC; decoding
+unless the class sets ``__avro_name__`` / ``__avro_namespace__`` (do, to rename a class: Avro
+matches records by name; a move to another module only changes the namespace, which matching
+ignores). Naive datetimes are taken as UTC; decoding
 gives aware UTC datetimes. A Decimal must fit its precision and scale exactly (trailing zeros
 aside): one that does not is refused, never rounded. Decoding builds instances without re-running ``__init__`` when a model
 has nothing to run (no ``__post_init__``, validators or constraints), and through the constructor
@@ -30,7 +31,6 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import json
 import types
 import typing
 import uuid
@@ -42,10 +42,7 @@ from typing import Any, Union
 
 from ferryman.errors import SchemaError
 from ferryman.schema.converters import (
-    FIELD_ENCODERS,
-    RECORD_CODE,
     UTC_INLINE,
-    AvroSchema,
     Convert,
     Mapped,
     by_type,
@@ -57,9 +54,12 @@ from ferryman.schema.converters import (
     enum_name,
     exact_decimals,
     is_pydantic,
+    late_record,
     or_none,
+    register_record,
     utc,
 )
+from ferryman.schema.parsing import AvroSchema, load_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,32 +110,6 @@ def is_record_model(model: Any) -> bool:
 def avro_schema(model: Any) -> AvroSchema:
     """The Avro schema (parsed JSON) of a dataclass, pydantic model, supported type or ``.avsc``."""
     return binding(model).schema
-
-
-def load_schema(source: str | Path | Mapping[str, Any] | list[Any]) -> AvroSchema:
-    """A hand-written schema from an ``.avsc`` path, JSON text or an already parsed dict/list."""
-    if isinstance(source, Mapping):
-        return dict(source)
-    if isinstance(source, list):
-        return list(source)
-    text = str(source)
-    stripped = text.strip()
-    if isinstance(source, str) and stripped[:1] in ("{", "[", '"'):
-        try:
-            parsed: AvroSchema = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise SchemaError(f"schema text is not valid JSON ({exc}); fix the schema") from exc
-        return parsed
-    path = Path(text)
-    try:
-        loaded: AvroSchema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SchemaError(
-            f"cannot read schema file {text!r} ({exc}); pass an .avsc path, JSON text or a dict"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"schema file {text!r} is not valid JSON ({exc}); fix it") from exc
-    return loaded
 
 
 def binding(model: Any) -> Binding:
@@ -296,8 +270,7 @@ class _Mapper:
             done = self.records[cls]
             return Mapped(ref, done.enc, done.dec)
         if ref is not None:  # recursive reference while the record is being built
-            enc: Convert = lambda v: RECORD_CODE[cls][0](v)  # noqa: E731
-            dec: Convert = lambda d: RECORD_CODE[cls][1](d)  # noqa: E731
+            enc, dec = late_record(cls)
             return Mapped(ref, enc, dec)
         name, namespace = self._fullname(cls)
         fields: list[dict[str, Any]] = []
@@ -317,8 +290,7 @@ class _Mapper:
             mapped_fields.append((fname, mapped))
         schema_out = {"type": "record", "name": name, "namespace": namespace, "fields": fields}
         enc_fn, dec_fn = compile_record(cls, mapped_fields)
-        RECORD_CODE[cls] = (enc_fn, dec_fn)
-        FIELD_ENCODERS[cls] = [(n, m.enc) for n, m in mapped_fields]
+        register_record(cls, enc_fn, dec_fn, [(n, m.enc) for n, m in mapped_fields])
         result = Mapped(schema_out, enc_fn, dec_fn)
         self.records[cls] = result
         return result

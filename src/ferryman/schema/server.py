@@ -24,7 +24,8 @@ from ferryman.errors import (
     SchemaNotFound,
 )
 from ferryman.schema.embedded import EmbeddedRegistry
-from ferryman.schema.registry import AvroSchema, RegisteredSchema, Version, parse_schema_text
+from ferryman.schema.parsing import AvroSchema, parse_schema_text
+from ferryman.schema.registry import RegisteredSchema, Version
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
