@@ -25,8 +25,9 @@ def topics(
 ) -> None:
     """List the broker's topics with their partitions, offsets and config."""
     from ferryman.broker import open_broker
+    from ferryman.config import broker_location
 
-    b = open_broker(broker)
+    b = open_broker(broker_location(broker))
     try:
         admin = b.admin()
         table = Table("topic", "partitions", "records (latest-earliest)", "config")
