@@ -137,18 +137,25 @@ def database_location(database: str) -> str:
 
 def resolve_locations(
     broker: str | None = None,
-    registry: str | None = None,
+    registry: str | object | None = None,
     database: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Locations:
-    """Arguments first, then ``FERRYMAN_BROKER``/``_REGISTRY``/``_DATABASE``, then the defaults."""
+    """Arguments first, then ``FERRYMAN_BROKER``/``_REGISTRY``/``_DATABASE``, then the defaults.
+
+    ``registry`` may be a registry opened in code (any non-string): it is used as it is.
+    """
     env = os.environ if environ is None else environ
     where = broker_location(broker, env)
+    if registry is not None and not isinstance(registry, str):
+        # Named by the caller, so nothing to resolve (nor to refuse on Kafka); this text is
+        # what the start-up summary shows.
+        url = f"the {type(registry).__name__} given in code"
+    else:
+        url = registry_location(_pick(registry, "FERRYMAN_REGISTRY", DEFAULT_REGISTRY, env), where)
     return Locations(
         broker=where,
-        registry=registry_location(
-            _pick(registry, "FERRYMAN_REGISTRY", DEFAULT_REGISTRY, env), where
-        ),
+        registry=url,
         database=database_location(_pick(database, "FERRYMAN_DATABASE", DEFAULT_DATABASE, env)),
     )
 

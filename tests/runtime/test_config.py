@@ -110,6 +110,14 @@ def test_a_kafka_broker_takes_an_explicit_registry(
     assert resolve_locations(registry="https://r:8081/", environ=env).registry == "https://r:8081"
 
 
+def test_a_registry_opened_in_code_is_a_named_registry(tmp_path: Path) -> None:
+    from ferryman.schema import EmbeddedRegistry
+
+    with EmbeddedRegistry(tmp_path / "r.db") as registry:
+        svc = Service("s", broker="kafka://k1:9092", registry=registry)
+        assert svc.locations.registry == "the EmbeddedRegistry given in code"
+
+
 def test_kafka_properties_come_from_the_environment_in_one_place() -> None:
     env = {
         "FERRYMAN_BROKER": "kafka://k1:9092, k2:9092/",
