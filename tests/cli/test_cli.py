@@ -128,6 +128,24 @@ def test_topics_prints_whole_names_and_only_settings_made_on_the_topic(broker_ur
     assert "retention.ms" not in rows[plain][3]
 
 
+def test_topics_on_a_narrow_terminal_prints_whole_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ferryman.cli.info
+
+    url = f"embedded:{tmp_path / 'broker.db'}"
+    long_name, plain = make_topics(url)
+    monkeypatch.setattr(ferryman.cli.info, "_on_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = invoke("topics", "--broker", url)
+    assert "┃" in wide.stdout  # a table when the names fit
+    assert long_name in wide.stdout
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = invoke("topics", "--broker", url)
+    assert long_name in narrow.stdout
+    assert plain in narrow.stdout
+
+
 def test_topics_all_and_json(broker_url: str) -> None:
     long_name, plain = make_topics(broker_url)
     result = invoke("topics", "--broker", broker_url, "--json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from typing import Annotated, Any
 
@@ -38,15 +39,25 @@ def topics(
         rows = _describe(open_broker(broker_location(broker)), show_all)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-    elif sys.stdout.isatty():
+    elif _on_terminal() and _fits(rows):
         _print_table(rows)
     else:
-        # Piped: whole names, one tab-separated line per topic, for grep, cut and awk.
+        # Piped, or names too long for the table: whole names, one tab-separated line per topic.
         typer.echo("topic\tpartitions\trecords\tconfig")
         for row in rows:
             typer.echo(
                 f"{row['topic']}\t{row['partitions']}\t{row['records']}\t{_settings(row['config'])}"
             )
+
+
+def _on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _fits(rows: list[dict[str, Any]]) -> bool:
+    """Whether the table has room for whole names (Rich cuts a row at the terminal's edge)."""
+    widest = max((len(row["topic"]) for row in rows), default=0)
+    return widest + 40 <= shutil.get_terminal_size().columns
 
 
 def _describe(broker: Any, show_all: bool) -> list[dict[str, Any]]:
