@@ -319,3 +319,13 @@ def test_main_is_the_console_script(
         main()
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == version("ferryman")
+
+
+def test_the_summary_hides_registry_credentials() -> None:
+    from ferryman.cli.run import summary
+    from ferryman.runtime.service import Service
+
+    svc = Service("s", broker="kafka://k:9092", registry="https://user:secret@registry:8081")
+    text = summary(svc)
+    assert "secret" not in text
+    assert "https://***@registry:8081" in text

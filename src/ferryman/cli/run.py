@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -94,11 +95,16 @@ def summary(service: Service) -> str:
         [
             f"ferryman run: service {service.name!r}, group {service.group!r}",
             f"  broker    {where.broker}",
-            f"  registry  {where.registry}",
+            f"  registry  {_without_password(where.registry)}",
             f"  handles   {', '.join(handled) or '(nothing: no handlers)'}",
             f"  produces  {', '.join(produced) or '(no dead letters or replies)'}",
         ]
     )
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the user part (``user:password@``) of its authority masked, for printing."""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", url)
 
 
 @app.command()
