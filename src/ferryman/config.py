@@ -1,66 +1,174 @@
-"""Where things are and how a service behaves: URLs from arguments or ``FERRYMAN_*``, and knobs.
+"""Where things are and how a service behaves: locations from arguments or ``FERRYMAN_*``, and knobs.
 
 One way to say where things are, the same in code, CLI and environment; arguments win over the
-environment, and the environment over the embedded defaults under ``./.ferryman/``.
+environment, and the environment over the embedded defaults under ``./.ferryman/``. This module is
+the one place that reads those variables and resolves paths (stripping, ``~``, relative paths, the
+registry beside the embedded broker's file); everything below it takes the parsed values.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from ferryman.broker import DEFAULT_BROKER_URL as DEFAULT_BROKER
+from ferryman.broker import (
+    DEFAULT_BROKER_URL,
+    BrokerLocation,
+    EmbeddedLocation,
+    parse_broker_url,
+)
 from ferryman.errors import ConfigError
 
+DEFAULT_BROKER = DEFAULT_BROKER_URL
 DEFAULT_REGISTRY = "embedded"
 DEFAULT_DATABASE = "sqlite:///.ferryman/database.db"
+REGISTRY_FILE = "registry.db"
+KAFKA_ENV_PREFIX = "FERRYMAN_KAFKA_"
 
 OnError = Literal["dead-letter", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
 class Locations:
-    """The resolved broker, registry and database URLs of a service."""
+    """Where a service's things are, resolved: the broker, the registry URL, the database URL.
 
-    broker: str
+    ``registry`` is ``embedded:/absolute/path`` or an ``http(s)://`` URL, ready for
+    ``open_registry``; ``database`` is an SQLAlchemy URL (an SQLite file's path made absolute).
+    """
+
+    broker: BrokerLocation
     registry: str
     database: str
 
 
+def kafka_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka properties from ``FERRYMAN_KAFKA_<PROPERTY>`` (dots as underscores).
+
+    ``FERRYMAN_KAFKA_SASL_MECHANISM=PLAIN`` becomes ``sasl.mechanism=PLAIN``.
+    """
+    env = os.environ if environ is None else environ
+    return {
+        name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."): value.strip()
+        for name, value in env.items()
+        if name.startswith(KAFKA_ENV_PREFIX)
+    }
+
+
+def _pick(arg: object, var: str, default: str, env: Mapping[str, str]) -> str:
+    """The argument if given, else ``$var`` if set, else ``default``; stripped."""
+    if arg is not None and not isinstance(arg, str):
+        raise ConfigError(
+            f"{var.removeprefix('FERRYMAN_').lower()}={arg!r} is a {type(arg).__name__}; "
+            "write its location as a string (see the FERRYMAN_* forms in the README)"
+        )
+    if arg is not None and arg.strip():
+        return arg.strip()
+    return env.get(var, "").strip() or default
+
+
+def broker_location(
+    broker: str | None = None, environ: Mapping[str, str] | None = None
+) -> BrokerLocation:
+    """The broker: the argument, else ``$FERRYMAN_BROKER``, else the embedded default.
+
+    A Kafka location carries the ``FERRYMAN_KAFKA_*`` properties.
+    """
+    env = os.environ if environ is None else environ
+    url = _pick(broker, "FERRYMAN_BROKER", DEFAULT_BROKER, env)
+    if url.startswith("kafka://"):
+        return parse_broker_url(url, kafka_config_from_env(env))
+    return parse_broker_url(url)
+
+
+def _file(text: str, what: str, example: str) -> Path:
+    """A file path as written by the user, ``~`` expanded and made absolute."""
+    if not text.strip():
+        raise ConfigError(f"{what} names no file; write for example {example}")
+    return Path(text.strip()).expanduser().absolute()
+
+
+def registry_location(registry: str, broker: BrokerLocation) -> str:
+    """The registry URL that ``registry`` names, for a service on ``broker``.
+
+    A bare ``embedded`` registry lives beside the embedded broker's file, so that every process
+    sharing the broker shares its schema ids. On Kafka the registry must be named.
+    """
+    if registry == "embedded":
+        if isinstance(broker, EmbeddedLocation):
+            return f"embedded:{broker.path.parent / REGISTRY_FILE}"
+        raise ConfigError(
+            f"the broker is {broker} but no schema registry is named: every process that reads "
+            "a topic must share its schema ids, so a registry private to this directory would "
+            "make other services unable to read what this one writes. Set FERRYMAN_REGISTRY (or "
+            "registry=) to your schema registry's http(s):// URL, or to embedded:PATH naming a "
+            "registry file that every service of this Kafka cluster uses"
+        )
+    if registry.startswith("embedded:"):
+        path = _file(registry[len("embedded:") :], f"registry {registry!r}", "embedded:PATH")
+        return f"embedded:{path}"
+    if registry.startswith(("http://", "https://")) and len(registry.split("://", 1)[1]) > 0:
+        return registry.rstrip("/")
+    raise ConfigError(
+        f"registry {registry!r} is not a registry URL: write 'embedded' (the default, beside the "
+        "embedded broker's file), embedded:PATH, or the http(s):// URL of a Confluent-compatible "
+        "schema registry"
+    )
+
+
+def database_location(database: str) -> str:
+    """The SQLAlchemy URL ``database``, an SQLite file's ``~`` or relative path made absolute."""
+    scheme, sep, rest = database.partition("://")
+    if not sep or not scheme:
+        raise ConfigError(
+            f"database {database!r} is not an SQLAlchemy URL: write sqlite:///PATH (a file) "
+            "or postgresql://user@host/name"
+        )
+    if scheme.split("+")[0] == "sqlite" and rest.startswith("/") and len(rest) > 1:
+        path, query_sep, query = rest[1:].partition("?")
+        if path and path != ":memory:" and not path.startswith("file:"):
+            absolute = Path(path).expanduser().absolute()
+            return f"{scheme}:///{absolute}{query_sep}{query}"
+    return database
+
+
 def resolve_locations(
     broker: str | None = None,
-    registry: str | None = None,
+    registry: str | object | None = None,
     database: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Locations:
-    """Arguments first, then ``FERRYMAN_BROKER``/``_REGISTRY``/``_DATABASE``, then the defaults."""
+    """Arguments first, then ``FERRYMAN_BROKER``/``_REGISTRY``/``_DATABASE``, then the defaults.
+
+    ``registry`` may be a registry opened in code (any non-string): it is used as it is.
+    """
     env = os.environ if environ is None else environ
-
-    def pick(arg: str | None, var: str, default: str) -> str:
-        if arg is not None and arg.strip():
-            return arg.strip()
-        return env.get(var, "").strip() or default
-
-    locations = Locations(
-        broker=pick(broker, "FERRYMAN_BROKER", DEFAULT_BROKER),
-        registry=pick(registry, "FERRYMAN_REGISTRY", DEFAULT_REGISTRY),
-        database=pick(database, "FERRYMAN_DATABASE", DEFAULT_DATABASE),
+    where = broker_location(broker, env)
+    if registry is not None and not isinstance(registry, str):
+        # Named by the caller, so nothing to resolve (nor to refuse on Kafka); this text is
+        # what the start-up summary shows.
+        url = f"the {type(registry).__name__} given in code"
+    else:
+        url = registry_location(_pick(registry, "FERRYMAN_REGISTRY", DEFAULT_REGISTRY, env), where)
+    return Locations(
+        broker=where,
+        registry=url,
+        database=database_location(_pick(database, "FERRYMAN_DATABASE", DEFAULT_DATABASE, env)),
     )
-    if not locations.broker.startswith(("embedded:", "kafka://")):
+
+
+def make_directory_for(path: Path, what: str) -> None:
+    """Create the directory that will hold ``path``; ConfigError naming it if that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
         raise ConfigError(
-            f"broker {locations.broker!r} is not a broker URL: write embedded:PATH "
-            f"(default {DEFAULT_BROKER}) or kafka://host:9092[,host2:9092]"
-        )
-    if locations.registry != "embedded" and not locations.registry.startswith(
-        ("http://", "https://", "embedded:")
-    ):
-        raise ConfigError(
-            f"registry {locations.registry!r} is not a registry URL: write 'embedded' "
-            "(the default) or the http(s):// URL of a Confluent-compatible schema registry"
-        )
-    return locations
+            f"cannot create the directory {str(path.parent)!r} for the {what} {str(path)!r} "
+            f"({exc.strerror or exc}); point it at a writable directory"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,23 +203,68 @@ class ServiceConfig:
     producer_config: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
+            raise ConfigError(
+                f"group={self.group!r}: write a non-empty name, or leave it out to use the "
+                "service's name"
+            )
         if self.on_error not in ("dead-letter", "stop"):
             raise ConfigError(
                 f"on_error={self.on_error!r}: write on_error='dead-letter' (the default: retry, "
                 "then <topic>.dlq) or on_error='stop' (stop the service with HandlerError)"
             )
-        for name in ("max_in_flight", "poll_records"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: write a number >= 1")
-        if self.retries < 0:
-            raise ConfigError(f"retries={self.retries!r}: write 0 (no retry) or more")
-        if self.backoff < 0 or self.backoff_multiplier < 1 or self.backoff_max < 0:
+        if self.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError(
-                "backoff and backoff_max must be >= 0 and backoff_multiplier >= 1, "
-                f"got backoff={self.backoff}, backoff_multiplier={self.backoff_multiplier}, "
-                f"backoff_max={self.backoff_max}"
+                f"auto_offset_reset={self.auto_offset_reset!r}: write 'earliest' (the default: "
+                "read a new group's topics from the start) or 'latest' (only new records)"
             )
+        _whole(self, "max_in_flight", 1)
+        _whole(self, "poll_records", 1)
+        _whole(self, "retries", 0, "0 (no retry) or more")
+        _seconds(self, "backoff", 0)
+        _seconds(self, "backoff_max", 0)
+        _seconds(self, "shutdown_timeout", 0)
+        _seconds(self, "commit_interval", 0, above=True)
+        _number(self, "backoff_multiplier", 1, "a number >= 1 (1 keeps the back-off constant)")
+        if not isinstance(self.create_topics, bool):
+            raise ConfigError(f"create_topics={self.create_topics!r}: write True or False")
+        for name in ("consumer_config", "producer_config"):
+            _properties(name, getattr(self, name))
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         return float(min(self.backoff_max, self.backoff * self.backoff_multiplier ** (attempt - 1)))
+
+
+def _whole(config: ServiceConfig, name: str, least: int, say: str = "") -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{name}={value!r}: write {say or f'a whole number >= {least}'}")
+
+
+def _number(config: ServiceConfig, name: str, least: float, say: str, above: bool = False) -> None:
+    value = getattr(config, name)
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value > least if above else value >= least)
+    )
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: write {say}")
+
+
+def _seconds(config: ServiceConfig, name: str, least: float, above: bool = False) -> None:
+    bound = f"> {least}" if above else f">= {least}"
+    _number(config, name, least, f"a finite number of seconds {bound}", above)
+
+
+def _properties(name: str, value: object) -> None:
+    """A mapping of client property names to string values, as librdkafka takes them."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(
+            f"{name}={value!r}: write a mapping of property names to string values, "
+            "e.g. {'linger.ms': '5'}"
+        )

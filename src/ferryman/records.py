@@ -153,11 +153,13 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class TopicInfo:
-    """A topic as it exists on the broker."""
+    """A topic as it exists on the broker; ``defaults`` names the settings in ``config`` that
+    are the broker's defaults rather than set on the topic."""
 
     name: str
     partitions: int
     config: dict[str, str]
+    defaults: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

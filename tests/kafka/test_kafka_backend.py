@@ -23,6 +23,7 @@ import pytest
 from ferryman.broker import open_broker
 from ferryman.broker.kafka import KafkaBroker
 from ferryman.broker.partitioner import partition_for
+from ferryman.config import broker_location
 from ferryman.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -126,7 +127,7 @@ def test_librdkafka_properties_pass_through(
         b = open_broker(f"kafka://{kafka_bootstrap}", kafka_config={"message.max.bytes": "2000"})
     else:
         monkeypatch.setenv("FERRYMAN_KAFKA_MESSAGE_MAX_BYTES", "2000")
-        b = open_broker(f"kafka://{kafka_bootstrap}")
+        b = open_broker(broker_location(f"kafka://{kafka_bootstrap}"))  # config reads the env
     admin = b.admin()
     name = unique("passthrough")
     admin.create_topic(TopicSpec(name, 1))

@@ -1,20 +1,37 @@
-"""Configuration: arguments win over FERRYMAN_* variables, which win over the defaults."""
+"""Configuration: arguments win over FERRYMAN_* variables, which win over the defaults; every
+location is parsed once, in ferryman.config, and every ServiceConfig field is checked at once."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from ferryman.config import ServiceConfig, resolve_locations
+from ferryman.broker import EmbeddedLocation, KafkaLocation, open_broker, parse_broker_url
+from ferryman.config import (
+    ServiceConfig,
+    broker_location,
+    make_directory_for,
+    resolve_locations,
+)
 from ferryman.errors import ConfigError
-from ferryman.runtime.connections import registry_url
+from ferryman.runtime.service import Service
+from ferryman.topics import EventTopic
 
 
-def test_defaults_are_embedded_under_dot_ferryman() -> None:
+def test_defaults_are_embedded_under_dot_ferryman(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     loc = resolve_locations(environ={})
-    assert loc.broker == "embedded:.ferryman/broker.db"
-    assert loc.registry == "embedded"
-    assert loc.database.startswith("sqlite:///.ferryman/")
-    assert registry_url(loc) == "embedded:.ferryman/registry.db"
+    assert loc.broker == EmbeddedLocation(tmp_path / ".ferryman" / "broker.db")
+    assert loc.registry == f"embedded:{tmp_path / '.ferryman' / 'registry.db'}"
+    assert loc.database == f"sqlite:///{tmp_path / '.ferryman' / 'database.db'}"
 
 
 def test_environment_beats_defaults() -> None:
@@ -25,7 +42,7 @@ def test_environment_beats_defaults() -> None:
     }
     loc = resolve_locations(environ=env)
     assert (loc.broker, loc.registry, loc.database) == (
-        "kafka://k1:9092",
+        KafkaLocation("k1:9092"),
         "http://registry:8081",
         "postgresql://db/app",
     )
@@ -33,42 +50,176 @@ def test_environment_beats_defaults() -> None:
 
 def test_arguments_beat_environment() -> None:
     env = {"FERRYMAN_BROKER": "kafka://k1:9092", "FERRYMAN_REGISTRY": "http://r:8081"}
-    loc = resolve_locations("embedded:/tmp/x/broker.db", "embedded", "sqlite:///x.db", environ=env)
+    loc = resolve_locations("embedded:/tmp/x/broker.db", "embedded", "sqlite:////x.db", environ=env)
     assert (loc.broker, loc.registry, loc.database) == (
-        "embedded:/tmp/x/broker.db",
-        "embedded",
-        "sqlite:///x.db",
+        EmbeddedLocation(Path("/tmp/x/broker.db")),
+        "embedded:/tmp/x/registry.db",  # beside the broker's file
+        "sqlite:////x.db",
     )
-    assert registry_url(loc) == "embedded:/tmp/x/registry.db"
 
 
 def test_service_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ferryman.runtime.service import Service
-
     monkeypatch.setenv("FERRYMAN_BROKER", "embedded:/tmp/from-env/broker.db")
-    assert Service("a").locations.broker == "embedded:/tmp/from-env/broker.db"
+    assert Service("a").locations.broker == EmbeddedLocation(Path("/tmp/from-env/broker.db"))
     assert Service("b", broker="embedded:/tmp/arg/broker.db").locations.broker == (
-        "embedded:/tmp/arg/broker.db"
+        EmbeddedLocation(Path("/tmp/arg/broker.db"))
     )
 
 
+def test_whitespace_around_a_location_is_stripped_everywhere() -> None:
+    # Issue 9 item 13: Service stripped "embedded:PATH  ", open_broker() did not (another file).
+    env = {"FERRYMAN_BROKER": "  embedded:/tmp/ws/broker.db \n", "FERRYMAN_REGISTRY": " embedded "}
+    loc = resolve_locations(environ=env)
+    assert loc.broker == EmbeddedLocation(Path("/tmp/ws/broker.db"))
+    assert loc.registry == "embedded:/tmp/ws/registry.db"
+    assert broker_location(environ=env) == loc.broker
+    assert parse_broker_url("embedded:/tmp/ws/broker.db  ") == loc.broker
+
+
+def test_tilde_and_relative_paths_are_resolved_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    loc = resolve_locations("embedded:~/state/broker.db", database="sqlite:///~/app.db", environ={})
+    assert loc.broker == EmbeddedLocation(tmp_path / "home" / "state" / "broker.db")
+    assert loc.registry == f"embedded:{tmp_path / 'home' / 'state' / 'registry.db'}"
+    assert loc.database == f"sqlite:///{tmp_path / 'home' / 'app.db'}"
+    rel = resolve_locations("embedded:b/broker.db", "embedded:r/registry.db", environ={})
+    assert rel.broker == EmbeddedLocation(tmp_path / "b" / "broker.db")
+    assert rel.registry == f"embedded:{tmp_path / 'r' / 'registry.db'}"
+
+
+@pytest.mark.parametrize("registry", [None, "embedded", " embedded "])
+def test_a_kafka_broker_needs_a_named_registry(registry: str | None) -> None:
+    # Issue 9 item 5: a registry silently private to ./.ferryman/ splits schema ids.
+    with pytest.raises(ConfigError, match="schema ids") as err:
+        resolve_locations("kafka://k1:9092", registry, environ={})
+    assert "FERRYMAN_REGISTRY" in str(err.value)
+    assert "embedded:PATH" in str(err.value)
+
+
+def test_a_kafka_broker_takes_an_explicit_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"FERRYMAN_BROKER": "kafka://k1:9092"}
+    assert resolve_locations(registry="embedded:shared.db", environ=env).registry == (
+        f"embedded:{tmp_path / 'shared.db'}"
+    )
+    assert resolve_locations(registry="https://r:8081/", environ=env).registry == "https://r:8081"
+
+
+def test_a_registry_opened_in_code_is_a_named_registry(tmp_path: Path) -> None:
+    from ferryman.schema import EmbeddedRegistry
+
+    with EmbeddedRegistry(tmp_path / "r.db") as registry:
+        svc = Service("s", broker="kafka://k1:9092", registry=registry)
+        assert svc.locations.registry == "the EmbeddedRegistry given in code"
+
+
+def test_kafka_properties_come_from_the_environment_in_one_place() -> None:
+    env = {
+        "FERRYMAN_BROKER": "kafka://k1:9092, k2:9092/",
+        "FERRYMAN_KAFKA_SASL_PASSWORD": "hunter2",
+        "FERRYMAN_REGISTRY": "http://r:8081",
+    }
+    loc = resolve_locations(environ=env)
+    assert isinstance(loc.broker, KafkaLocation)
+    assert loc.broker.bootstrap == "k1:9092,k2:9092"
+    assert dict(loc.broker.config) == {"sasl.password": "hunter2"}
+    assert "hunter2" not in repr(loc)
+    assert "hunter2" not in str(loc.broker)
+
+
 @pytest.mark.parametrize(
-    ("broker", "registry", "message"),
+    ("broker", "registry", "database", "message"),
     [
-        ("redis://x", None, "not a broker URL"),
-        (None, "ftp://x", "not a registry URL"),
+        ("redis://x", None, None, "not a broker URL"),
+        ("embedded:", None, None, "names no file"),
+        ("kafka://", None, None, "does not name its servers"),
+        ("kafka://a:1,,b:2", "http://r", None, "does not name its servers"),
+        (None, "ftp://x", None, "not a registry URL"),
+        (None, "embedded:  ", None, "names no file"),
+        (None, None, "data.db", "not an SQLAlchemy URL"),
     ],
 )
-def test_bad_urls_say_what_to_write(broker: str | None, registry: str | None, message: str) -> None:
+def test_bad_urls_say_what_to_write(
+    broker: str | None, registry: str | None, database: str | None, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
-        resolve_locations(broker, registry, environ={})
+        resolve_locations(broker, registry, database, environ={})
 
 
-def test_service_config_checks_itself() -> None:
-    with pytest.raises(ConfigError, match="on_error='stop'"):
-        ServiceConfig(on_error="explode")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="retries"):
-        ServiceConfig(retries=-1)
+def test_open_broker_takes_a_parsed_location(tmp_path: Path) -> None:
+    where = EmbeddedLocation(tmp_path / "b.db")
+    broker = open_broker(where)
+    try:
+        broker.admin().list_topics()
+    finally:
+        broker.close()
+    assert (tmp_path / "b.db").exists()
+
+
+def test_a_directory_that_cannot_be_created_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=re.escape("/proc/x/r.db")):
+        make_directory_for(Path("/proc/x/r.db"), "schema registry file")
+
+
+@dataclass
+class Tick:
+    n: int
+
+
+def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> None:
+    svc = Service("x", broker=f"embedded:{tmp_path / 'b.db'}", registry="embedded:/proc/x/r.db")
+    try:
+        with pytest.raises(ConfigError, match=re.escape("/proc/x/r.db")):
+            svc.emit_sync(EventTopic("ticks", Tick), Tick(1))
+    finally:
+        asyncio.run(svc.stop())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("commit_interval", math.nan),
+        ("commit_interval", 0),
+        ("commit_interval", math.inf),
+        ("shutdown_timeout", -1),
+        ("shutdown_timeout", math.nan),
+        ("backoff", -0.1),
+        ("backoff_max", math.inf),
+        ("backoff_multiplier", 0.5),
+        ("backoff_multiplier", math.nan),
+        ("auto_offset_reset", "bogus"),
+        ("on_error", "explode"),
+        ("retries", -1),
+        ("retries", 1.5),
+        ("poll_records", 0),
+        ("poll_records", True),
+        ("max_in_flight", "10"),
+        ("group", ""),
+        ("create_topics", "yes"),
+        ("consumer_config", {"session.timeout.ms": 6000}),
+        ("producer_config", [("linger.ms", "5")]),
+    ],
+)
+def test_service_config_checks_every_field_at_construction(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=f"{field}=.*write"):
+        ServiceConfig(**{field: value})
+
+
+def test_service_config_accepts_sensible_values() -> None:
+    cfg = ServiceConfig(
+        group="g",
+        commit_interval=1,
+        shutdown_timeout=0,
+        backoff_multiplier=1,
+        auto_offset_reset="latest",
+        consumer_config={"session.timeout.ms": "6000"},
+    )
+    assert cfg.commit_interval == 1
 
 
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:

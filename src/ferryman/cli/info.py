@@ -2,40 +2,102 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version as _dist_version
+import json
+import shutil
+import sys
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ferryman.cli import app
+from ferryman.cli import BrokerUrl, Debug, app, debugging, ferryman_version, reporting
 
 
 @app.command()
 def version() -> None:
-    """Print ferryman's version."""
-    typer.echo(_dist_version("ferryman"))
+    """Print ferryman's version (also: ferryman --version)."""
+    typer.echo(ferryman_version())
 
 
 @app.command()
 def topics(
-    broker: str | None = typer.Option(
-        None, help="Broker URL (embedded:PATH or kafka://host:port); default $FERRYMAN_BROKER."
-    ),
+    ctx: typer.Context,
+    broker: BrokerUrl = None,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Show every setting, the broker's defaults too."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, one object per topic.")
+    ] = False,
+    debug: Debug = False,
 ) -> None:
-    """List the broker's topics with their partitions, offsets and config."""
+    """List the broker's topics: partitions, records, and the settings made on each topic."""
     from ferryman.broker import open_broker
+    from ferryman.config import broker_location
 
-    b = open_broker(broker)
+    with reporting("topics", debugging(ctx, debug)):
+        rows = _describe(open_broker(broker_location(broker)), show_all)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif _on_terminal() and _fits(rows):
+        _print_table(rows)
+    else:
+        # Piped, or names too long for the table: whole names, one tab-separated line per topic.
+        typer.echo("topic\tpartitions\trecords\tconfig")
+        for row in rows:
+            typer.echo(
+                f"{row['topic']}\t{row['partitions']}\t{row['records']}\t{_settings(row['config'])}"
+            )
+
+
+def _on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _fits(rows: list[dict[str, Any]]) -> bool:
+    """Whether the table has room for whole names (Rich cuts a row at the terminal's edge)."""
+    widest = max((len(row["topic"]) for row in rows), default=0)
+    return widest + 40 <= shutil.get_terminal_size().columns
+
+
+def _describe(broker: Any, show_all: bool) -> list[dict[str, Any]]:
+    """One dict per topic: name, partitions, records (latest - earliest) and its settings."""
     try:
-        admin = b.admin()
-        table = Table("topic", "partitions", "records (latest-earliest)", "config")
+        admin = broker.admin()
+        rows = []
         for name in admin.list_topics():
             info = admin.describe_topic(name)
             offsets = admin.offsets(name)
-            span = sum(o.latest - o.earliest for o in offsets.values())
-            cfg = ", ".join(f"{k}={v}" for k, v in sorted(info.config.items()))
-            table.add_row(name, str(info.partitions), str(span), cfg)
-        Console().print(table)
+            config = {
+                k: v for k, v in sorted(info.config.items()) if show_all or k not in info.defaults
+            }
+            rows.append(
+                {
+                    "topic": name,
+                    "partitions": info.partitions,
+                    "records": sum(o.latest - o.earliest for o in offsets.values()),
+                    "config": config,
+                }
+            )
+        return rows
     finally:
-        b.close()
+        broker.close()
+
+
+def _settings(config: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    # The name is what people copy: never cut or wrapped, even on a narrow terminal.
+    widest = max((len(row["topic"]) for row in rows), default=5)
+    topic = Column("topic", no_wrap=True, overflow="ignore", min_width=widest)
+    table = Table(topic, "partitions", "records (latest-earliest)", "config")
+    for row in rows:
+        table.add_row(
+            row["topic"], str(row["partitions"]), str(row["records"]), _settings(row["config"])
+        )
+    Console().print(table)

@@ -5,56 +5,136 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import re
 import sys
-from typing import Annotated
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ferryman.cli import app
+from ferryman.cli import (
+    BrokerUrl,
+    DatabaseUrl,
+    Debug,
+    RegistryUrl,
+    app,
+    debugging,
+    fail,
+    reporting,
+    set_locations,
+)
+
+if TYPE_CHECKING:
+    from ferryman.runtime.service import Service
 
 
-def load_service(target: str) -> object:
-    """The object named by ``module:attribute`` (attribute may be dotted)."""
+def load_service(target: str, debug: bool = False) -> object:
+    """The object named by ``module:attribute`` (attribute may be dotted).
+
+    A target that names nothing is one line on stderr and exit status 2; a module that fails
+    while importing, one line and status 1 (the traceback with ``debug``).
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise typer.BadParameter(
-            f"{target!r}: name a service as module:attribute, e.g. myapp.services:orders"
+        fail(
+            "run", f"{target!r}: name a service as module:attribute, e.g. myapp.services:orders", 2
         )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`, find the project's own modules
     try:
         obj: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise typer.BadParameter(f"{target!r}: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        if debug:
+            raise
+        # The target module (or a parent package) itself is missing, not something it imports.
+        if isinstance(exc, ModuleNotFoundError) and f"{module_name}.".startswith(f"{exc.name}."):
+            fail(
+                "run",
+                f"{target!r}: cannot import {module_name!r}: no such module in {os.getcwd()} or "
+                "on the path; run ferryman from your project's directory, or check the module path",
+                2,
+            )
+        fail(
+            "run",
+            f"{target!r}: importing {module_name!r} failed{_where(exc)}: {type(exc).__name__}: "
+            f"{exc} (--debug shows the traceback)",
+        )
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise typer.BadParameter(
-                f"{target!r}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
+            fail("run", f"{target!r}: module {module_name!r} has no attribute {attr!r}", 2)
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """`` at FILE:LINE``: the innermost line of the user's code that raised ``exc``."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" at {exc.filename}:{exc.lineno}"
+    ours = str(Path(__file__).parents[1])  # ferryman's own frames say nothing of the user's code
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith((ours, "<frozen")) and f.filename != __file__
+    ]
+    # Prefer the project's own files (under the current directory) to the libraries they call.
+    mine = [f for f in frames if f.filename.startswith(os.getcwd() + os.sep)] or frames
+    return f" at {mine[-1].filename}:{mine[-1].lineno}" if mine else ""
+
+
+def summary(service: Service) -> str:
+    """What a service is about to do: where, as which group, the topics it handles and produces."""
+    from ferryman.topics import RESERVED_SUFFIXES
+
+    names = list(dict.fromkeys(spec.name for spec in service.topic_specs()))
+    handled = [n for n in names if not n.endswith(RESERVED_SUFFIXES)]
+    produced = [n for n in names if n.endswith(RESERVED_SUFFIXES)]
+    where = service.locations
+    return "\n".join(
+        [
+            f"ferryman run: service {service.name!r}, group {service.group!r}",
+            f"  broker    {where.broker}",
+            f"  registry  {_without_password(where.registry)}",
+            f"  handles   {', '.join(handled) or '(nothing: no handlers)'}",
+            f"  produces  {', '.join(produced) or '(no dead letters or replies)'}",
+        ]
+    )
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the user part (``user:password@``) of its authority masked, for printing."""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", url)
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     services: Annotated[list[str], typer.Argument(help="Services to run, as module:attribute.")],
+    broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
+    database: DatabaseUrl = None,
+    debug: Debug = False,
 ) -> None:
-    """Run one or more services until SIGTERM or SIGINT, then stop them cleanly."""
-    from ferryman.errors import FerrymanError
+    """Run one or more services until SIGTERM or SIGINT, then stop them cleanly.
+
+    --broker, --registry and --database apply to the services that do not name their own in code.
+    """
+    from ferryman.config import broker_location
     from ferryman.runtime.runner import run_services
     from ferryman.runtime.service import Service
 
-    loaded: list[Service] = []
-    for target in services:
-        obj = load_service(target)
-        if not isinstance(obj, Service):
-            raise typer.BadParameter(
-                f"{target!r} is a {type(obj).__name__}, not a ferryman Service"
-            )
-        loaded.append(obj)
-    try:
+    debug = debugging(ctx, debug)
+    with reporting("run", debug):
+        if broker is not None:
+            broker_location(broker)  # a bad URL is reported as such, before any import
+        set_locations(broker, registry, database)
+        loaded: list[Service] = []
+        for target in services:
+            obj = load_service(target, debug)
+            if not isinstance(obj, Service):
+                fail("run", f"{target!r} is a {type(obj).__name__}, not a ferryman Service", 2)
+            loaded.append(obj)
+        for svc in loaded:
+            typer.echo(summary(svc), err=True)
         asyncio.run(run_services(loaded))
-    except FerrymanError as exc:
-        typer.echo(f"ferryman run: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from exc

@@ -7,20 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ferryman.broker import Admin, Broker, Producer, open_broker
-from ferryman.config import Locations
+from ferryman.broker import Admin, Broker, EmbeddedLocation, Producer, open_broker
+from ferryman.config import Locations, make_directory_for
 from ferryman.errors import TopicMismatch
 from ferryman.records import TopicSpec
 from ferryman.runtime.serde import Serde
-
-
-def registry_url(locations: Locations) -> str:
-    """The registry URL; a plain ``embedded`` registry lives beside an embedded broker's file,
-    so every process sharing that broker also shares its schema ids."""
-    if locations.registry == "embedded" and locations.broker.startswith("embedded:"):
-        broker_file = Path(locations.broker[len("embedded:") :])
-        return f"embedded:{broker_file.parent / 'registry.db'}"
-    return locations.registry
 
 
 class Connections:
@@ -50,7 +41,10 @@ class Connections:
     def broker(self) -> Broker:
         with self._lock:
             if self._broker is None:
-                self._broker = open_broker(self.locations.broker)
+                where = self.locations.broker
+                if isinstance(where, EmbeddedLocation):
+                    make_directory_for(where.path, "embedded broker file")
+                self._broker = open_broker(where)
             return self._broker
 
     @property
@@ -101,7 +95,10 @@ class Connections:
             if self._registry is None:
                 from ferryman.schema import open_registry
 
-                self._registry = open_registry(registry_url(self.locations))
+                url = self.locations.registry
+                if url.startswith("embedded:"):
+                    make_directory_for(Path(url[len("embedded:") :]), "schema registry file")
+                self._registry = open_registry(url)
             return self._registry
 
     @property

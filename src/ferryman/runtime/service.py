@@ -52,7 +52,7 @@ class Service:
         self.config = config or ServiceConfig()
         self.locations: Locations = resolve_locations(
             broker if isinstance(broker, str) else None,
-            registry if isinstance(registry, str) else None,
+            registry,
             database,
         )
         self.instance_id = f"{name}-{uuid.uuid4().hex[:12]}"

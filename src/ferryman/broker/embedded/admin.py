@@ -123,7 +123,9 @@ class EmbeddedAdmin:
     def describe_topic(self, name: str) -> TopicInfo:
         with self._lock:
             partitions, config = load_topic(self._c(), self._store, name)
-        return TopicInfo(name, partitions, {**DEFAULTS, **config})
+        return TopicInfo(
+            name, partitions, {**DEFAULTS, **config}, frozenset(DEFAULTS.keys() - config)
+        )
 
     def list_topics(self) -> list[str]:
         with self._lock:

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as _RdPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._config import ConfigResource, ConfigSource
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 
@@ -163,7 +163,13 @@ class KafkaAdmin:
         except KafkaException as exc:
             self._fail(exc, f"describing the config of topic {name!r}", name)
         config = {key: entry.value for key, entry in entries.items() if entry.value is not None}
-        return TopicInfo(name=name, partitions=len(topic.partitions), config=config)
+        # Only DYNAMIC_TOPIC_CONFIG is set on the topic; every other source is a broker default.
+        # (describe_configs reports the source as a plain int, not as the ConfigSource enum.)
+        on_topic = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+        defaults = frozenset(
+            k for k in config if getattr(entries[k].source, "value", entries[k].source) != on_topic
+        )
+        return TopicInfo(name, len(topic.partitions), config, defaults)
 
     def list_topics(self) -> list[str]:
         self._check_open()
