@@ -131,15 +131,10 @@ def table_from_model(
     columns = []
     for fc in field_columns(model, rename=rename, exclude=exclude):
         is_key = fc.field == key
-        columns.append(
-            Column(
-                fc.column,
-                fc.type,
-                primary_key=is_key,
-                nullable=fc.nullable and not is_key,
-                autoincrement=False,
-            )
-        )
+        column = Column(fc.column, fc.type, primary_key=is_key, nullable=fc.nullable and not is_key)
+        if is_key:
+            column.autoincrement = False  # keys come from the topic, never from a sequence
+        columns.append(column)
     if not any(c.primary_key for c in columns):
         raise ConfigError(
             f"table {name!r}: the key field {key!r} is not a field of {model!r}; name one"
