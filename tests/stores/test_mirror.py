@@ -3,6 +3,8 @@ transaction, redelivery, and the isolation of poisoned records."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -274,3 +276,63 @@ def test_a_key_the_database_cannot_store_poisons_its_record(
         return
     assert [p.record.offset for p in applied.poisoned] == [1]
     assert sorted(rows(database, mirror.table)) == [1, 3]
+
+
+def test_a_transform_returning_what_the_table_cannot_take_poisons_its_record(
+    database: Database,
+) -> None:
+    def transform(c: Customer) -> Any:
+        if c.id == 1:
+            return {"id": 1, "colour": "red"}
+        if c.id == 2:
+            return ["not", "a", "dict"]
+        return {"name": c.name}  # the key column is filled in from the record's key
+
+    mirror = Mirror(database, customers, transform=transform)
+    database.create_missing()
+    batch = [rec(0, 1, Customer(1, "a")), rec(1, 2, Customer(2, "b")), rec(2, 3, Customer(3, "c"))]
+    with database.begin() as conn:
+        applied = mirror.apply(conn, batch, GROUP)
+    errors = [str(p.error) for p in applied.poisoned]
+    assert "returned column(s) colour" in errors[0]
+    assert "returned list" in errors[1]
+    assert rows(database, mirror.table) == {3: ("c", None)}
+
+
+def test_a_second_consumer_of_a_partition_waits_for_the_first_and_skips_what_it_applied(
+    database: Database, mirror: Mirror
+) -> None:
+    """A consumer that lost its partition without knowing it yet (a zombie) must not apply a
+    batch twice: it waits for the first's partition lock, then sees the offsets moved (here
+    the partition's first offsets, which no row lock could guard)."""
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite serializes writers at BEGIN IMMEDIATE (test_database covers it)")
+    batch = [rec(1, 1, Customer(1, "Ada")), rec(2, 2, Customer(2, "Bob"))]
+    second: list[Any] = []
+    with database.begin() as first:
+        assert mirror.apply(first, batch, GROUP).applied == 2
+
+        def zombie() -> None:
+            with database.begin() as conn:
+                second.append(mirror.apply(conn, batch, GROUP))
+
+        thread = threading.Thread(target=zombie)
+        thread.start()
+        wait_until(lambda: lock_waiters(database) > 0, "the second consumer to wait for the lock")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert (second[0].applied, second[0].skipped) == (0, 2)
+
+
+def lock_waiters(database: Database) -> int:
+    with database.engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory'"
+        return int(conn.execute(text(query)).scalar_one())
+
+
+def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

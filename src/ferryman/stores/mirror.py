@@ -153,6 +153,7 @@ class Mirror:
             )
         self._key_convert = key_column.convert if key_column is not None else None
         self._to_row: Callable[[Any], Row | None] = transform or RowMapper(columns)
+        self._transformed = transform is not None
 
     def check(self, conn: Connection) -> None:
         """Raise MirrorSchemaError when the live table lacks columns this mirror writes."""
@@ -189,8 +190,8 @@ class Mirror:
                 if self._key_convert is not None:
                     key = self._key_convert(key)
                 row = None if r.value is None else self._to_row(r.value)
-                if row is not None and self.key_column.name not in row:
-                    row = {self.key_column.name: key, **row}  # a transform may leave the key out
+                if row is not None and self._transformed:
+                    row = self._checked(row, key)
                 ops.append(_Op(r, key, row))
             except Exception as exc:  # the user's transform or a bad value: this record only
                 poisoned.append(Poisoned(r, exc))
@@ -215,6 +216,23 @@ class Mirror:
             offsets=offsets,
             timestamps=timestamps,
         )
+
+    def _checked(self, row: Any, key: Any) -> Row:
+        """A transform's row, with the key filled in when it left it out."""
+        if not isinstance(row, dict):
+            raise StoreError(
+                f"the transform of mirror {self!r} returned {type(row).__name__}; return a dict "
+                "of column -> value, or None to delete the key's row"
+            )
+        unknown = [c for c in row if c not in self.table.c]
+        if unknown:
+            raise StoreError(
+                f"the transform of mirror {self!r} returned column(s) {', '.join(unknown)} that "
+                f"table {self.table.name!r} lacks (its columns: {', '.join(self.table.c.keys())})"
+            )
+        if self.key_column.name not in row:
+            return {self.key_column.name: key, **row}
+        return row
 
     def _write(self, conn: Connection, ops: list[_Op]) -> list[Poisoned]:
         """Write ``ops`` under a savepoint; on a refused row, the halves, down to single rows."""

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     select,
+    text,
     tuple_,
 )
 
@@ -29,6 +30,10 @@ from ferryman.records import TopicPartition
 from ferryman.stores.upsert import upsert
 
 OFFSETS_TABLE = "ferryman_offsets"
+# Advisory locks are per database: the schema in the name keeps services in other schemas apart.
+_ADVISORY_LOCK = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || :name, 0))"
+)
 
 
 def offsets_table(metadata: MetaData) -> Table:
@@ -66,20 +71,23 @@ class OffsetStore:
     ) -> dict[TopicPartition, int]:
         """The stored next offset of each of ``partitions`` that has one.
 
-        ``lock=True`` locks the rows until the transaction ends (PostgreSQL ``FOR UPDATE``;
-        SQLite's writer holds the whole file already), so a consumer that lost its partitions
-        but does not know yet waits for, then sees, the new owner's offsets.
+        ``lock=True`` holds each partition's lock until the transaction ends, so a consumer that
+        lost its partitions but does not know it yet waits for, then sees, the new owner's
+        offsets. On PostgreSQL that is a transaction-level advisory lock per partition (a row
+        lock would miss a partition whose first offsets are not committed yet); SQLite's
+        writer holds the whole file already.
         """
         wanted = sorted(set(partitions))
         if not wanted:
             return {}
+        if lock and conn.dialect.name == "postgresql":
+            for tp in wanted:  # in one order everywhere, so two lockers cannot deadlock
+                conn.execute(_ADVISORY_LOCK, {"name": f"/ferryman.offsets/{group}/{tp}"})
         t = self.table
         query = select(t.c.topic, t.c.partition, t.c.next_offset).where(
             t.c.consumer_group == group,
             tuple_(t.c.topic, t.c.partition).in_([(tp.topic, tp.partition) for tp in wanted]),
         )
-        if lock:
-            query = query.with_for_update()
         return {TopicPartition(topic, p): offset for topic, p, offset in conn.execute(query)}
 
     def save(
