@@ -299,14 +299,16 @@ def test_a_transform_returning_what_the_table_cannot_take_poisons_its_record(
     assert rows(database, mirror.table) == {3: ("c", None)}
 
 
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_second_consumer_of_a_partition_waits_for_the_first_and_skips_what_it_applied(
     database: Database, mirror: Mirror
 ) -> None:
     """A consumer that lost its partition without knowing it yet (a zombie) must not apply a
     batch twice: it waits for the first's partition lock, then sees the offsets moved (here
     the partition's first offsets, which no row lock could guard)."""
-    if database.dialect == "sqlite":
-        pytest.skip("SQLite serializes writers at BEGIN IMMEDIATE (test_database covers it)")
+    # (SQLite serializes writers at BEGIN IMMEDIATE: test_database covers it.)
     batch = [rec(1, 1, Customer(1, "Ada")), rec(2, 2, Customer(2, "Bob"))]
     second: list[Any] = []
     with database.begin() as first:
@@ -336,3 +338,15 @@ def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def test_a_catch_up_batch_larger_than_a_statement_can_bind_is_applied(
+    database: Database, mirror: Mirror
+) -> None:
+    # PostgreSQL binds at most 65535 parameters per statement: the deletes go in chunks.
+    n = 70_000
+    with database.begin() as conn:
+        created = mirror.apply(conn, [rec(i, i, Customer(i, "x")) for i in range(n)], GROUP)
+        deleted = mirror.apply(conn, [rec(n + i, i, None) for i in range(n - 1)], GROUP)
+    assert (created.applied, deleted.applied) == (n, n - 1)
+    assert rows(database, mirror.table) == {n - 1: ("x", None)}

@@ -39,6 +39,9 @@ from ferryman.stores.tables import (
 from ferryman.stores.upsert import upsert
 from ferryman.topics import EntityTopic
 
+DELETE_CHUNK = 10_000
+"""Keys per DELETE: one bind parameter each, and PostgreSQL takes at most 65535 per statement."""
+
 
 class MirrorRecord(NamedTuple):
     """A decoded record of an entity topic: ``value is None`` is a tombstone (delete the key)."""
@@ -260,8 +263,9 @@ class Mirror:
                 by_columns.setdefault(tuple(op.row), []).append(op.row)
         for rows in by_columns.values():
             upsert(conn, self.table, rows)
-        if gone:
-            conn.execute(delete(self.table).where(self.key_column.in_(gone)))
+        for start in range(0, len(gone), DELETE_CHUNK):
+            chunk = gone[start : start + DELETE_CHUNK]
+            conn.execute(delete(self.table).where(self.key_column.in_(chunk)))
 
     def __repr__(self) -> str:
         return f"Mirror({self.topic.name!r} -> {self.table.name!r})"
