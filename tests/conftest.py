@@ -6,14 +6,20 @@ they skip with a reason; with ``CI=true`` the same absence is a failure, never a
 - ``FERRYMAN_TEST_KAFKA``: bootstrap servers of a running Kafka (``scripts/kafka.sh start``
   prints the value to export).
 - ``FERRYMAN_TEST_POSTGRES``: an SQLAlchemy URL of a running PostgreSQL
-  (``scripts/postgres.sh start`` prints the value to export).
+  (``scripts/postgres.sh start`` prints the value to export). ``database_url`` runs a test
+  on SQLite and on PostgreSQL, each run in an empty database of its own.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 
 def in_ci() -> bool:
@@ -49,6 +55,32 @@ def postgres_url() -> str:
         "PostgreSQL",
         "run `scripts/postgres.sh start` and export what it prints",
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the test server for creating and dropping the per-test schemas."""
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An SQLAlchemy URL of an empty database, once per backend: an SQLite file, or a fresh
+    PostgreSQL schema of this test's own (the URL sets the search_path), dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'service.db'}"
+        return
+    admin: Engine = request.getfixturevalue("postgres_admin")
+    server: str = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def pytest_report_header() -> list[str]:

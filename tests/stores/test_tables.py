@@ -310,3 +310,20 @@ def test_a_live_table_lacking_columns_names_them_and_the_migration(database: Dat
 def test_a_model_that_is_not_a_record_is_refused() -> None:
     with pytest.raises(SchemaError, match="needs a record model"):
         field_columns({"type": "string"})
+
+
+products = fm.EntityTopic("products", Product, key="sku")
+
+
+def test_pydantic_values_are_mirrored(database: Database) -> None:
+    mirror = Mirror(database, products)
+    database.create_missing()
+    batch = [
+        MirrorRecord("products", 0, 0, "p-1", Product(sku="p-1", price=Decimal("9.99")), 1),
+        MirrorRecord("products", 0, 1, "p-2", Product(sku="p-2", price=Decimal("5"), stock=3), 2),
+    ]
+    with database.begin() as conn:
+        assert mirror.apply(conn, batch, "g").poisoned == ()
+    with database.engine.connect() as conn:
+        got = conn.execute(select(mirror.table).order_by(mirror.table.c.sku)).all()
+    assert [tuple(r) for r in got] == [("p-1", Decimal("9.99"), None), ("p-2", Decimal("5"), 3)]
