@@ -23,7 +23,9 @@ Every error a user can meet says what was wrong and what to do about it::
      │    ├── SchemaNotFound          an unknown subject, version or schema id
      │    ├── RegistryError           the schema registry failed or cannot be reached
      │    └── DecodeError             a consumed message cannot be decoded (carries its coordinates)
-     ├── HandlerError                a handler failed and the service is set to stop on error
+     ├── StoreError                  the service's database refused or cannot hold what a store writes
+ │    └── MirrorSchemaError       a mirror's table lacks columns its topic's model needs
+ ├── HandlerError                a handler failed and the service is set to stop on error
      ├── RequestTimeout              no reply to a request within its timeout
      └── RemoteError                 the responder raised; carries the remote type and message
 """
@@ -132,6 +134,22 @@ class DecodeError(SchemaError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+
+
+class StoreError(FerrymanError):
+    """The service's database refused, or cannot hold, what a store (mirror, offsets) writes."""
+
+
+class MirrorSchemaError(StoreError):
+    """A mirror's table in the live database lacks columns that its topic's model needs.
+
+    ``missing`` names them; the message says which migration to generate and run.
+    """
+
+    def __init__(self, message: str, *, table: str = "", missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.table = table
+        self.missing = missing
 
 
 class HandlerError(FerrymanError):

@@ -1,0 +1,121 @@
+"""The service's own database: one engine, one session factory and one MetaData.
+
+SQLite (the default) and PostgreSQL (through psycopg 3) are supported. Every table a store
+declares lives on the service's ``MetaData``, so a user's Alembic ``env.py`` can hand
+``database.metadata`` to autogenerate and see ferryman's tables beside their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ferryman.errors import ConfigError
+from ferryman.stores.offsets import OffsetStore
+
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long an SQLite writer waits for another process's write lock before it fails."""
+
+
+class Database:
+    """The service's database: ``engine``, ``sessions`` (a session factory), ``metadata`` and the
+    consumed-offset store, created from one SQLAlchemy URL."""
+
+    def __init__(self, url: str | URL, *, metadata: MetaData | None = None, echo: bool = False):
+        self.url = _parse(url)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(self.url, echo)
+        else:
+            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+        self.metadata = metadata if metadata is not None else MetaData()
+        self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        self.offsets = OffsetStore(self.metadata)
+
+    def create_missing(self) -> list[str]:
+        """Create the tables of ``metadata`` that the database lacks; never alter existing ones
+        (that is a migration's job). Returns the names of the tables created."""
+        with self.engine.begin() as conn:
+            present = set(inspect(conn).get_table_names())
+            missing = [t for t in self.metadata.sorted_tables if t.name not in present]
+            self.metadata.create_all(conn, tables=missing, checkfirst=True)
+        return [t.name for t in missing]
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: committed when the block ends, rolled back on error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        """Close the pooled connections (the Database can still be used; it reconnects)."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"database URL {str(url)!r} is not an SQLAlchemy URL ({exc}); write e.g. "
+            "sqlite:///.ferryman/service.db or postgresql+psycopg://user@host:5432/db"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_DIALECTS:
+        raise ConfigError(
+            f"database URL {parsed.render_as_string(hide_password=True)!r}: {backend} is not "
+            "supported; use sqlite:///PATH or postgresql+psycopg://user@host:5432/db"
+        )
+    if backend == "postgresql":
+        driver = parsed.get_driver_name()
+        if driver != "psycopg":
+            # psycopg 3 is the one PostgreSQL driver ferryman depends on and tests.
+            raise ConfigError(
+                f"database URL uses the {driver} driver; ferryman talks to PostgreSQL through "
+                "psycopg 3: write postgresql+psycopg://..."
+            )
+        try:
+            parsed.get_dialect()
+        except NoSuchModuleError as exc:  # pragma: no cover - psycopg is a dependency
+            raise ConfigError(f"{exc}; install psycopg: pip install 'psycopg[binary]'") from exc
+    return parsed
+
+
+def _sqlite_engine(url: URL, echo: bool) -> Engine:
+    path = url.database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite opens transactions itself and breaks SAVEPOINT (which the mirror needs to
+        # isolate a bad record); take transaction control away from it (SQLAlchemy's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads, then writes
+        # after another process committed fails at once ("database is locked") instead of
+        # waiting out the busy timeout, and the service's transactions mostly write.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,310 @@
+"""Mirror: an entity topic kept as a table, effectively once.
+
+``Mirror.apply`` takes the decoded records of one poll and, in the caller's transaction, compacts
+them to the last value per key, writes one upsert and one delete, and saves the next offsets in
+``ferryman_offsets``. Rows and offsets commit together, and records at or below the stored
+offsets are skipped, so a redelivered batch changes nothing.
+
+A poisoned record (the transform raises, or the database refuses its row) is isolated by
+retrying halves of the batch under savepoints down to single rows; the rest is applied and the
+poisoned records are returned for the caller's failure policy. The consumer loop calls::
+
+    with database.begin() as conn:
+        applied = mirror.apply(conn, records, group)
+        if applied.poisoned:
+            ...  # retry: roll back (raise) and apply the same records later;
+                 # give up: dead-letter applied.poisoned, wait for the acks, then commit
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Table, delete
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
+
+from ferryman.errors import ConfigError, StoreError
+from ferryman.records import TopicPartition
+from ferryman.stores.database import Database
+from ferryman.stores.tables import (
+    Row,
+    RowMapper,
+    Transform,
+    check_table,
+    field_columns,
+    table_from_model,
+    table_of,
+)
+from ferryman.stores.upsert import upsert
+from ferryman.topics import EntityTopic
+
+DELETE_CHUNK = 10_000
+"""Keys per DELETE: one bind parameter each, and PostgreSQL takes at most 65535 per statement."""
+
+
+class MirrorRecord(NamedTuple):
+    """A decoded record of an entity topic: ``value is None`` is a tombstone (delete the key)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any
+    timestamp: int = 0
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class Poisoned(NamedTuple):
+    """A record the mirror could not apply, and why."""
+
+    record: MirrorRecord
+    error: Exception
+
+
+class Applied(NamedTuple):
+    """What one ``Mirror.apply`` did.
+
+    ``applied``: records whose effect is in the table (those superseded by a later value of their
+    key in the same batch included); ``skipped``: records below the stored offsets (applied
+    before); ``poisoned``: records not applied; ``offsets``: the next offsets saved;
+    ``timestamps``: the timestamp (ms) of the last applied record per partition, for lag.
+    """
+
+    applied: int
+    skipped: int
+    poisoned: tuple[Poisoned, ...]
+    offsets: dict[TopicPartition, int]
+    timestamps: dict[TopicPartition, int]
+
+
+class _Op(NamedTuple):
+    """One key's change after compaction: a row to upsert, or None to delete the key's row."""
+
+    record: MirrorRecord
+    key: Any
+    row: Row | None
+
+
+class Mirror:
+    """Keeps ``topic`` as a table of ``database``: rows upserted by key, tombstones deleted.
+
+    ``into``: a Table or ORM class to write into; by default a table named after the topic
+    (``table=`` to rename it) is made from the topic's model. Fields map to columns of the same
+    name unless ``rename`` ({field: column}) or ``exclude`` says otherwise; a ``transform``
+    (value -> row dict, or None to delete) replaces that mapping.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        topic: EntityTopic[Any],
+        into: Any = None,
+        *,
+        table: str | None = None,
+        rename: Mapping[str, str] | None = None,
+        exclude: Collection[str] = (),
+        transform: Transform | None = None,
+    ) -> None:
+        if not isinstance(topic, EntityTopic):
+            raise ConfigError(
+                f"a mirror keeps an entity topic as a table, and {topic!r} is not one; declare "
+                "the topic as fm.EntityTopic(name, Model, key=...) or handle its records with "
+                "@service.on(topic)"
+            )
+        self.database = database
+        self.topic = topic
+        columns = field_columns(topic.model, rename=rename, exclude=exclude)
+        key_column = (
+            next(c for c in columns if c.field == topic.key) if topic.key not in exclude else None
+        )
+        if into is None:
+            if table is not None and not table:
+                raise ConfigError("table='' is not a table name; leave table out or name one")
+            self.table: Table = table_from_model(
+                table or _table_name(topic.name),
+                database.metadata,
+                topic.model,
+                topic.key,
+                rename=rename,
+                exclude=exclude,
+            )
+        else:
+            if table is not None:
+                raise ConfigError(
+                    "pass either into= (a Table or ORM class) or table= (a name for a table made "
+                    "from the topic's model), not both"
+                )
+            self.table = table_of(into)
+            if transform is None:
+                _check_fits(self.table, [c.column for c in columns], topic)
+        pk = list(self.table.primary_key.columns)
+        if len(pk) != 1:
+            raise ConfigError(
+                f"table {self.table.name!r} has {len(pk)} primary key columns; a mirror needs "
+                f"exactly one, holding the entity key ({topic.name!r}'s {topic.key!r})"
+            )
+        self.key_column = pk[0]
+        if transform is None and key_column is not None and key_column.column != pk[0].name:
+            raise ConfigError(
+                f"table {self.table.name!r}'s primary key is {pk[0].name!r}, but the key field "
+                f"{topic.key!r} maps to column {key_column.column!r}; write "
+                f"rename={{{topic.key!r}: {pk[0].name!r}}}"
+            )
+        self._key_convert = key_column.convert if key_column is not None else None
+        self._to_row: Callable[[Any], Row | None] = transform or RowMapper(columns)
+        self._transformed = transform is not None
+
+    def check(self, conn: Connection) -> None:
+        """Raise MirrorSchemaError when the live table lacks columns this mirror writes."""
+        check_table(conn, self.table)
+
+    def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied:
+        """Apply one poll's ``records`` of the topic and save the offsets, in ``conn``'s
+        transaction. Poisoned records are returned, not raised; their offsets are saved too, so
+        the caller must handle them (see the module docstring) before it commits."""
+        batch = list(records)
+        for r in batch:
+            if r.topic != self.topic.name:
+                raise StoreError(
+                    f"mirror of {self.topic.name!r} was given a record of {r.topic!r}; pass each "
+                    "mirror only its own topic's records"
+                )
+        stored = self.database.offsets.load(
+            conn, group, {r.topic_partition for r in batch}, lock=True
+        )
+        fresh = [r for r in batch if r.offset >= stored.get(r.topic_partition, -1)]
+        latest: dict[Any, MirrorRecord] = {}
+        poisoned: list[Poisoned] = []
+        for r in fresh:
+            if r.key is None:
+                poisoned.append(
+                    Poisoned(r, StoreError(f"{_where(r)} has no key; entity records need one"))
+                )
+                continue
+            latest.pop(r.key, None)  # keep the order of each key's last change
+            latest[r.key] = r
+        ops: list[_Op] = []
+        for key, r in latest.items():
+            try:
+                if self._key_convert is not None:
+                    key = self._key_convert(key)
+                row = None if r.value is None else self._to_row(r.value)
+                if row is not None and self._transformed:
+                    row = self._checked(row, key)
+                ops.append(_Op(r, key, row))
+            except Exception as exc:  # the user's transform or a bad value: this record only
+                poisoned.append(Poisoned(r, exc))
+        poisoned.extend(self._write(conn, ops))
+        offsets: dict[TopicPartition, int] = {}
+        for r in fresh:
+            tp = r.topic_partition
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        bad = {id(p.record) for p in poisoned}
+        last: dict[TopicPartition, MirrorRecord] = {}
+        for r in fresh:
+            if id(r) not in bad and (
+                r.topic_partition not in last or r.offset > last[r.topic_partition].offset
+            ):
+                last[r.topic_partition] = r
+        timestamps = {tp: r.timestamp for tp, r in last.items()}
+        self.database.offsets.save(conn, group, offsets, timestamps)
+        return Applied(
+            applied=len(fresh) - len(poisoned),
+            skipped=len(batch) - len(fresh),
+            poisoned=tuple(sorted(poisoned, key=lambda p: (p.record.partition, p.record.offset))),
+            offsets=offsets,
+            timestamps=timestamps,
+        )
+
+    def _checked(self, row: Any, key: Any) -> Row:
+        """A transform's row, with the key filled in when it left it out."""
+        if not isinstance(row, dict):
+            raise StoreError(
+                f"the transform of mirror {self!r} returned {type(row).__name__}; return a dict "
+                "of column -> value, or None to delete the key's row"
+            )
+        unknown = [c for c in row if c not in self.table.c]
+        if unknown:
+            raise StoreError(
+                f"the transform of mirror {self!r} returned column(s) {', '.join(unknown)} that "
+                f"table {self.table.name!r} lacks (its columns: {', '.join(self.table.c.keys())})"
+            )
+        if self.key_column.name not in row:
+            return {self.key_column.name: key, **row}
+        return row
+
+    def _write(self, conn: Connection, ops: list[_Op]) -> list[Poisoned]:
+        """Write ``ops`` under a savepoint; on a refused row, the halves, down to single rows."""
+        if not ops:
+            return []
+        try:
+            with conn.begin_nested():
+                self._execute(conn, ops)
+        except Exception as exc:
+            if not _is_poison(exc):
+                raise
+            if len(ops) == 1:
+                return [Poisoned(ops[0].record, exc)]
+            middle = len(ops) // 2
+            return self._write(conn, ops[:middle]) + self._write(conn, ops[middle:])
+        return []
+
+    def _execute(self, conn: Connection, ops: list[_Op]) -> None:
+        by_columns: dict[tuple[str, ...], list[Row]] = {}
+        gone: list[Any] = []
+        for op in ops:
+            if op.row is None:
+                gone.append(op.key)
+            else:
+                by_columns.setdefault(tuple(op.row), []).append(op.row)
+        for rows in by_columns.values():
+            upsert(conn, self.table, rows)
+        for start in range(0, len(gone), DELETE_CHUNK):
+            chunk = gone[start : start + DELETE_CHUNK]
+            conn.execute(delete(self.table).where(self.key_column.in_(chunk)))
+
+    def __repr__(self) -> str:
+        return f"Mirror({self.topic.name!r} -> {self.table.name!r})"
+
+
+def _is_poison(exc: Exception) -> bool:
+    """True when the database refused a row for what it holds (a constraint, a value it cannot
+    store), not for its own state (locks, lost connections, a missing table): only the former
+    is worth isolating; the latter would condemn every row."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, ProgrammingError):
+        # A value the driver cannot bind (a dict into a text column) is a ProgrammingError of the
+        # driver's own, as are server errors like a missing column: only the message tells the
+        # former (sqlite3 and psycopg 3 say it in these words).
+        said = str(exc.orig)
+        return "Error binding parameter" in said or "cannot adapt type" in said
+    if isinstance(exc, DBAPIError):
+        return False
+    # SQLAlchemy's type processors (StatementError), or the driver refusing a value while
+    # binding it (sqlite3 raises OverflowError for an int beyond 64 bits).
+    return isinstance(exc, StatementError | TypeError | ValueError | ArithmeticError)
+
+
+def _check_fits(table: Table, columns: list[str], topic: EntityTopic[Any]) -> None:
+    missing = [c for c in columns if c not in table.c]
+    if missing:
+        fields = ", ".join(repr(c) for c in missing)
+        raise ConfigError(
+            f"table {table.name!r} has no column(s) {fields} for {topic.name!r}'s fields; add "
+            f"them to the table, map them with rename={{field: column}}, or drop them with "
+            f"exclude=[{fields}]"
+        )
+
+
+def _table_name(topic: str) -> str:
+    # Topic names may hold dots and dashes; table names are plain identifiers.
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in topic)
+
+
+def _where(r: MirrorRecord) -> str:
+    return f"record at {r.topic}[{r.partition}]@{r.offset}"

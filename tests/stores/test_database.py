@@ -1,0 +1,94 @@
+"""Database: URLs, the SQLite settings, and creating only the tables that are missing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+
+from ferryman.errors import ConfigError
+from ferryman.stores import OFFSETS_TABLE, Database
+
+
+def test_sqlite_gets_wal_a_busy_timeout_foreign_keys_and_its_directory(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there.db"
+    db = Database(f"sqlite:///{path}")
+    with db.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert path.exists()
+    db.dispose()
+
+
+def test_sqlite_savepoints_roll_back_only_their_part(tmp_path: Path) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT; the mirror's isolation needs it.
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    t = Table("t", db.metadata, Column("id", Integer, primary_key=True))
+    db.create_missing()
+    with db.begin() as conn:
+        conn.execute(t.insert(), [{"id": 1}])
+        savepoint = conn.begin_nested()
+        conn.execute(t.insert(), [{"id": 2}])
+        savepoint.rollback()
+        conn.execute(t.insert(), [{"id": 3}])
+    with db.begin() as conn:
+        assert conn.execute(t.select()).scalars().all() == [1, 3]
+    db.dispose()
+
+
+def test_create_missing_creates_only_what_is_missing(database: Database) -> None:
+    assert database.create_missing() == [OFFSETS_TABLE]
+    other = MetaData()
+    Table("items", other, Column("id", Integer, primary_key=True))
+    other.create_all(database.engine)
+    Table(
+        "items",
+        database.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("added_later", Integer),
+    )
+    assert database.create_missing() == []
+    with database.begin() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("items")}
+        assert columns == {"id"}  # altering an existing table is a migration's job
+        conn.execute(text("SELECT 1"))
+    assert database.create_missing() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("not a url", "not an SQLAlchemy URL"),
+        ("mysql://u@h/db", "mysql is not supported"),
+        ("postgresql+psycopg2://u@h/db", "through psycopg 3"),
+    ],
+)
+def test_bad_urls_say_what_to_write(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Database(url)
+
+
+def test_the_repr_hides_the_password() -> None:
+    assert "secret" not in repr(Database("postgresql+psycopg://u:secret@h/db"))
+
+
+def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> None:
+    # BEGIN IMMEDIATE: a transaction waits for the lock up front (busy timeout) instead of
+    # failing at its first write when another process committed after its first read.
+    path = tmp_path / "locks.db"
+    db = Database(f"sqlite:///{path}")
+    Table("t", db.metadata, Column("id", Integer, primary_key=True))
+    db.create_missing()
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        with db.begin() as conn:
+            conn.execute(text("SELECT 1"))
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("INSERT INTO t VALUES (1)")
+        other.execute("INSERT INTO t VALUES (1)")
+    finally:
+        other.close()
+        db.dispose()
