@@ -100,6 +100,9 @@ def test_basic_auth_with_confluents_client(serve: Serve) -> None:
     # ferryman's own HTTP registry passes the same setting through.
     with HttpRegistry(served.url, {"basic.auth.user.info": "ferry:s3cret:with-colon"}) as reg:
         assert reg.subjects() == ["auth-value"]
+    in_url = served.url.replace("http://", "http://ferry:s3cret%3Awith-colon@")
+    with HttpRegistry(in_url) as reg:  # as FERRYMAN_REGISTRY can say it
+        assert reg.subjects() == ["auth-value"]
     r = httpx.get(served.url + "/subjects")
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Basic ")
