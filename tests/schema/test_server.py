@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +236,14 @@ def test_the_body_limit_is_checked_while_reading_not_after(tmp_path: Path) -> No
     """Driven at the ASGI level, to count how much of an endless body the server pulls."""
     chunk, total = 64 * 1024, 160  # 10 MiB offered against the default 1 MiB limit
     pulled = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal pulled
         pulled += 1
         return {"type": "http.request", "body": b" " * chunk, "more_body": pulled < total}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
