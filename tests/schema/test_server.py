@@ -363,3 +363,24 @@ def test_subject_mode_defaults_to_global_when_asked(api: httpx.Client, topic: st
         "mode": "READWRITE"
     }
     assert api.get("/contexts", params={"offset": 1}).json() == []
+
+
+class BrokenRegistry(EmbeddedRegistry):
+    """A registry whose listing fails with something no handler expects."""
+
+    def subjects(self) -> list[str]:
+        raise RuntimeError("disk on fire")
+
+
+def test_an_unexpected_failure_is_a_json_500_not_a_bare_one(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    with (
+        BrokenRegistry(tmp_path / "registry.db") as registry,
+        TestClient(create_app(registry), base_url="http://127.0.0.1") as client,
+    ):
+        r = client.get("/subjects")
+    assert (r.status_code, r.headers["content-type"]) == (500, CT)
+    assert r.json()["error_code"] == 50001
+    assert "RuntimeError" in r.json()["message"]
+    assert "disk on fire" not in r.json()["message"]  # details go to the log, not to clients
