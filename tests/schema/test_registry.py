@@ -168,15 +168,11 @@ def test_open_registry_picks_the_backend(tmp_path: Path, server_url: str) -> Non
         open_registry("ftp://nowhere")
 
 
-def test_a_bare_embedded_url_still_opens_the_file_beside_the_broker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FERRYMAN_BROKER", f"embedded:{tmp_path / 'state' / 'broker.db'}")
+def test_a_bare_embedded_url_is_resolved_by_config_not_here() -> None:
+    # Where a bare `embedded` registry lives is config's one decision (beside the broker file).
     for url in ("embedded", "embedded:"):
-        default = open_registry(url)
-        assert isinstance(default, EmbeddedRegistry)
-        assert default.path == tmp_path / "state" / "registry.db"
-        default.close()
+        with pytest.raises(ConfigError, match="names no file"):
+            open_registry(url)
 
 
 def test_an_unreachable_http_registry_is_a_registry_error() -> None:

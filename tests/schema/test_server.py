@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from ferryman.schema import EmbeddedRegistry, avro_schema
-from ferryman.schema.server import DEFAULT_MAX_BODY, create_app
+from ferryman.schema.guard import DEFAULT_MAX_BODY
+from ferryman.schema.server import create_app
 
 from .conftest import start_server, stop_server
 from .schema_models import CustomerV1, CustomerV2, CustomerV3

@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from ferryman.errors import ConfigError
 from ferryman.schema import HttpRegistry, avro_schema
-from ferryman.schema.server import (
+from ferryman.schema.guard import (
     ServerSettings,
     exposure_warning,
     normal_host,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ferryman.cli import app
+from ferryman.config import resolve_locations
 from ferryman.errors import ConfigError
 
 registry_app = typer.Typer(
@@ -50,13 +51,8 @@ def serve(
     import uvicorn
 
     from ferryman.schema.embedded import EmbeddedRegistry
-    from ferryman.schema.server import (
-        ServerSettings,
-        create_app,
-        exposure_warning,
-        parse_auth,
-        parse_size,
-    )
+    from ferryman.schema.guard import ServerSettings, exposure_warning, parse_auth, parse_size
+    from ferryman.schema.server import create_app
 
     hosts = list(allow_host or [])
     if host not in _WILDCARDS:
@@ -71,6 +67,13 @@ def serve(
         raise typer.BadParameter(str(exc), param_hint="--auth") from exc
     settings = ServerSettings(allow_hosts=tuple(hosts), max_body=limit, auth=credentials)
 
+    if path is None:
+        registry_url = resolve_locations().registry
+        if not registry_url.startswith("embedded:"):
+            raise ConfigError(
+                f"FERRYMAN_REGISTRY names {registry_url}, not an embedded registry: pass --path"
+            )
+        path = Path(registry_url[len("embedded:") :])
     registry = EmbeddedRegistry(path)
     warning = exposure_warning(host, settings)
     if warning is not None:

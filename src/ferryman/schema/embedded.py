@@ -8,7 +8,6 @@ ids. Deleting a subject removes its versions for good; schema ids stay valid for
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,9 +18,6 @@ from ferryman.errors import IncompatibleSchema, RegistryError, SchemaNotFound, S
 from ferryman.schema.compat import DEFAULT_COMPATIBILITY, Compatibility, check_compatibility
 from ferryman.schema.parsing import AvroSchema, canonical, parse, parse_schema_text
 from ferryman.schema.registry import RegisteredSchema, Version
-
-DEFAULT_REGISTRY_FILE = "registry.db"
-DEFAULT_REGISTRY_PATH = ".ferryman/registry.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schemas (
@@ -45,10 +41,10 @@ _BUSY_TIMEOUT_S = 30.0
 
 
 class EmbeddedRegistry:
-    """A schema registry in a SQLite file (default ``.ferryman/registry.db``)."""
+    """A schema registry in a SQLite file (services keep it beside the embedded broker's)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_embedded_path()
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
         self._lock = threading.RLock()
         self._by_id: dict[int, AvroSchema] = {}
         try:
@@ -302,15 +298,3 @@ def _valid(schema: AvroSchema) -> AvroSchema:
     schema = parse_schema_text(schema)
     parse(schema)
     return schema
-
-
-def default_embedded_path() -> Path:
-    """``registry.db`` beside the embedded broker's file (``$FERRYMAN_BROKER``), else .ferryman/.
-
-    For callers that name no file (``EmbeddedRegistry()``, a bare ``embedded`` URL); services
-    resolve the file from their own locations instead.
-    """
-    broker = os.environ.get("FERRYMAN_BROKER", "")
-    if broker.startswith("embedded:") and broker[len("embedded:") :]:
-        return Path(broker[len("embedded:") :]).parent / DEFAULT_REGISTRY_FILE
-    return Path(DEFAULT_REGISTRY_PATH)
