@@ -10,10 +10,11 @@ import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Broker
+from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import HandlerError
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime.messages import MESSAGE_ID, Message
-from ferryman.topics import EventTopic
+from ferryman.topics import DAY_MS, EventTopic
 
 from .conftest import Env, eventually, run
 
@@ -84,11 +85,8 @@ def test_failing_handler_retries_then_dead_letters_and_goes_on(env: Env, broker:
     assert h["ferryman.dlq.attempts"] == "3"
     assert MESSAGE_ID in h, "the original headers are kept"
     [original] = [r for r in read(broker, jobs.name, 6, env.timeout) if r.offset == 3]
-    assert (dead.key, dead.value, dead.timestamp) == (
-        original.key,
-        original.value,
-        original.timestamp,
-    )
+    assert (dead.key, dead.value) == (original.key, original.value)
+    assert h["ferryman.dlq.original-timestamp"] == str(original.timestamp)
 
 
 def test_a_transient_failure_is_retried_not_dead_lettered(env: Env) -> None:
@@ -281,3 +279,31 @@ def test_dlq_headers_carry_a_message_that_is_not_valid_utf8(env: Env, broker: Br
     assert raw["ferryman.dlq.exception-message"] == b"no such file: report-\\udcff.csv"
     assert raw["ferryman.dlq.exception-type"] == b"FileNotFoundError"
     assert b"no such file: report-\\udcff.csv" in raw["ferryman.dlq.traceback"]
+
+
+def test_a_dead_letter_of_an_old_record_outlives_the_next_retention_pass(
+    env: Env, broker: Broker
+) -> None:
+    """Retention goes by timestamp: a dead letter stamped with its 20-day-old original's time
+    would be deleted by the DLQ's 14-day retention at the next pass."""
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1, config={"retention.ms": 30 * DAY_MS})
+    old = int(time.time() * 1000) - 20 * DAY_MS
+
+    async def main() -> None:
+        svc = env.service("worker", retries=0)
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            raise ValueError("cursed")
+
+        async with svc:
+            await svc.emit(jobs, Job(1), timestamp=old)
+            await eventually(lambda: svc.stats["dead_lettered"] == 1, env.timeout, svc.stats)
+
+    before = int(time.time() * 1000)
+    run(main())
+    if isinstance(broker, EmbeddedBroker):
+        broker.clean()  # a retention pass, now
+    [dead] = read(broker, jobs.name + ".dlq", 1, env.timeout)
+    assert dead.timestamp >= before, "stamped when it was dead-lettered"
+    assert headers(dead)["ferryman.dlq.original-timestamp"] == str(old)
