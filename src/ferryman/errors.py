@@ -24,6 +24,7 @@ Every error a user can meet says what was wrong and what to do about it::
      │    ├── RegistryError           the schema registry failed or cannot be reached
      │    └── DecodeError             a consumed message cannot be decoded (carries its coordinates)
      ├── HandlerError                a handler failed and the service is set to stop on error
+ ├── RecordRejected              a record that can never be handled: dead-lettered, not retried
      ├── RequestTimeout              no reply to a request within its timeout
      └── RemoteError                 the responder raised; carries the remote type and message
 """
@@ -136,6 +137,11 @@ class DecodeError(SchemaError):
 
 class HandlerError(FerrymanError):
     """A handler failed and the service was configured to stop on error."""
+
+
+class RecordRejected(FerrymanError):
+    """A record that can never be handled (e.g. a request whose reply-to is not its reply
+    topic): the consumer dead-letters it at once, without retries."""
 
 
 class RequestTimeout(FerrymanError):

@@ -18,7 +18,7 @@ from ferryman.runtime.consumer import UndecodableLog
 from ferryman.runtime.messages import MESSAGE_ID, Message
 from ferryman.topics import DAY_MS, EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, eventually, read, run
 
 
 @dataclass
@@ -31,21 +31,6 @@ def broker(env: Env) -> Iterator[Broker]:
     b = open_broker(env.broker)
     yield b
     b.close()
-
-
-def read(broker: Broker, topic: str, count: int, timeout: float) -> list[Record]:
-    """The first ``count`` records of partition 0 of ``topic``, waiting up to ``timeout``."""
-    consumer = broker.consumer(None)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        got: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
-            assert time.monotonic() < deadline, f"only {len(got)} of {count} records in {topic}"
-            got.extend(consumer.poll(0.1, count))
-        return got
-    finally:
-        consumer.close()
 
 
 def headers(record: Record) -> dict[str, str]:
