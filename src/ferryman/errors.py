@@ -24,8 +24,9 @@ Every error a user can meet says what was wrong and what to do about it::
      │    ├── RegistryError           the schema registry failed or cannot be reached
      │    └── DecodeError             a consumed message cannot be decoded (carries its coordinates)
      ├── StoreError                  the service's database refused or cannot hold what a store writes
- │    └── MirrorSchemaError       a mirror's table lacks columns its topic's model needs
- ├── HandlerError                a handler failed and the service is set to stop on error
+     │    └── MirrorSchemaError       a mirror's table lacks columns its topic's model needs
+     ├── HandlerError                a handler failed and the service is set to stop on error
+     ├── RecordRejected              a record that can never be handled: dead-lettered, not retried
      ├── RequestTimeout              no reply to a request within its timeout
      └── RemoteError                 the responder raised; carries the remote type and message
 """
@@ -154,6 +155,11 @@ class MirrorSchemaError(StoreError):
 
 class HandlerError(FerrymanError):
     """A handler failed and the service was configured to stop on error."""
+
+
+class RecordRejected(FerrymanError):
+    """A record that can never be handled (e.g. a request whose reply-to is not its reply
+    topic): the consumer dead-letters it at once, without retries."""
 
 
 class RequestTimeout(FerrymanError):

@@ -33,13 +33,14 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ferryman.broker.base import Consumer
-from ferryman.errors import RemoteError, RequestTimeout
+from ferryman.errors import RecordRejected, RemoteError, RequestTimeout
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import exception_type
 from ferryman.runtime.handlers import Outcome, Route, _is_async
 from ferryman.runtime.messages import Message
+from ferryman.runtime.threads import in_thread
 from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
@@ -310,13 +311,36 @@ def responder_route(
     async def call(request: Any) -> Any:
         if is_async:
             return await fn(request)
-        return await asyncio.to_thread(fn, request)
+        return await in_thread(fn, request)
 
-    async def send(m: Message[Any], kind: bytes, payload: bytes | None, extra: list[Any]) -> None:
-        reply_to = m.header(h.REPLY_TO)
-        if reply_to is None:
+    def reply_partition(m: Message[Any]) -> int | None:
+        """The partition of ``<topic>.reply`` that ``m`` asks replies to go to (None: one-way).
+
+        Only that topic's partitions: a reply-to naming any other topic would make the
+        responder write into it on the requester's behalf (a confused deputy)."""
+        raw = m.header(h.REPLY_TO)
+        if raw is None:
+            return None
+        reply_topic, _, partition = raw.decode(errors="replace").rpartition(":")
+        if (
+            reply_topic == topic.reply_topic
+            and partition.isascii()
+            and partition.isdigit()
+            and int(partition) < topic.reply_partitions
+        ):
+            return int(partition)
+        raise RecordRejected(
+            f"request {m.topic}[{m.partition}]@{m.offset} asks for its reply to go to "
+            f"{raw.decode(errors='backslashreplace')!r}; a responder of {topic.name!r} replies "
+            f"only to {topic.reply_topic}:<partition> with a partition from 0 to "
+            f"{topic.reply_partitions - 1}: send requests with Service.request()"
+        )
+
+    async def send(
+        m: Message[Any], partition: int | None, kind: bytes, payload: bytes | None, extra: list[Any]
+    ) -> None:
+        if partition is None:
             return  # a one-way request: nobody waits for a reply
-        reply_topic, _, partition = reply_to.decode().rpartition(":")
         headers = (
             (h.MESSAGE_ID, h.new_id().encode()),
             (h.SOURCE, source_header),
@@ -326,17 +350,18 @@ def responder_route(
             *extra,
         )
         future = connections.rpc_producer.send(
-            reply_topic,
+            topic.reply_topic,
             payload,
             headers=headers,
-            partition=int(partition),
+            partition=partition,
             timestamp=int(time.time() * 1000),
         )
         await asyncio.wrap_future(future)
 
     async def answer(m: Message[Any]) -> None:
-        if m.header(h.ACK_REQUESTED) == b"1":
-            await send(m, KIND_ACK, None, [])
+        partition = reply_partition(m)
+        if partition is not None and m.header(h.ACK_REQUESTED) == b"1":
+            await send(m, partition, KIND_ACK, None, [])
         try:
             reply = await call(m.value)
             payload = connections.serde.encode_reply(topic, reply)
@@ -348,9 +373,9 @@ def responder_route(
                 (h.ERROR_TYPE, exception_type(exc).encode()),
                 (h.ERROR_MESSAGE, str(exc).encode(errors="backslashreplace")),
             ]
-            await send(m, KIND_ERROR, None, error)
+            await send(m, partition, KIND_ERROR, None, error)
             return
-        await send(m, KIND_REPLY, payload, [])
+        await send(m, partition, KIND_REPLY, payload, [])
 
     async def run(msgs: list[Message[Any]]) -> Outcome:
         if topic.partition_key is not None:  # keyed requests are answered in order
@@ -362,13 +387,21 @@ def responder_route(
             return len(msgs), None
         # Unkeyed requests are independent: a run of them is answered concurrently, so handlers
         # that wait on I/O and the replies' acknowledgements overlap. Offsets are still
-        # committed in order, once every reply of the run is durable.
+        # committed in order, once every reply of the run is durable. A rejected request ends
+        # the run before it is answered, so none after it is answered twice.
+        rejected: RecordRejected | None = None
+        for i, m in enumerate(msgs):
+            try:
+                reply_partition(m)
+            except RecordRejected as exc:
+                msgs, rejected = msgs[:i], exc
+                break
         results = await asyncio.gather(*(answer(m) for m in msgs), return_exceptions=True)
         for i, result in enumerate(results):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, Exception):  # a reply not sent: retry, then dead-letter
                 return i, result
-        return len(msgs), None
+        return len(msgs), rejected
 
     return Route(topic, run, None, name, "message-lazy-key")

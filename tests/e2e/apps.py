@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass, replace
 
 from ferryman.config import ServiceConfig
@@ -56,12 +57,27 @@ customers = EntityTopic(f"e2e.customers.{SUFFIX}", Customer, key="id", partition
 echo = RequestTopic(f"e2e.echo.{SUFFIX}", Echo, reply=Echoed, partitions=4, reply_partitions=2)
 
 poison = EventTopic(f"e2e.poison.{SUFFIX}", Tick, partitions=1)
+held = EventTopic(f"e2e.held.{SUFFIX}", Tick, partitions=1)
 
 ticker = Service(f"e2e-ticker-{SUFFIX}", config=FAST)
 strict = Service(f"e2e-strict-{SUFFIX}", config=replace(FAST, on_error="stop", retries=1))
 # Never commits on its own: a committed offset can only come from the SIGTERM shutdown.
 mirror = Service(f"e2e-mirror-{SUFFIX}", config=replace(FAST, commit_interval=3600))
 responder = Service(f"e2e-responder-{SUFFIX}", config=FAST)
+# Its handler never returns in a process started with E2E_STUCK=1. The client.id orders the
+# members (the embedded broker's range assignment sorts them), so the test knows who owns what.
+holder = Service(
+    f"e2e-holder-{SUFFIX}",
+    config=replace(
+        FAST,
+        shutdown_timeout=2,
+        consumer_config={
+            **FAST.consumer_config,
+            "max.poll.interval.ms": "6000",
+            "client.id": os.environ.get("E2E_CLIENT_ID", "ferryman"),
+        },
+    ),
+)
 
 _out = open(OUT, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 
@@ -74,6 +90,14 @@ async def record_tick(tick: Tick) -> None:
 @strict.on(poison)
 async def refuse(tick: Tick) -> None:
     raise ValueError(f"tick {tick.seq} is poison")
+
+
+@holder.on(held)
+def hold(tick: Tick) -> None:
+    _out.write(f"start,{os.getpid()},{tick.seq}\n")
+    if os.environ.get("E2E_STUCK") == "1":
+        threading.Event().wait()  # a sync handler stuck for good (a lost lock, a hung socket)
+    _out.write(f"done,{os.getpid()},{tick.seq}\n")
 
 
 @mirror.on(customers)

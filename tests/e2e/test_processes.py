@@ -53,17 +53,21 @@ class World:
             self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
         self.procs: list[subprocess.Popen[str]] = []
 
-    def run(self, *services: str, out: Path) -> subprocess.Popen[str]:
-        return self._start([sys.executable, "-c", CLI, "run", *services], out)
+    def run(
+        self, *services: str, out: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        return self._start([sys.executable, "-c", CLI, "run", *services], out, env)
 
     def script(self, *args: str, out: Path) -> subprocess.Popen[str]:
         return self._start([sys.executable, str(HERE / "apps.py"), *args], out)
 
-    def _start(self, argv: list[str], out: Path) -> subprocess.Popen[str]:
+    def _start(
+        self, argv: list[str], out: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             argv,
             cwd=HERE,
-            env={**self.env, "E2E_OUT": str(out)},
+            env={**self.env, "E2E_OUT": str(out), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -251,3 +255,52 @@ def test_ferryman_run_refuses_what_is_not_a_service(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert message in " ".join(err.split())
+
+
+def test_sigterm_exits_after_shutdown_timeout_when_a_sync_handler_never_returns(
+    world: World,
+) -> None:
+    apps = world.apps()
+    out = world.tmp / "held.txt"
+    proc = world.run("apps:holder", out=out, env={"E2E_STUCK": "1"})
+    producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
+    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    wait_for(lambda: lines(out) == [f"start,{proc.pid},1"], 60, lambda: (lines(out), proc.poll()))
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)  # shutdown_timeout is 2 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"still running a minute after SIGTERM: {err[-3000:]}") from None
+    assert proc.returncode == 0, err[-3000:]
+    assert "still running after 2s; their records stay uncommitted" in err
+    committed = producer._conn.admin.committed(apps.holder.group, apps.held.name)
+    assert all(offset == 0 for offset in committed.values()), committed
+    import asyncio
+
+    asyncio.run(producer.stop())
+
+
+def test_a_member_whose_handler_is_stuck_past_max_poll_interval_gives_its_partitions_up(
+    world: World,
+) -> None:
+    apps = world.apps()
+    out_a, out_b = world.tmp / "a.txt", world.tmp / "b.txt"
+    stuck = world.run("apps:holder", out=out_a, env={"E2E_STUCK": "1", "E2E_CLIENT_ID": "a"})
+    producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
+    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    wait_for(lambda: lines(out_a) == [f"start,{stuck.pid},1"], 60, lambda: lines(out_a))
+    # b joins second: it sorts after a, and Kafka's sticky assignment leaves a its partition
+    healthy = world.run("apps:holder", out=out_b, env={"E2E_CLIENT_ID": "b"})
+    producer.emit_sync(apps.held, apps.Tick("k", 2))
+    wanted = [f"{what},{healthy.pid},{seq}" for seq in (1, 2) for what in ("start", "done")]
+    wait_for(lambda: lines(out_b) == wanted, 90, lambda: (lines(out_b), healthy.poll()))
+    assert stuck.poll() is None, "the stuck member left the group, not its process"
+    stop(healthy)
+    stuck.kill()
+    _, err = stuck.communicate()
+    assert "max.poll.interval.ms=6000; leaving the group" in err
+    import asyncio
+
+    asyncio.run(producer.stop())

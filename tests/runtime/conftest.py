@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from ferryman.broker.base import Broker
 from ferryman.config import ServiceConfig
+from ferryman.records import Record, TopicPartition
 from ferryman.runtime.service import Service
 
 T = TypeVar("T")
@@ -73,3 +75,18 @@ async def eventually(
             seen = what() if callable(what) else what
             raise AssertionError(f"not within {timeout}s: {seen}")
         await asyncio.sleep(0.01)
+
+
+def read(broker: Broker, topic: str, count: int, timeout: float) -> list[Record]:
+    """The first ``count`` records of partition 0 of ``topic``, waiting up to ``timeout``."""
+    consumer = broker.consumer(None)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        got: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            assert time.monotonic() < deadline, f"only {len(got)} of {count} records in {topic}"
+            got.extend(consumer.poll(0.1, count))
+        return got
+    finally:
+        consumer.close()

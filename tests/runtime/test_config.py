@@ -24,6 +24,11 @@ from ferryman.runtime.service import Service
 from ferryman.topics import EventTopic
 
 
+@dataclass
+class Job:
+    n: int
+
+
 def test_defaults_are_embedded_under_dot_ferryman(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,3 +230,24 @@ def test_service_config_accepts_sensible_values() -> None:
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:
     cfg = ServiceConfig(backoff=0.1, backoff_multiplier=2, backoff_max=0.5)
     assert [cfg.delay(n) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.5]
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_bad_max_poll_interval_is_refused_at_start(tmp_path: Path, value: str) -> None:
+    svc = Service(
+        "picky",
+        broker=f"embedded:{tmp_path / 'broker.db'}",
+        config=ServiceConfig(consumer_config={"max.poll.interval.ms": value}),
+    )
+
+    @svc.on(EventTopic("picky.events", Job, partitions=1))
+    async def h(job: Job) -> None: ...
+
+    async def main() -> None:
+        try:
+            with pytest.raises(ConfigError, match=rf"max.poll.interval.ms='{value}': write"):
+                await svc.start()
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,12 +11,14 @@ import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Broker
-from ferryman.errors import HandlerError
+from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.errors import DecodeError, HandlerError
 from ferryman.records import Record, TopicPartition
+from ferryman.runtime.consumer import UndecodableLog
 from ferryman.runtime.messages import MESSAGE_ID, Message
-from ferryman.topics import EventTopic
+from ferryman.topics import DAY_MS, EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, eventually, read, run
 
 
 @dataclass
@@ -28,21 +31,6 @@ def broker(env: Env) -> Iterator[Broker]:
     b = open_broker(env.broker)
     yield b
     b.close()
-
-
-def read(broker: Broker, topic: str, count: int, timeout: float) -> list[Record]:
-    """The first ``count`` records of partition 0 of ``topic``, waiting up to ``timeout``."""
-    consumer = broker.consumer(None)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        got: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
-            assert time.monotonic() < deadline, f"only {len(got)} of {count} records in {topic}"
-            got.extend(consumer.poll(0.1, count))
-        return got
-    finally:
-        consumer.close()
 
 
 def headers(record: Record) -> dict[str, str]:
@@ -84,11 +72,8 @@ def test_failing_handler_retries_then_dead_letters_and_goes_on(env: Env, broker:
     assert h["ferryman.dlq.attempts"] == "3"
     assert MESSAGE_ID in h, "the original headers are kept"
     [original] = [r for r in read(broker, jobs.name, 6, env.timeout) if r.offset == 3]
-    assert (dead.key, dead.value, dead.timestamp) == (
-        original.key,
-        original.value,
-        original.timestamp,
-    )
+    assert (dead.key, dead.value) == (original.key, original.value)
+    assert h["ferryman.dlq.original-timestamp"] == str(original.timestamp)
 
 
 def test_a_transient_failure_is_retried_not_dead_lettered(env: Env) -> None:
@@ -281,3 +266,94 @@ def test_dlq_headers_carry_a_message_that_is_not_valid_utf8(env: Env, broker: Br
     assert raw["ferryman.dlq.exception-message"] == b"no such file: report-\\udcff.csv"
     assert raw["ferryman.dlq.exception-type"] == b"FileNotFoundError"
     assert b"no such file: report-\\udcff.csv" in raw["ferryman.dlq.traceback"]
+
+
+def test_a_dead_letter_of_an_old_record_outlives_the_next_retention_pass(
+    env: Env, broker: Broker
+) -> None:
+    """Retention goes by timestamp: a dead letter stamped with its 20-day-old original's time
+    would be deleted by the DLQ's 14-day retention at the next pass."""
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1, config={"retention.ms": 30 * DAY_MS})
+    old = int(time.time() * 1000) - 20 * DAY_MS
+
+    async def main() -> None:
+        svc = env.service("worker", retries=0)
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            raise ValueError("cursed")
+
+        async with svc:
+            await svc.emit(jobs, Job(1), timestamp=old)
+            await eventually(lambda: svc.stats["dead_lettered"] == 1, env.timeout, svc.stats)
+
+    before = int(time.time() * 1000)
+    run(main())
+    if isinstance(broker, EmbeddedBroker):
+        broker.clean()  # a retention pass, now
+    [dead] = read(broker, jobs.name + ".dlq", 1, env.timeout)
+    assert dead.timestamp >= before, "stamped when it was dead-lettered"
+    assert headers(dead)["ferryman.dlq.original-timestamp"] == str(old)
+
+
+def test_undecodable_records_are_logged_once_per_partition_and_interval(
+    env: Env, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = EventTopic(env.name("jobs"), Job, partitions=1)
+    handled: list[int] = []
+
+    async def main() -> None:
+        svc = env.service("decoder")
+
+        @svc.on(jobs)
+        async def work(job: Job) -> None:
+            handled.append(job.n)
+
+        async with svc:
+            producer = broker.producer()
+            for _ in range(3):
+                producer.send(jobs.name, b"\x00\x00\x00\x00\x63not avro").result()
+            producer.close()
+            await svc.emit(jobs, Job(7))
+            await eventually(lambda: handled == [7], env.timeout, lambda: handled)
+            assert svc.stats["dead_lettered"] == 3
+
+    with caplog.at_level(logging.WARNING, logger="ferryman.runtime"):
+        run(main())
+    lines = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"undecodable record {jobs.name}[0]@0 sent to {jobs.name}.dlq: " in lines[0]
+    assert "cannot decode" in lines[0], "the reason"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_undecodable_warning_counts_what_it_suppressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    warn = UndecodableLog(logging.getLogger("ferryman.test"), 60.0, clock)
+    bad = DecodeError("bad magic byte")
+
+    def record(partition: int, offset: int) -> Record:
+        return Record("t", partition, offset, None, b"x", (), 0)
+
+    with caplog.at_level(logging.WARNING, logger="ferryman.test"):
+        warn.warn(record(0, 0), bad, "t.dlq")
+        warn.warn(record(0, 1), bad, "t.dlq")
+        warn.warn(record(0, 2), bad, "t.dlq")
+        warn.warn(record(1, 0), bad, "t.dlq")  # another partition has its own allowance
+        clock.now += 61
+        warn.warn(record(0, 3), bad, "t.dlq")
+    assert [r.getMessage() for r in caplog.records] == [
+        "undecodable record t[0]@0 sent to t.dlq: bad magic byte",
+        "undecodable record t[1]@0 sent to t.dlq: bad magic byte",
+        "undecodable record t[0]@3 sent to t.dlq: bad magic byte (2 more undecodable record(s) "
+        "of this partition dead-lettered in the last 60s without a warning)",
+    ]

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from ferryman.broker import open_broker
 from ferryman.errors import RemoteError, RequestTimeout
+from ferryman.runtime.messages import CORRELATION_ID, REPLY_TO
 from ferryman.runtime.service import Service
-from ferryman.topics import RequestTopic
+from ferryman.topics import EventTopic, RequestTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, eventually, read, run
 
 
 @dataclass
@@ -188,3 +190,68 @@ def test_a_reply_after_the_deadline_is_late_even_if_nobody_awaited_it(env: Env) 
                 await pending.reply()
 
     run(main())
+
+
+@pytest.mark.parametrize("partition_key", [None, "n"], ids=["unkeyed", "keyed"])
+def test_a_responder_replies_only_to_its_reply_topic(env: Env, partition_key: str | None) -> None:
+    """A reply-to naming another topic, or a reply partition that does not exist, would make
+    the responder write wherever a request says (a confused deputy): it is dead-lettered."""
+    topic = RequestTopic(
+        env.name("square"),
+        Ask,
+        reply=Answer,
+        partition_key=partition_key,
+        partitions=1,
+        reply_partitions=2,
+    )
+    victim = EventTopic(env.name("customers"), Ask, partitions=1)
+    asked: list[int] = []
+    forged = {1: f"{victim.name}:0", 2: f"{topic.reply_topic}:2", 3: f"{topic.reply_topic}:-1"}
+
+    async def main() -> None:
+        server = env.service("server", retries=3)
+        client = env.service("client")
+
+        @server.responder(topic)
+        async def square(ask: Ask) -> Answer:
+            asked.append(ask.n)
+            return Answer(ask.n, ask.n * ask.n)
+
+        async with server, client:
+            await client.emit(victim, Ask(0))
+            serde = client._conn.serde
+            for n, reply_to in forged.items():
+                await asyncio.wrap_future(
+                    client._conn.producer.send(
+                        topic.name,
+                        serde.encode_value(topic, Ask(n)),
+                        key=serde.encode_key(topic, topic.key_of(Ask(n))),
+                        headers=((REPLY_TO, reply_to.encode()), (CORRELATION_ID, b"forged")),
+                    )
+                )
+            assert await client.request(topic, Ask(4), timeout=env.timeout) == Answer(4, 16)
+            await eventually(
+                lambda: server.stats["dead_lettered"] == 3, env.timeout, lambda: server.stats
+            )
+            admin = client._conn.admin
+            assert admin.offsets(victim.name)[0].latest == 1, "nothing written to the victim"
+
+    run(main())
+    assert asked == [4], "a rejected request is not handled"
+    broker = open_broker(env.broker)
+    try:
+        dead = read(broker, topic.name + ".dlq", 3, env.timeout)
+    finally:
+        broker.close()
+    for record in dead:
+        h = {k: v.decode() for k, v in record.headers}
+        assert h["ferryman.dlq.exception-type"] == "ferryman.RecordRejected"
+        assert h["ferryman.dlq.attempts"] == "1", "not retried"
+        assert f"asks for its reply to go to {h[REPLY_TO]!r}" in h["ferryman.dlq.exception-message"]
+        assert (
+            f"replies only to {topic.reply_topic}:<partition>"
+            in h["ferryman.dlq.exception-message"]
+        )
+    assert sorted(
+        {k: v.decode() for k, v in record.headers}[REPLY_TO] for record in dead
+    ) == sorted(forged.values())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +15,7 @@ import pytest
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
 from ferryman.records import TopicSpec
 from ferryman.runtime.messages import SOURCE, Message
-from ferryman.topics import EntityTopic, EventTopic
+from ferryman.topics import DAY_MS, EntityTopic, EventTopic
 
 from .conftest import Env, eventually, run
 
@@ -63,7 +65,8 @@ def test_entities_upsert_and_tombstone_reach_a_handler(env: Env) -> None:
 def test_events_in_batches_with_message_ids_and_fact_time(env: Env) -> None:
     placed = EventTopic(env.name("placed"), Placed, partition_key="order_id", partitions=3)
     got: list[Message[Placed]] = []
-    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    # a fact of an hour ago, within the topic's retention, to the millisecond
+    when = datetime.fromtimestamp(int(time.time()) - 3600, UTC)
 
     async def main() -> None:
         shop = env.service("shop")
@@ -195,3 +198,91 @@ def test_pydantic_models_flow_like_dataclasses(env: Env) -> None:
 
     run(main())
     assert got == [(Shipped(parcel=parcel, weight_kg=1.5), parcel)]
+
+
+@dataclass
+class Supplier:
+    id: int
+    country: str
+
+
+def test_none_is_refused_as_a_value_and_tombstones_go_through_delete(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+    unkeyed = EventTopic(env.name("unkeyed"), Placed, partitions=1)
+    keyed = EventTopic(env.name("keyed"), Placed, partition_key="order_id", partitions=1)
+    svc = env.service("nones")
+    try:
+        with pytest.raises(SchemaError, match=r"carries Placed, not None; pass a Placed$"):
+            svc.emit_sync(unkeyed, None)  # type: ignore[arg-type]
+        with pytest.raises(SchemaError, match="carries Placed, not None"):
+            svc.emit_sync(keyed, None)  # type: ignore[arg-type]
+        with pytest.raises(SchemaError, match=r"not None; .*delete\(topic, key=\.\.\.\)"):
+            svc.publish_sync(customers, None)  # type: ignore[arg-type]
+        svc.delete_sync(customers, 1)  # the one way to a tombstone
+        assert svc._conn.admin.offsets(customers.name)[0].latest == 1
+        assert unkeyed.name not in svc._conn.admin.list_topics(), "nothing was sent"
+    finally:
+        run(svc.stop())
+
+
+@pytest.mark.parametrize("when", [math.nan, math.inf, -math.inf, -1, "2024-01-01", True])
+def test_a_timestamp_that_is_not_a_time_is_refused_clearly(env: Env, when: object) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=1)
+    svc = env.service("clock")
+    try:
+        with pytest.raises(ConfigError, match=r"timestamp=.* pass a datetime"):
+            svc.emit_sync(placed, Placed("x", 1), timestamp=when)  # type: ignore[arg-type]
+    finally:
+        run(svc.stop())
+
+
+def test_one_topic_name_declared_with_two_models_is_refused(env: Env) -> None:
+    name = env.name("partners")
+    as_customers = EntityTopic(name, Customer, partitions=1)
+    as_suppliers = EntityTopic(name, Supplier, partitions=1)
+    svc = env.service("two-models")
+
+    @svc.on(as_customers)
+    async def keep(c: Customer) -> None: ...
+
+    try:
+        with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
+            svc.publish_sync(as_suppliers, Supplier(1, "NZ"))
+        with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
+            svc.publish_sync(as_suppliers, Supplier(1, "NZ"), timestamp=0)
+        # the same model declared twice is the same topic
+        svc.publish_sync(EntityTopic(name, Customer, partitions=1), Customer(1, "Ada"))
+    finally:
+        run(svc.stop())
+    other = env.service("two-models-b")
+    name = env.name("vendors")
+    other.publish_sync(EntityTopic(name, Supplier), Supplier(2, "NO"))  # sent first: it is bound
+    try:
+        with pytest.raises(ConfigError, match=r"Supplier.*Customer"):
+
+            @other.on(EntityTopic(name, Customer))
+            async def keep_too(c: Customer) -> None: ...
+
+    finally:
+        run(other.stop())
+
+
+def test_a_record_older_than_its_topics_retention_is_refused_unless_allowed(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=1, config={"retention.ms": DAY_MS})
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+    now = time.time() * 1000
+    svc = env.service("backfill")
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=rf"{placed.name}' keeps records for retention.ms=86400000 \(1.0 days\), but this "
+            r"record's timestamp is 2.0 days old: .*allow_expired=True",
+        ):
+            svc.emit_sync(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS)
+        svc.emit_sync(placed, Placed("x", 2), timestamp=now - DAY_MS / 2)
+        svc.emit_sync(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True)
+        assert svc._conn.admin.offsets(placed.name)[0].latest == 2
+        # compacted entity topics have no time retention
+        svc.publish_sync(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS)
+    finally:
+        run(svc.stop())

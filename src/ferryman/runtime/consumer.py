@@ -23,13 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferryman.broker import KafkaLocation
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
-from ferryman.errors import CommitFailed, DecodeError, HandlerError, RegistryError
+from ferryman.errors import (
+    CommitFailed,
+    ConfigError,
+    DecodeError,
+    HandlerError,
+    RecordRejected,
+    RegistryError,
+)
 from ferryman.records import Record, RecordBatch, TopicPartition
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
-from ferryman.runtime.handlers import Route
+from ferryman.runtime.handlers import Outcome, Route
 from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import dlq_name
 
@@ -38,6 +46,66 @@ log = logging.getLogger("ferryman.runtime")
 CHUNK = 64
 """Records handed to a one-at-a-time handler per step (one thread hop for sync handlers)."""
 POLL_TIMEOUT = 0.1
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+UNDECODABLE_LOG_INTERVAL = 60.0
+"""Seconds between warnings about undecodable records of one partition (the rest are counted)."""
+
+
+class UndecodableLog:
+    """Warns of undecodable records, at most one line per partition per ``interval`` seconds:
+    a flood of bad records must not flood the log, yet none goes to the DLQ unmentioned."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, int], float] = {}
+        self._suppressed: dict[tuple[str, int], int] = {}
+
+    def warn(self, record: Record, reason: BaseException, dlq: str) -> None:
+        where = (record.topic, record.partition)
+        now = self._clock()
+        last = self._last.get(where)
+        if last is not None and now - last < self._interval:
+            self._suppressed[where] = self._suppressed.get(where, 0) + 1
+            return
+        self._last[where] = now
+        suppressed = self._suppressed.pop(where, 0)
+        self._log.warning(
+            "undecodable record %s[%d]@%d sent to %s: %s%s",
+            record.topic,
+            record.partition,
+            record.offset,
+            dlq,
+            reason,
+            f" ({suppressed} more undecodable record(s) of this partition dead-lettered in the "
+            f"last {self._interval:.0f}s without a warning)"
+            if suppressed
+            else "",
+        )
+
+
+def max_poll_interval(connections: Connections, config: ServiceConfig) -> float:
+    """Seconds a handler may hold its records before its member leaves the group: Kafka's
+    ``max.poll.interval.ms``, from the service's consumer_config or FERRYMAN_KAFKA_*."""
+    raw = config.consumer_config.get("max.poll.interval.ms")
+    broker = connections.locations.broker
+    if raw is None and isinstance(broker, KafkaLocation):
+        raw = broker.config.get("max.poll.interval.ms")
+    try:
+        ms = int(raw if raw is not None else DEFAULT_MAX_POLL_INTERVAL_MS)
+    except ValueError:
+        raise ConfigError(
+            f"max.poll.interval.ms={raw!r}: write a whole number of milliseconds, e.g. 300000"
+        ) from None
+    if ms < 1:
+        raise ConfigError(f"max.poll.interval.ms={raw!r}: write a number of milliseconds >= 1")
+    return ms / 1000
 
 
 @dataclass(eq=False)
@@ -87,6 +155,9 @@ class ConsumerLoop:
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failure: BaseException | None = None
+        self._undecodable = UndecodableLog(log, UNDECODABLE_LOG_INTERVAL)
+        self._busy: dict[TopicPartition, float] = {}
+        self._max_poll_interval = max_poll_interval(connections, config)
         self.dead_lettered = 0
         self.handled = 0
         self.registry_retries = 0
@@ -104,14 +175,7 @@ class ConsumerLoop:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        consumer = await asyncio.to_thread(
-            self._conn.broker.consumer,
-            self.group,
-            auto_offset_reset=self._config.auto_offset_reset,
-            config=dict(self._config.consumer_config) or None,
-        )
-        consumer.subscribe(sorted(self._routes), on_assign=self._assigned, on_revoke=self._revoked)
-        self._consumer = consumer
+        self._consumer = await asyncio.to_thread(self._join)
         self._thread = threading.Thread(
             target=self._poll_forever, name=f"ferryman-poll-{self.group}", daemon=True
         )
@@ -144,6 +208,16 @@ class ConsumerLoop:
         if consumer is not None:
             await asyncio.to_thread(self._close, consumer)
 
+    def _join(self) -> Consumer:
+        """A new member of the group, subscribed to the routes' topics."""
+        consumer = self._conn.broker.consumer(
+            self.group,
+            auto_offset_reset=self._config.auto_offset_reset,
+            config=dict(self._config.consumer_config) or None,
+        )
+        consumer.subscribe(sorted(self._routes), on_assign=self._assigned, on_revoke=self._revoked)
+        return consumer
+
     def _close(self, consumer: Consumer) -> None:
         try:
             self._commit(consumer, force=True)
@@ -161,11 +235,20 @@ class ConsumerLoop:
     # -- the polling thread ---------------------------------------------------------------
 
     def _poll_forever(self) -> None:
-        consumer = self._consumer
+        consumer: Consumer | None = self._consumer
         assert consumer is not None
         last_commit = time.monotonic()
         try:
             while not self._stopping.is_set():
+                if self._held_too_long():
+                    if consumer is not None:
+                        self._withdraw(consumer)
+                        consumer = self._consumer = None
+                    self._stopping.wait(POLL_TIMEOUT)
+                    continue
+                if consumer is None:
+                    log.warning("group %s: the stuck handler returned; joining again", self.group)
+                    consumer = self._consumer = self._join()
                 self._flow_control(consumer)
                 now = time.monotonic()
                 if now - last_commit >= self._config.commit_interval:
@@ -201,6 +284,36 @@ class ConsumerLoop:
             consumer.pause(to_pause)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._dispatch, batches)
+
+    def _held_too_long(self, tp: TopicPartition | None = None) -> bool:
+        """Whether a handler (of ``tp``, or any) has held its records past max.poll.interval.ms."""
+        limit = time.monotonic() - self._max_poll_interval
+        with self._lock:
+            if tp is not None:
+                return self._busy.get(tp, limit) < limit
+            return any(since < limit for since in self._busy.values())
+
+    def _withdraw(self, consumer: Consumer) -> None:
+        """Leave the group while a handler is stuck, as a Kafka consumer that stops polling
+        does: the poll thread would otherwise keep the stuck member's partitions forever."""
+        with self._lock:
+            stuck = sorted(
+                tp
+                for tp, since in self._busy.items()
+                if since < time.monotonic() - self._max_poll_interval
+            )
+        log.warning(
+            "group %s: the handler of %s has held its records for more than "
+            "max.poll.interval.ms=%d; leaving the group so that other members take its "
+            "partitions over (this member joins again once the handler returns)",
+            self.group,
+            ", ".join(map(str, stuck)),
+            int(self._max_poll_interval * 1000),
+        )
+        try:
+            self._revoked(consumer.assignment())  # commits what is done; the stuck stay open
+        finally:
+            consumer.close()
 
     def _flow_control(self, consumer: Consumer) -> None:
         if not self._to_resume:
@@ -285,6 +398,8 @@ class ConsumerLoop:
             w.queue.clear()
             w.generation += 1
             w.interrupt.set()
+            if w.task is None or w.task.done() or self._held_too_long(tp):
+                continue  # cancelled at shutdown, or stuck: its records stay uncommitted
             await w.idle.wait()
 
     async def _work(self, w: _Worker) -> None:
@@ -382,6 +497,7 @@ class ConsumerLoop:
             if pending:
                 await self._handle(w, epoch, pending)
                 pending = []
+            self._undecodable.warn(r, error, dlq_name(r.topic))
             await self._dead_letter(r, error, attempts=0)
             self._mark_done(w.tp, epoch, r.offset, 1)
         if pending:
@@ -431,7 +547,7 @@ class ConsumerLoop:
         route = w.route
         generation = w.generation
         while items:
-            handled, exc = await route.run([m for _, m in items])
+            handled, exc = await self._run(w, route, [m for _, m in items])
             if handled:
                 self._mark_done(w.tp, epoch, items[handled - 1][0].offset, handled)
                 items = items[handled:]
@@ -439,14 +555,27 @@ class ConsumerLoop:
                 continue
             failing = items if route.batch is not None else items[:1]
             attempts = 1
+            # a rejected record fails the same way every time: no retry
             while exc is not None and attempts <= self._config.retries:
+                if isinstance(exc, RecordRejected):
+                    break
                 await self._back_off(w, generation, attempts)
-                _, exc = await route.run([m for _, m in failing])
+                _, exc = await self._run(w, route, [m for _, m in failing])
                 attempts += 1
             if exc is not None:
                 await self._give_up(w, failing, exc, attempts)
             self._mark_done(w.tp, epoch, failing[-1][0].offset, len(failing))
             items = items[len(failing) :]
+
+    async def _run(self, w: _Worker, route: Route, items: list[Any]) -> Outcome:
+        """``route.run(items)``, timed: the poll thread watches how long handlers hold records."""
+        with self._lock:
+            self._busy[w.tp] = time.monotonic()
+        try:
+            return await route.run(items)
+        finally:
+            with self._lock:
+                self._busy.pop(w.tp, None)
 
     async def _back_off(self, w: _Worker, generation: int, attempt: int) -> None:
         if w.generation != generation or self._stopping.is_set():
@@ -465,7 +594,7 @@ class ConsumerLoop:
         attempts: int,
     ) -> None:
         record = failing[0][0]
-        if self._config.on_error == "stop":
+        if self._config.on_error == "stop" and not isinstance(exc, RecordRejected):
             error = HandlerError(
                 f"handler {w.route.name} failed on {record.topic}[{record.partition}] offset "
                 f"{record.offset} after {attempts} attempt(s): {type(exc).__name__}: {exc}. "

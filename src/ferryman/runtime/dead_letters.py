@@ -1,13 +1,17 @@
 """Dead letters: a record that could not be handled goes to ``<topic>.dlq`` with why and where.
 
-The dead letter keeps the original key, value, headers and timestamp, in the same partition
-number (the DLQ has the source's partition count), and adds ``ferryman.dlq.*`` headers: the
-original topic, partition, offset, the consumer group, the exception's type, message and
-traceback, and how many attempts were made (0: the record could not be decoded).
+The dead letter keeps the original key, value and headers, in the same partition number (the
+DLQ has the source's partition count), and adds ``ferryman.dlq.*`` headers: the original topic,
+partition, offset and timestamp, the consumer group, the exception's type, message and
+traceback, and how many attempts were made (0: the record could not be decoded). Its own
+timestamp is the time it was dead-lettered: retention goes by record timestamps, so a dead
+letter with its original's would be deleted at once when the original is older than the DLQ's
+retention.
 """
 
 from __future__ import annotations
 
+import time
 import traceback
 from concurrent.futures import Future
 
@@ -38,6 +42,7 @@ def dead_letter(
         (h.DLQ_TOPIC, record.topic.encode()),
         (h.DLQ_PARTITION, str(record.partition).encode()),
         (h.DLQ_OFFSET, str(record.offset).encode()),
+        (h.DLQ_ORIGINAL_TIMESTAMP, str(record.timestamp).encode()),
         (h.DLQ_GROUP, _utf8(group)),
         (h.DLQ_EXCEPTION_TYPE, _utf8(exception_type(exc))),
         (h.DLQ_EXCEPTION_MESSAGE, _utf8(str(exc))),
@@ -50,7 +55,7 @@ def dead_letter(
         key=record.key,
         headers=headers,
         partition=record.partition,
-        timestamp=record.timestamp,
+        timestamp=int(time.time() * 1000),
     )
 
 

@@ -4,18 +4,19 @@ A handler takes the value (a list of values with ``batch=``); a handler with a s
 parameter also gets the Message (a list of Messages), to see keys, headers and coordinates.
 A failed batch is retried whole; once retries are exhausted, every record of it is
 dead-lettered (with the batch's exception), since the handler did not say which one failed.
-Sync handlers run in a worker thread, a run of records per hop, so they never block the loop.
+Sync handlers run in a daemon worker thread (runtime/threads.py), a run of records per hop,
+so they never block the loop, and one that never returns does not keep the process alive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ferryman.errors import ConfigError
+from ferryman.runtime.threads import in_thread
 from ferryman.topics import Topic
 
 Outcome = tuple[int, BaseException | None]
@@ -94,7 +95,7 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
                 return len(items), None
 
             async def run_batch(items: list[Any]) -> Outcome:
-                return await asyncio.to_thread(call_batch, items)
+                return await in_thread(call_batch, items)
 
         return Route(topic, run_batch, batch, name, kind)
 
@@ -133,6 +134,6 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
             return len(items), None
 
         async def run_each(items: list[Any]) -> Outcome:
-            return await asyncio.to_thread(call_each, items)
+            return await in_thread(call_each, items)
 
     return Route(topic, run_each, None, name, kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from ferryman.errors import ConfigError
 from ferryman.records import Headers
 from ferryman.schema.base import Codec, SerdeContext
 
@@ -26,6 +28,7 @@ ERROR_MESSAGE = "ferryman.error-message"
 DLQ_TOPIC = "ferryman.dlq.topic"
 DLQ_PARTITION = "ferryman.dlq.partition"
 DLQ_OFFSET = "ferryman.dlq.offset"
+DLQ_ORIGINAL_TIMESTAMP = "ferryman.dlq.original-timestamp"
 DLQ_GROUP = "ferryman.dlq.group"
 DLQ_EXCEPTION_TYPE = "ferryman.dlq.exception-type"
 DLQ_EXCEPTION_MESSAGE = "ferryman.dlq.exception-message"
@@ -90,9 +93,23 @@ def new_id() -> str:
 
 
 def timestamp_ms(when: datetime | float | int | None) -> int:
-    """Milliseconds since the epoch of ``when`` (a datetime, or epoch ms); now when None."""
+    """Milliseconds since the epoch of ``when`` (a datetime, or epoch ms); now when None.
+
+    Raises ConfigError for what is not a time: NaN, infinities, negative or non-numbers."""
     if when is None:
         return int(time.time() * 1000)
     if isinstance(when, datetime):
-        return int(when.timestamp() * 1000)
-    return int(when)
+        ms = when.timestamp() * 1000
+    elif isinstance(when, int | float) and not isinstance(when, bool):
+        ms = when
+    else:
+        raise ConfigError(
+            f"timestamp={when!r} is not a time: pass a datetime or epoch milliseconds "
+            "(an int >= 0), or omit it for now"
+        )
+    if not math.isfinite(ms) or ms < 0:
+        raise ConfigError(
+            f"timestamp={when!r} is not a time a record can carry: pass a datetime at or after "
+            "1970-01-01 UTC or epoch milliseconds >= 0 (finite), or omit it for now"
+        )
+    return int(ms)

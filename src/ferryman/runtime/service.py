@@ -8,6 +8,7 @@ routes) and a Requester (started on the first request).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -16,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from ferryman.broker.base import Broker
 from ferryman.config import Locations, ServiceConfig, resolve_locations
-from ferryman.errors import ConfigError
+from ferryman.errors import ConfigError, SchemaError
 from ferryman.records import RecordMetadata, TopicSpec
 from ferryman.rpc import PendingReply, Requester, responder_route
 from ferryman.runtime import messages as h
@@ -63,6 +64,7 @@ class Service:
             self.config.producer_config,
         )
         self._routes: dict[str, Route] = {}
+        self._topics: dict[str, Topic[Any]] = {}
         self._consumer: ConsumerLoop | None = None
         self._last_consumer: ConsumerLoop | None = None
         self._requester: Requester | None = None
@@ -108,6 +110,7 @@ class Service:
 
     def _add_route(self, route: Route) -> None:
         name = route.topic.name
+        self._declare(route.topic)
         if name in self._routes:
             raise ConfigError(
                 f"service {self.name!r} already handles {name!r} with {self._routes[name].name}; "
@@ -119,6 +122,25 @@ class Service:
 
     # -- producing -----------------------------------------------------------------------
 
+    def _declare(self, topic: Topic[Any]) -> None:
+        """Refuse a second, different declaration of a topic name: codecs are cached by name,
+        so it would silently be bound to the first declaration's model."""
+        known = self._topics.setdefault(topic.name, topic)
+        if known is topic:
+            return
+        if type(known) is not type(topic) or known.model is not topic.model:
+            raise ConfigError(
+                f"service {self.name!r} has two declarations of topic {topic.name!r}: "
+                f"{known!r} and {topic!r}; a topic carries one model: declare it once "
+                "(in one module) and import that declaration everywhere"
+            )
+        if known.key_type is not topic.key_type:
+            raise ConfigError(
+                f"service {self.name!r} has two declarations of topic {topic.name!r} with "
+                f"different key types ({_type_name(known.key_type)} and "
+                f"{_type_name(topic.key_type)}); declare it once and import that declaration"
+            )
+
     def _send(
         self,
         topic: Topic[Any],
@@ -126,7 +148,23 @@ class Service:
         key: Any,
         headers: Mapping[str, bytes | str] | None,
         timestamp: datetime | float | None,
+        allow_expired: bool = False,
     ) -> Future[RecordMetadata]:
+        if self._topics.get(topic.name) is not topic:
+            self._declare(topic)
+        if value is None and key is _FROM_VALUE:
+            raise SchemaError(
+                f"{topic.kind} {topic.name!r} carries {topic.model.__name__}, not None; pass a "
+                f"{topic.model.__name__}"
+                + (
+                    ", or delete(topic, key=...) to delete an entity (a tombstone)"
+                    if isinstance(topic, EntityTopic)
+                    else ""
+                )
+            )
+        when = h.timestamp_ms(timestamp)
+        if timestamp is not None and not allow_expired:
+            _check_retention(topic, when)
         self._conn.ensure_topics(topic.specs())
         serde = self._conn.serde
         payload = None if value is None else serde.encode_value(topic, value)
@@ -145,7 +183,7 @@ class Service:
                 (h.SOURCE, self._source),
                 *extra,
             ),
-            timestamp=h.timestamp_ms(timestamp),
+            timestamp=when,
         )
 
     def publish_nowait(
@@ -155,10 +193,11 @@ class Service:
         *,
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
+        allow_expired: bool = False,
     ) -> Future[RecordMetadata]:
         """Queue an entity upsert; the future resolves once the broker acknowledged it."""
         _expect(topic, EntityTopic, "publish", "emit")
-        return self._send(topic, value, _FROM_VALUE, headers, timestamp)
+        return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
 
     def delete_nowait(
         self,
@@ -167,10 +206,11 @@ class Service:
         *,
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
+        allow_expired: bool = False,
     ) -> Future[RecordMetadata]:
         """Queue a tombstone (null value) for the entity with ``key``."""
         _expect(topic, EntityTopic, "delete", "emit")
-        return self._send(topic, None, key, headers, timestamp)
+        return self._send(topic, None, key, headers, timestamp, allow_expired)
 
     def emit_nowait(
         self,
@@ -179,10 +219,11 @@ class Service:
         *,
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
+        allow_expired: bool = False,
     ) -> Future[RecordMetadata]:
         """Queue an event; ``timestamp`` is when it happened (default: now)."""
         _expect(topic, EventTopic, "emit", "publish")
-        return self._send(topic, value, _FROM_VALUE, headers, timestamp)
+        return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
 
     async def publish(self, topic: EntityTopic[T], value: T, **kw: Any) -> RecordMetadata:
         """Upsert an entity; returns where it landed once the broker acknowledged it."""
@@ -247,6 +288,7 @@ class Service:
         ``accepted()`` for the responder's receipt, then ``reply()`` for the answer.
         """
         _expect(topic, RequestTopic, "request", "emit")
+        self._declare(topic)
         requester = self.requester
         if topic.reply_topic not in requester._partitions:
             await asyncio.to_thread(requester.reply_partition, topic)
@@ -274,6 +316,7 @@ class Service:
     ) -> R | PendingReply[R]:
         """Blocking form of ``request``."""
         _expect(topic, RequestTopic, "request", "emit")
+        self._declare(topic)
         pending, sent = self.requester.send(topic, value, timeout, ack)
         sent.result()
         if ack:
@@ -370,3 +413,33 @@ def _expect(topic: Any, kind: type, call: str, other: str) -> None:
             if not isinstance(topic, RequestTopic)
             else f"{call}() takes a {kind.__name__}, got {topic!r}; use request() for requests"
         )
+
+
+def _type_name(t: type | None) -> str:
+    return "no key" if t is None else t.__name__
+
+
+def _check_retention(topic: Topic[Any], timestamp: int) -> None:
+    """Refuse a record older than its topic's time retention: the next retention pass would
+    delete it, possibly before anyone read it."""
+    if "delete" not in topic.config.get("cleanup.policy", "delete").split(","):
+        return
+    retention = int(topic.config.get("retention.ms", "-1"))
+    if retention < 0:
+        return
+    age = int(time.time() * 1000) - timestamp
+    if age > retention:
+        raise ConfigError(
+            f"{topic.kind} {topic.name!r} keeps records for retention.ms={retention} "
+            f"({_duration(retention)}), but this record's timestamp is {_duration(age)} old: "
+            "the next retention pass would delete it, possibly before anyone reads it. For a "
+            "backfill, declare the topic with a longer retention (config={'retention.ms': ...}), "
+            "or pass allow_expired=True to send it anyway"
+        )
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000)):
+        if ms >= size:
+            return f"{ms / size:.1f} {unit}"
+    return f"{ms / 1000:.1f} seconds"
