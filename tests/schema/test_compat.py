@@ -268,7 +268,8 @@ def verdicts(case: Case) -> dict[str, bool]:
 
 def avro_can_read(reader: Any, writer: Any) -> bool:
     """Apache Avro's own verdict (its Python port of Java's SchemaCompatibility)."""
-    checker = ReaderWriterCompatibilityChecker()
+    # avro leaves this __init__ unannotated (the rest of the checker is typed)
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
     result = checker.get_compatibility(
         avro_parse(json.dumps(reader)), avro_parse(json.dumps(writer))
     )

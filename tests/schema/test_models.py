@@ -39,6 +39,18 @@ def field_types(schema: Any) -> dict[str, Any]:
     return {f["name"]: f["type"] for f in schema["fields"]}
 
 
+def record_schema(model: Any) -> dict[str, Any]:
+    """``avro_schema(model)`` for a model that maps to a record, so always a JSON object."""
+    schema = avro_schema(model)
+    assert isinstance(schema, dict), schema
+    return schema
+
+
+def record_fields(model: Any) -> dict[str, dict[str, Any]]:
+    """The fields of ``model``'s record schema, by name."""
+    return {f["name"]: f for f in record_schema(model)["fields"]}
+
+
 def round_trip(value: Any, registry: EmbeddedRegistry, model: Any = None) -> Any:
     codec = AvroCodec(model or type(value), registry)
     ctx = SerdeContext(f"things-{uuid.uuid4().hex[:8]}")
@@ -85,7 +97,7 @@ def test_every_type_maps_to_its_avro_type() -> None:
 
 
 def test_optional_fields_are_null_unions_defaulting_to_null_and_defaults_are_kept() -> None:
-    fields = {f["name"]: f for f in avro_schema(Everything)["fields"]}
+    fields = record_fields(Everything)
     assert fields["note"]["type"] == ["null", "string"]
     assert fields["note"]["default"] is None
     assert fields["work"]["default"] is None
@@ -96,7 +108,7 @@ def test_optional_fields_are_null_unions_defaulting_to_null_and_defaults_are_kep
 
 
 def test_record_name_and_namespace_come_from_the_class() -> None:
-    schema = avro_schema(Address)
+    schema = record_schema(Address)
     assert (schema["name"], schema["namespace"]) == ("Address", Address.__module__)
 
 
@@ -208,7 +220,7 @@ def test_a_missing_avsc_file_says_so(tmp_path: Path) -> None:
 def test_an_optional_field_with_a_value_default_puts_that_type_first(
     embedded: EmbeddedRegistry,
 ) -> None:
-    fields = {f["name"]: f for f in avro_schema(NonNullDefault)["fields"]}
+    fields = record_fields(NonNullDefault)
     assert fields["region"] == {"name": "region", "type": ["string", "null"], "default": "eu"}
     for value in (NonNullDefault(1), NonNullDefault(2, None)):
         assert round_trip(value, embedded) == value
@@ -226,14 +238,14 @@ def test_naive_datetimes_are_utc_wherever_they_are_and_whatever_the_local_zone(
 
 
 def test_timestamp_defaults_are_written_in_the_fields_own_unit() -> None:
-    fields = {f["name"]: f for f in avro_schema(Times)["fields"]}
+    fields = record_fields(Times)
     assert fields["since"]["default"] == 1_704_067_200_000  # milliseconds
     assert fields["naive_since"]["default"] == 1_704_067_200_000_000  # microseconds, as UTC
 
 
 @pytest.mark.parametrize("model", [Money, MoneyZeros])
 def test_decimal_defaults_are_written_as_avro_bytes(model: Any) -> None:
-    fields = {f["name"]: f for f in avro_schema(model)["fields"]}
+    fields = record_fields(model)
     assert fields["rate"]["default"] == "\x19"  # unscaled 25, big-endian, as a JSON string
     fastavro.parse_schema(avro_schema(model))
 

@@ -50,6 +50,8 @@ def test_autogenerate_adds_the_column_a_new_model_field_needs(database: Database
     with database.begin() as conn:
         context = MigrationContext.configure(conn)
         diff: list[Any] = compare_metadata(context, database.metadata)
-        script = render_python_code(produce_migrations(context, database.metadata).upgrade_ops)
+        upgrade = produce_migrations(context, database.metadata).upgrade_ops
+        assert upgrade is not None  # None only for a script with no upgrade section
+        script = render_python_code(upgrade)
     assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "customers", "email")]
     assert "op.add_column('customers', sa.Column('email', sa.Text(), nullable=True))" in script
