@@ -194,6 +194,16 @@ def test_values_that_cannot_be_stored_are_refused_and_the_writer_keeps_going(
     assert [r.value for r in read(broker, 0)] == [b"after"]
 
 
+def test_a_header_name_too_long_to_store_is_refused_clearly(broker: EmbeddedBroker) -> None:
+    # its length is stored in two bytes: 70,000 characters used to fail with a raw struct.error
+    producer = broker.producer()
+    with pytest.raises(ValueError, match="70000 bytes long.*up to 65535"):
+        producer.send("t", b"v", partition=0, headers=(("n" * 70_000, b"x"),))
+    longest = "é" * (65_535 // 2)
+    assert producer.send("t", b"v", partition=0, headers=((longest, b"x"),)).result(10).offset == 0
+    assert read(broker, 0)[0].headers == ((longest, b"x"),)
+
+
 def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
     broker: EmbeddedBroker,
 ) -> None:

@@ -112,6 +112,20 @@ def test_a_path_that_is_a_directory(tmp_path: Path) -> None:
         open_at(tmp_path)
 
 
+def test_a_path_that_is_not_a_regular_file() -> None:
+    with pytest.raises(StorageError, match="'/dev/null' is not a regular file"):
+        open_at(Path("/dev/null"))
+
+
+@pytest.mark.parametrize("path", ["/proc/x/r.db", "/proc/self/r.db"])
+def test_a_path_where_no_file_can_be_created(path: str) -> None:
+    # through the URL too: a raw FileNotFoundError told the user nothing about embedded:PATH
+    with pytest.raises(StorageError, match="cannot open the embedded broker file") as err:
+        open_broker(f"embedded:{path}")
+    assert path in str(err.value)
+    assert "choose another path with embedded:PATH" in str(err.value)
+
+
 def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) -> None:
     path = tmp_path / "broker.db"
     broker = open_at(path)

@@ -19,6 +19,8 @@ from ferryman.records import Headers, Row
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
 _HEADER = struct.Struct("<HI")
+MAX_HEADER_NAME = 0xFFFF
+"""Longest header name in UTF-8 bytes: its length is stored in two bytes."""
 pack_head = _HEAD.pack
 _unpack_head = _HEAD.unpack_from
 
@@ -33,7 +35,17 @@ def encode_headers(headers: Headers) -> bytes:
                 f"header {name!r} has a {type(value).__name__} value; header values must be "
                 "bytes: encode it first"
             )
+        if not isinstance(name, str):
+            raise TypeError(
+                f"header name {name!r} is a {type(name).__name__}; header names must be str"
+            )
         raw = name.encode()
+        if len(raw) > MAX_HEADER_NAME:
+            raise ValueError(
+                f"header name {name[:40]!r}... is {len(raw)} bytes long in UTF-8; the embedded "
+                f"broker takes names of up to {MAX_HEADER_NAME} bytes: use a short name and "
+                "put long data in the header's value"
+            )
         data = bytes(value)
         parts.append(_HEADER.pack(len(raw), len(data)))
         parts.append(raw)

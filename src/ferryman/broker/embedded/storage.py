@@ -139,6 +139,12 @@ class Store:
                 f"the embedded broker path {str(self.path)!r} is a directory; "
                 "name a file inside it, for example embedded:.ferryman/broker.db"
             )
+        if self.path.exists() and not self.path.is_file():
+            # a device or pipe (/dev/null, /proc/...) fails later with a misleading disk error
+            raise StorageError(
+                f"the embedded broker path {str(self.path)!r} is not a regular file; "
+                "name a file in a writable directory, for example embedded:.ferryman/broker.db"
+            )
         conn = self.connect()
         try:
             self._initialize(conn)
