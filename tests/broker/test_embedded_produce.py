@@ -12,12 +12,12 @@ from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError
-from ferryman.records import Record, RecordMetadata, TopicPartition
+from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
 
 
-def read(broker: EmbeddedBroker, partition: int, start: int = 0) -> list[Record]:
-    tp = TopicPartition("t", partition)
-    end = broker.admin().offsets("t")[partition].latest
+def read(broker: EmbeddedBroker, partition: int, start: int = 0, topic: str = "t") -> list[Record]:
+    tp = TopicPartition(topic, partition)
+    end = broker.admin().offsets(topic)[partition].latest
     consumer = broker.consumer(None)
     consumer.assign([tp])
     consumer.seek(tp, start)
@@ -130,17 +130,18 @@ def test_records_come_back_exactly(broker: EmbeddedBroker) -> None:
 def test_large_batches_and_records_span_rows_and_read_from_any_offset(
     broker: EmbeddedBroker,
 ) -> None:
+    broker.admin().create_topic(TopicSpec("big", 1, {"max.message.bytes": str(4 << 20)}))
     producer = broker.producer()
     big = bytes(range(256)) * 8192  # 2 MiB: larger than one row's byte budget
     for i in range(2500):
-        producer.send("t", b"%d" % i, partition=0)
-    producer.send("t", big, partition=0)
-    producer.send("t", b"after", partition=0)
+        producer.send("big", b"%d" % i, partition=0)
+    producer.send("big", big, partition=0)
+    producer.send("big", b"after", partition=0)
     assert producer.flush(60) == 0
-    records = read(broker, 0)
+    records = read(broker, 0, topic="big")
     assert [r.offset for r in records] == list(range(2502))
     assert records[2500].value == big
-    assert [r.value for r in read(broker, 0, start=1499)][:2] == [b"1499", b"1500"]
+    assert [r.value for r in read(broker, 0, start=1499, topic="big")][:2] == [b"1499", b"1500"]
 
 
 def test_close_flushes_and_then_refuses(broker: EmbeddedBroker) -> None:
@@ -197,7 +198,7 @@ def test_values_that_cannot_be_stored_are_refused_and_the_writer_keeps_going(
 def test_a_header_name_too_long_to_store_is_refused_clearly(broker: EmbeddedBroker) -> None:
     # its length is stored in two bytes: 70,000 characters used to fail with a raw struct.error
     producer = broker.producer()
-    with pytest.raises(ValueError, match="70000 bytes long.*up to 65535"):
+    with pytest.raises(ValueError, match=r"70000 bytes long.*up to 65535"):
         producer.send("t", b"v", partition=0, headers=(("n" * 70_000, b"x"),))
     longest = "é" * (65_535 // 2)
     assert producer.send("t", b"v", partition=0, headers=((longest, b"x"),)).result(10).offset == 0

@@ -18,12 +18,14 @@ from .codec import encode_headers
 from .config import whole_number
 from .queued import QueuedRecord, encode_rows, resolve
 from .storage import PID_SHIFT, Store, write
+from .topics import BATCH_OVERHEAD, RECORD_OVERHEAD, max_message_bytes
 from .wakeup import Notifier
 
 _KEY_CACHE = 100_000
 """Keys whose partition the producer remembers."""
 
 _MAX_TIMESTAMP = 1 << 63
+_OVERHEAD = BATCH_OVERHEAD + RECORD_OVERHEAD
 
 
 def _as_bytes(what: str, data: object) -> bytes:
@@ -42,7 +44,7 @@ class EmbeddedProducer:
 
     Config (Kafka names): ``linger.ms`` (default 0: records that arrive while a batch is being
     written form the next batch) and ``queue.buffering.max.messages`` (default 50000; ``send``
-    waits for room beyond it).
+    waits for room beyond it). A record over its topic's ``max.message.bytes`` is refused.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class EmbeddedProducer:
         self._closed = False
         self._broken: BaseException | None = None
         self._partitions: dict[str, int] = {}
+        self._max_bytes: dict[str, int] = {}
         self._sticky: dict[str, tuple[int, int]] = {}
         self._by_key: dict[tuple[bytes, int], int] = {}
         self._lookup_lock = threading.Lock()
@@ -128,6 +131,13 @@ class EmbeddedProducer:
                 f"timestamp must be whole milliseconds since the epoch (an int), not {timestamp!r}"
             )
         encoded_headers = encode_headers(headers) if headers else b""
+        size = _OVERHEAD + len(encoded_headers)
+        if key is not None:
+            size += len(key)
+        if value is not None:
+            size += len(value)
+        if size > self._max_bytes[topic]:
+            raise self._too_large(topic, size)
         if len(self._pending) >= self._max_queued:
             self._wait_for_room()
         with self._lock:
@@ -151,6 +161,15 @@ class EmbeddedProducer:
             )
         return ClientClosed("this producer is closed; ask the broker for a new one")
 
+    def _too_large(self, topic: str, size: int) -> ProduceError:
+        # the same error the Kafka backend raises for a record the broker refuses as too large
+        return ProduceError(
+            f"cannot send a record to topic {topic!r}: it is {size} bytes with its batch "
+            f"overhead, over the topic's max.message.bytes={self._max_bytes[topic]}; send "
+            "smaller records (split the value, or store it elsewhere and send a reference), "
+            "or raise max.message.bytes in the topic's config"
+        )
+
     def _partition_for(self, key: bytes, count: int) -> int:
         # murmur2 in Python costs microseconds; keys of entity topics repeat, so remember them
         if len(self._by_key) >= _KEY_CACHE:
@@ -165,7 +184,8 @@ class EmbeddedProducer:
 
     def _lookup(self, topic: str) -> int:
         with self._lookup_lock:
-            count, _ = load_topic(self._lookup_conn, self._store, topic)
+            count, config = load_topic(self._lookup_conn, self._store, topic)
+        self._max_bytes[topic] = max_message_bytes(config)
         self._partitions[topic] = count
         return count
 
