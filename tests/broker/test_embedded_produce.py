@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from typing import Any
 
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded import producer as producer_module
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError
+from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError, StorageError
 from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
 
 
@@ -216,6 +218,38 @@ def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
     with pytest.raises(ProduceError):
         doomed.result(30)
     assert producer.send("t", b"next batch", partition=0).result(30).offset == 1
+
+
+def test_records_queued_behind_a_failed_write_fail_too(
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a full disk fails a large batch; a smaller one queued behind it would fit, and would be
+    # acknowledged after a hole in what the sender sent
+    writing, disk_full = threading.Event(), threading.Event()
+    real_write = producer_module.write
+
+    def failing_once(conn: Any, path: Any, body: Any) -> Any:
+        if not disk_full.is_set():
+            writing.set()
+            assert disk_full.wait(30)
+            raise StorageError("database or disk is full")
+        return real_write(conn, path, body)
+
+    monkeypatch.setattr(producer_module, "write", failing_once)
+    producer = broker.producer()
+    large = producer.send("t", bytes(500_000), partition=0)
+    assert writing.wait(30)
+    small = producer.send("t", b"small", partition=0)
+    elsewhere = producer.send("t", b"elsewhere", partition=1)
+    disk_full.set()
+    with pytest.raises(ProduceError, match="disk is full"):
+        large.result(30)
+    with pytest.raises(ProduceError, match="earlier record to the same partition"):
+        small.result(30)
+    assert elsewhere.result(30).offset == 0  # other partitions keep going
+    # records sent once the failure is known go through, in order
+    assert producer.send("t", b"resent", partition=0).result(30).offset == 0
+    assert [r.value for r in read(broker, 0)] == [b"resent"]
 
 
 def test_flush_or_close_inside_an_acknowledgement_callback_is_refused(

@@ -259,6 +259,7 @@ class EmbeddedProducer:
                     # whatever failed, no sender may be left waiting on a record that is
                     # neither written nor refused
                     _fail(items, epoch, exc)
+                    self._fail_queued_behind(items, exc)
                     if not isinstance(exc, Exception):
                         raise
                 finally:
@@ -274,6 +275,23 @@ class EmbeddedProducer:
             raise
         finally:
             conn.close()
+
+    def _fail_queued_behind(self, failed: list[QueuedRecord], exc: BaseException) -> None:
+        """Refuse the records already queued for the partitions of a failed write.
+
+        As Kafka's idempotent producer keeps order: if they were written, a later, smaller
+        batch could succeed where the failed one did not (a full disk), and acknowledged
+        records would follow a hole in what the sender sent.
+        """
+        partitions = {(item._t, item._p) for item in failed}
+        with self._cv:
+            behind = [item for item in self._pending if (item._t, item._p) in partitions]
+            if not behind:
+                return
+            self._pending = [item for item in self._pending if (item._t, item._p) not in partitions]
+            epoch = self._epoch
+            self._cv.notify_all()
+        _fail(behind, epoch, exc, "an earlier record to the same partition was not written")
 
     def _write(self, conn: Any, items: list[QueuedRecord], epoch: threading.Condition) -> None:
         by_partition: dict[tuple[str, int], list[QueuedRecord]] = {}
@@ -341,10 +359,16 @@ class EmbeddedProducer:
             self._on_commit(sum(size for _, _, _, size in plan))
 
 
-def _fail(items: list[QueuedRecord], epoch: threading.Condition, exc: BaseException) -> None:
+def _fail(
+    items: list[QueuedRecord],
+    epoch: threading.Condition,
+    exc: BaseException,
+    why: str = "",
+) -> None:
     """Refuse every record of ``items`` not yet acknowledged."""
     error = ProduceError(
-        f"records were not written to the embedded broker: {exc}; resend them once that is fixed"
+        f"records were not written to the embedded broker{f' ({why})' if why else ''}: {exc}; "
+        "resend them, in order, once that is fixed"
     )
     with epoch:
         for item in items:
