@@ -4,12 +4,14 @@ A batch row holds consecutive records of one partition: per record a 20-byte hea
 (timestamp, key length, value length, headers length; -1 means null) followed by the bytes.
 Offsets are ``base + i`` unless compaction left gaps; then ``deltas`` holds each record's
 offset minus the base. Storing many records per row is what makes SQLite keep up with
-a log: one B-tree insert per batch instead of per record.
+a log: one B-tree insert per batch instead of per record. Each row carries a CRC32 of its
+``data`` and ``deltas`` (rows written before checksums were added carry NULL: not checked).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from array import array
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +55,22 @@ def encode_headers(headers: Headers) -> bytes:
     return b"".join(parts)
 
 
+class DamagedBatch(Exception):
+    """A batch row whose bytes fail their checksum or do not decode; says why."""
+
+
+def checksum(deltas: bytes | None, data: bytes) -> int:
+    """CRC32 of a batch row (zlib's, as no CRC32C ships with Python), over data then deltas."""
+    crc = zlib.crc32(data)
+    return crc if deltas is None else zlib.crc32(deltas, crc)
+
+
+def verify(deltas: bytes | None, data: bytes, crc: int | None) -> None:
+    """Raise DamagedBatch if a row does not match its checksum (None: a row from before them)."""
+    if crc is not None and checksum(deltas, data) != crc:
+        raise DamagedBatch("its checksum does not match its bytes")
+
+
 def decode_headers(data: bytes) -> Headers:
     out: list[tuple[str, bytes]] = []
     pos = 0
@@ -74,8 +92,27 @@ def decode_batch(
     deltas: bytes | None,
     data: bytes,
     start: int,
+    crc: int | None = None,
 ) -> list[Row]:
-    """The records of one batch row whose offset is at least ``start``, as rows."""
+    """The records of one batch row whose offset is at least ``start``, as rows.
+
+    Raises DamagedBatch when the row fails its checksum or its bytes do not parse.
+    """
+    verify(deltas, data, crc)
+    try:
+        return _decode(topic, partition, base, deltas, data, start)
+    except (struct.error, ValueError, IndexError) as exc:
+        raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
+
+
+def _decode(
+    topic: str,
+    partition: int,
+    base: int,
+    deltas: bytes | None,
+    data: bytes,
+    start: int,
+) -> list[Row]:
     out: list[Row] = []
     append = out.append
     gaps = offsets_of(deltas) if deltas is not None else None
@@ -84,6 +121,8 @@ def decode_batch(
     i = 0
     while pos < end:
         ts, klen, vlen, hlen = _unpack_head(data, pos)
+        if hlen < 0 or klen < -1 or vlen < -1:
+            raise ValueError(f"a negative length at byte {pos}")
         pos += _HEAD_SIZE
         offset = base + (gaps[i] if gaps is not None else i)
         i += 1
@@ -106,6 +145,8 @@ def decode_batch(
         else:
             headers = ()
         append((topic, partition, offset, key, value, headers, ts))
+    if pos != end:
+        raise ValueError(f"the last record ends at byte {pos} of {end}")
     return out
 
 
@@ -125,8 +166,19 @@ class Raw:
         self.encoded = encoded
 
 
-def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
-    """Every record of a batch row, each with its own encoded bytes (for rewriting)."""
+def split_batch(base: int, deltas: bytes | None, data: bytes, crc: int | None = None) -> list[Raw]:
+    """Every record of a batch row, each with its own encoded bytes (for rewriting).
+
+    Raises DamagedBatch when the row fails its checksum or its bytes do not parse.
+    """
+    verify(deltas, data, crc)
+    try:
+        return _split(base, deltas, data)
+    except (struct.error, ValueError, IndexError) as exc:
+        raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
+
+
+def _split(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
     out: list[Raw] = []
     gaps = offsets_of(deltas) if deltas is not None else None
     pos = 0
@@ -134,6 +186,8 @@ def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
     i = 0
     while pos < end:
         ts, klen, vlen, hlen = _unpack_head(data, pos)
+        if hlen < 0 or klen < -1 or vlen < -1:
+            raise ValueError(f"a negative length at byte {pos}")
         body = pos + _HEAD_SIZE
         key = data[body : body + klen] if klen >= 0 else None
         size = max(klen, 0) + max(vlen, 0) + hlen
@@ -142,6 +196,8 @@ def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
         out.append(Raw(offset, ts, key, vlen < 0, size, data[pos:nxt]))
         pos = nxt
         i += 1
+    if pos != end:
+        raise ValueError(f"the last record ends at byte {pos} of {end}")
     return out
 
 

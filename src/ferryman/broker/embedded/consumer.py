@@ -19,14 +19,14 @@ from ferryman.errors import (
 from ferryman.records import RecordBatch, Row, TopicPartition
 
 from .admin import load_topic
-from .codec import decode_batch
+from .codec import DamagedBatch, decode_batch
 from .config import whole_number
 from .group import Membership, strategy_of
-from .storage import PID_SHIFT, Store, storage_error, write
+from .storage import PID_SHIFT, Store, damaged_batch, storage_error, write
 from .wakeup import Notifier, Waiter
 
 _BATCHES_FROM = (
-    "SELECT id, deltas, data FROM batches WHERE id >= coalesce("
+    "SELECT id, last_offset, deltas, data, crc FROM batches WHERE id >= coalesce("
     "(SELECT id FROM batches WHERE id >= ? AND id <= ? ORDER BY id DESC LIMIT 1), ?) "
     "AND id < ? ORDER BY id"
 )
@@ -295,10 +295,15 @@ class EmbeddedConsumer:
         records: list[Row] = []
         cursor = self._conn.execute(_BATCHES_FROM, (lo, lo | position, lo, lo | end))
         try:
-            for batch_id, deltas, data in cursor:
-                records += decode_batch(
-                    tp.topic, tp.partition, batch_id - lo, deltas, data, position
-                )
+            for batch_id, last, deltas, data, crc in cursor:
+                try:
+                    records += decode_batch(
+                        tp.topic, tp.partition, batch_id - lo, deltas, data, position, crc
+                    )
+                except DamagedBatch as exc:
+                    raise damaged_batch(
+                        self._store.path, tp.topic, tp.partition, batch_id - lo, last, exc
+                    ) from exc
                 if len(records) >= want:
                     break
         finally:

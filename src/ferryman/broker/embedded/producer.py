@@ -319,11 +319,11 @@ class EmbeddedProducer:
                 bases.append(base)
                 key = pid << PID_SHIFT
                 c.executemany(
-                    "INSERT INTO batches(id, last_offset, count, max_ts, size, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO batches(id, last_offset, count, max_ts, size, data, crc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (key | (base + first), base + first + n - 1, n, max_ts, sz, data)
-                        for first, n, max_ts, sz, data in rows
+                        (key | (base + first), base + first + n - 1, n, max_ts, sz, data, crc)
+                        for first, n, max_ts, sz, data, crc in rows
                     ],
                 )
             return bases

@@ -51,7 +51,8 @@ CREATE TABLE batches(
     max_ts INTEGER NOT NULL,
     size INTEGER NOT NULL,
     deltas BLOB,
-    data BLOB NOT NULL);
+    data BLOB NOT NULL,
+    crc INTEGER);
 CREATE TABLE clean_marks(pid INTEGER NOT NULL, upto INTEGER NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX clean_marks_pid ON clean_marks(pid, at_ms);
 CREATE TABLE groups(group_id TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
@@ -115,6 +116,19 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
             f"corrupt ({text}); {_WHAT_TO_DO}"
         )
     return StorageError(f"the embedded broker file {str(path)!r} failed: {text}")
+
+
+def damaged_batch(
+    path: Path, topic: str, partition: int, first: int, last: int, why: object
+) -> StorageError:
+    """A StorageError for a batch row that fails its checksum or does not decode."""
+    return StorageError(
+        f"the embedded broker file {str(path)!r} has a damaged batch in topic {topic!r} "
+        f"partition {partition}, offsets {first} to {last}: {why}; stop the services using "
+        f"the file, then drop the damaged batches with "
+        f"ferryman.broker.embedded.drop_damaged_batches({str(path)!r}) (its records are lost; "
+        "see 'Damaged batches' in docs/broker.md)"
+    )
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -181,6 +195,8 @@ class Store:
                     )
                 write(conn, self.path, self._create_schema)
                 app_id, version = self._identity(conn)
+            if app_id == APPLICATION_ID and not self._has_checksums(conn):
+                write(conn, self.path, self._add_checksums)
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc) from exc
         if app_id != APPLICATION_ID:
@@ -203,6 +219,16 @@ class Store:
         # reading the schema makes a damaged first page show up now rather than later
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return app_id, version
+
+    @staticmethod
+    def _has_checksums(conn: sqlite3.Connection) -> bool:
+        return any(row[1] == "crc" for row in conn.execute("PRAGMA table_info(batches)"))
+
+    def _add_checksums(self, conn: sqlite3.Connection) -> None:
+        # a file from before checksums: its rows keep NULL (read unchecked), new rows get one;
+        # an older ferryman sharing the file still works (it names the columns it writes)
+        if not self._has_checksums(conn):
+            conn.execute("ALTER TABLE batches ADD COLUMN crc INTEGER")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         # re-checked inside the write lock: another process may have initialised the file
