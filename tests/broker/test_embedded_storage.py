@@ -12,7 +12,7 @@ import pytest
 
 from ferryman.broker import open_broker
 from ferryman.broker.embedded import EmbeddedBroker
-from ferryman.errors import IncompatibleStorage, StorageError
+from ferryman.errors import IncompatibleStorage, ProduceError, StorageError
 from ferryman.records import TopicPartition, TopicSpec
 
 
@@ -139,6 +139,39 @@ def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) ->
         path.write_bytes(bytes(raw))
         with pytest.raises(StorageError):
             open_at(path)
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("what", ["deleted", "replaced"])
+def test_a_file_deleted_or_replaced_under_running_clients_fails_them_loudly(
+    tmp_path: Path, what: str
+) -> None:
+    path = tmp_path / "broker.db"
+    broker = open_at(path)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        producer = broker.producer()
+        reader = broker.consumer("g")
+        reader.subscribe(["t"])
+        producer.send("t", b"before").result(10)
+        deadline = time.monotonic() + 30
+        while not reader.poll(0.1):
+            assert time.monotonic() < deadline
+        if what == "deleted":
+            path.unlink()
+        else:
+            open_at(tmp_path / "other.db").close()
+            (tmp_path / "other.db").replace(path)
+        # acknowledging this would be a lie: it would vanish with the process
+        with pytest.raises(ProduceError, match=f"{what}") as err:
+            producer.send("t", b"after").result(10)
+        assert str(path) in str(err.value)
+        for call in (lambda: reader.poll(0.1), lambda: reader.commit({TopicPartition("t", 0): 1})):
+            with pytest.raises(StorageError, match=f"{str(path)!r} was {what}"):
+                call()
+        with pytest.raises(StorageError, match=what):
+            broker.admin().create_topic(TopicSpec("u", 1))
     finally:
         broker.close()
 

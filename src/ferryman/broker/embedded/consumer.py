@@ -230,6 +230,7 @@ class EmbeddedConsumer:
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             self._last_poll = time.monotonic()  # waiting inside poll is not being stuck
+            self._store.check_file()
             try:
                 self._maintain()
                 records = self._fetch(max_records)
@@ -352,6 +353,7 @@ class EmbeddedConsumer:
                 rows,
             )
 
+        self._store.check_file()
         write(self._conn, self._store.path, body)
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:

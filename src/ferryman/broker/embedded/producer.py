@@ -294,6 +294,7 @@ class EmbeddedProducer:
         _fail(behind, epoch, exc, "an earlier record to the same partition was not written")
 
     def _write(self, conn: Any, items: list[QueuedRecord], epoch: threading.Condition) -> None:
+        self._store.check_file()
         by_partition: dict[tuple[str, int], list[QueuedRecord]] = {}
         for item in items:
             group = by_partition.get((item._t, item._p))

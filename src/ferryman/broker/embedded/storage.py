@@ -159,11 +159,44 @@ class Store:
                 f"the embedded broker path {str(self.path)!r} is not a regular file; "
                 "name a file in a writable directory, for example embedded:.ferryman/broker.db"
             )
+        self._gone: StorageError | None = None
         conn = self.connect()
         try:
             self._initialize(conn)
         finally:
             conn.close()
+        self._absolute = self.path.absolute()  # a later chdir must not look like a deletion
+        try:
+            st = os.stat(self._absolute)
+        except OSError as exc:
+            raise storage_error(self.path, exc) from exc
+        self._identity_of_file = (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """Raise StorageError if the file at the path is no longer the one this process opened
+        (deleted or replaced): what is written then would vanish with the process.
+
+        One stat, cheap enough for every produced batch and every wake-up of a reader.
+        """
+        if self._gone is not None:
+            raise self._gone
+        try:
+            st = os.stat(self._absolute)
+        except FileNotFoundError:
+            what = "was deleted"
+        except OSError:
+            return  # unreadable metadata says nothing about identity; I/O will report it
+        else:
+            if (st.st_dev, st.st_ino) == self._identity_of_file:
+                return
+            what = "was replaced by another file"
+        self._gone = StorageError(
+            f"the embedded broker file {str(self.path)!r} {what} while this process had it "
+            "open: what it writes now would vanish when it stops, and processes started since "
+            "use a different log; stop every process using that path, put the right file back "
+            "(or accept the new one), and start them again"
+        )
+        raise self._gone
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are opened explicitly."""
