@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker import open_broker
-from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded import EmbeddedBroker, storage
 from ferryman.errors import IncompatibleStorage, ProduceError, StorageError
 from ferryman.records import TopicPartition, TopicSpec
 
@@ -191,6 +191,34 @@ def test_the_wal_is_copied_back_into_the_file_while_the_broker_runs(tmp_path: Pa
             assert time.monotonic() < deadline, "the WAL was never checkpointed"
             time.sleep(0.05)
     finally:
+        broker.close()
+
+
+def test_the_wal_is_cut_back_once_readers_that_held_it_move_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "WAL_LIMIT", 1 << 20)
+    path = tmp_path / "broker.db"
+    wal = tmp_path / "broker.db-wal"
+    broker = open_at(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        # a reader in the middle of a read keeps the WAL from being reused: it grows
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM batches").fetchall()
+        producer = broker.producer()
+        for _ in range(8000):
+            producer.send("t", b"x" * 1000)
+        assert producer.flush(60) == 0
+        assert wal.stat().st_size > 4 << 20
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 30
+        while wal.stat().st_size > 1 << 20:
+            assert time.monotonic() < deadline, f"the WAL stayed {wal.stat().st_size} bytes"
+            time.sleep(0.05)
+    finally:
+        reader.close()
         broker.close()
 
 

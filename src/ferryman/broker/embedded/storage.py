@@ -27,6 +27,12 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 30.0
 """Seconds a writer waits for another process's transaction before it gives up."""
 
+WAL_LIMIT = 64 << 20
+"""Bytes of WAL beyond which the checkpointer truncates it (and SQLite trims it to on reuse)."""
+
+TRUNCATE_WAIT_MS = 200
+"""How long a truncating checkpoint waits for readers to move on; it holds writers back meanwhile."""
+
 PID_SHIFT = 40
 """Batch ids are ``pid << PID_SHIFT | base_offset``: one integer key orders a whole partition."""
 
@@ -211,6 +217,8 @@ class Store:
             # checkpoints (which fsync) run in the Checkpointer's thread, not in the commit
             # path of a producer, where they would show as latency spikes
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # when the WAL is reused from its start, SQLite cuts the file down to this size
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc) from exc
@@ -324,7 +332,12 @@ def bump_topics_version(conn: sqlite3.Connection) -> None:
 
 class Checkpointer:
     """Copies the WAL back into the database file from a background thread: every second, and
-    as soon as producers have written ``EAGER_BYTES`` since the last time."""
+    as soon as producers have written ``EAGER_BYTES`` since the last time.
+
+    A WAL is reused from its start only when no reader is using it, which a busy consumer
+    rarely allows: under load it would grow without bound. So once it passes ``WAL_LIMIT`` a
+    TRUNCATE checkpoint waits (briefly, holding writers back) for readers to move on and empties it.
+    """
 
     EAGER_BYTES = 4 << 20
 
@@ -345,7 +358,9 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = self._store.connect()
+        wal = self._store.path.with_name(self._store.path.name + "-wal")
         try:
+            conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
             while not self._stop.is_set():
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -354,6 +369,14 @@ class Checkpointer:
                 # busy file just means it is tried again next time
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                try:
+                    too_big = wal.stat().st_size > WAL_LIMIT
+                except OSError:
+                    too_big = False
+                if too_big:
+                    # PASSIVE copied most of it already, so this waits only for readers
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
             conn.close()
 
