@@ -228,12 +228,12 @@ def test_records_queued_behind_a_failed_write_fail_too(
     writing, disk_full = threading.Event(), threading.Event()
     real_write = producer_module.write
 
-    def failing_once(conn: Any, path: Any, body: Any) -> Any:
+    def failing_once(conn: Any, path: Any, body: Any, **kw: Any) -> Any:
         if not disk_full.is_set():
             writing.set()
             assert disk_full.wait(30)
             raise StorageError("database or disk is full")
-        return real_write(conn, path, body)
+        return real_write(conn, path, body, **kw)
 
     monkeypatch.setattr(producer_module, "write", failing_once)
     producer = broker.producer()

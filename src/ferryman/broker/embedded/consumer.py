@@ -354,7 +354,8 @@ class EmbeddedConsumer:
             )
 
         self._store.check_file()
-        write(self._conn, self._store.path, body)
+        # patient: the offsets stay in memory and are committed once the lock is free
+        write(self._conn, self._store.path, body, patient=True)
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         self._check_open()

@@ -329,7 +329,7 @@ class EmbeddedProducer:
                 )
             return bases
 
-        bases = write(conn, self._store.path, body)
+        bases = write(conn, self._store.path, body, patient=True)
         slow: list[QueuedRecord] = []
         with epoch:
             for ((topic, partition), group, _, _), base in zip(plan, bases, strict=True):

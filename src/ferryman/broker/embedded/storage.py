@@ -10,6 +10,7 @@ of one fsync per produced batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from ferryman.errors import IncompatibleStorage, StorageError
 
 T = TypeVar("T")
+log = logging.getLogger("ferryman.broker.embedded")
 
 APPLICATION_ID = 0x46455259  # "FERY": marks the file as a ferryman broker
 SCHEMA_VERSION = 1
@@ -287,12 +289,23 @@ class Store:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one write transaction, waiting (bounded) while other writers hold the lock.
+def write(
+    conn: sqlite3.Connection,
+    path: Path,
+    body: Callable[[sqlite3.Connection], T],
+    *,
+    patient: bool = False,
+) -> T:
+    """Run ``body`` in one write transaction, waiting while other writers hold the lock.
 
-    Errors raised by ``body`` roll the transaction back and propagate unchanged.
+    The wait is bounded by ``BUSY_TIMEOUT``; a ``patient`` caller (producing, committing,
+    joining a group) waits as long as it takes instead, logging a warning every
+    ``BUSY_TIMEOUT``: a writer stopped by SIGSTOP or Ctrl-Z holds the lock until it resumes,
+    and failing then would stop every service on the file. Errors raised by ``body`` roll the
+    transaction back and propagate unchanged.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT
+    started = time.monotonic()
+    deadline = started + BUSY_TIMEOUT
     delay = 0.001
     while True:
         try:
@@ -306,6 +319,15 @@ def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connecti
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
+            if is_busy(exc) and patient and time.monotonic() >= deadline:
+                log.warning(
+                    "the embedded broker file %r has been locked by another writer for %.1f s; "
+                    "waiting for it (a process holds a long transaction or is stopped while "
+                    "writing: resume it or stop it)",
+                    str(path),
+                    time.monotonic() - started,
+                )
+                deadline = time.monotonic() + BUSY_TIMEOUT
             if is_busy(exc) and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
