@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.base import Consumer
+from ferryman.broker.embedded import EmbeddedBroker, storage
+from ferryman.config import ServiceConfig
 from ferryman.records import Record, TopicPartition, TopicSpec
+from ferryman.runtime.service import Service
+from ferryman.topics import EventTopic
 
 PRODUCER = textwrap.dedent(
     """
@@ -127,6 +137,204 @@ def test_a_writer_waits_for_another_process_holding_the_write_lock(
             assert future.result(60).offset == 0
         finally:
             holder.kill()
+
+
+def hold_the_lock(path: Path) -> subprocess.Popen[bytes]:
+    """Another process holding the write lock (as one stopped mid-transaction would); write
+    a line to its stdin to release it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"holding\n"
+    return holder
+
+
+def release(holder: subprocess.Popen[bytes]) -> None:
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    holder.stdin.write(b"go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline() == b"released\n"
+    holder.wait(30)
+    holder.stdin.close()
+    holder.stdout.close()
+
+
+def lock_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("locked by another writer" in r.getMessage() for r in caplog.records)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a lock held longer than BUSY_TIMEOUT used to fail commits with StorageError, and the
+    # service with them; they wait now, with a warning each BUSY_TIMEOUT
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT", 0.3)
+    caplog.set_level(logging.WARNING, "ferryman.broker.embedded")
+    path = tmp_path / "broker.db"
+    broker = EmbeddedBroker(path, cleaner_interval=None)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        tp = TopicPartition("t", 0)
+        producer = broker.producer()
+        producer.send("t", b"before").result(10)
+        consumer = broker.consumer("g")
+        consumer.subscribe(["t"])
+        got: list[bytes | None] = []
+        wait_for(lambda: got.extend(r.value for r in consumer.poll(0.1)) or got, 30, "no record")
+        with hold_the_lock(path) as holder:
+            failures: list[BaseException] = []
+
+            def commit() -> None:
+                try:
+                    consumer.commit({tp: 1})
+                except BaseException as exc:
+                    failures.append(exc)
+
+            committer = threading.Thread(target=commit)
+            committer.start()
+            during = producer.send("t", b"during the lock")
+            wait_for(lambda: failures or lock_warnings(caplog) >= 4, 60, "no lock warning")
+            assert not failures
+            assert committer.is_alive()
+            assert not during.done()
+            release(holder)
+        committer.join(30)
+        assert not failures
+        assert broker.admin().committed("g") == {tp: 1}
+        assert during.result(30).offset == 1
+        wait_for(lambda: got.extend(r.value for r in consumer.poll(0.1)) or len(got) == 2, 30, "")
+        assert got == [b"before", b"during the lock"]
+        assert str(path) in caplog.records[0].getMessage()
+    finally:
+        broker.close()
+
+
+def test_a_lock_longer_than_a_session_does_not_make_members_expire_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nobody could beat during the lock: the first heartbeat after it used to declare every
+    # other member dead, and their commits then failed
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT", 0.3)
+    caplog.set_level(logging.WARNING, "ferryman.broker.embedded")
+    path = tmp_path / "broker.db"
+    session = {"session.timeout.ms": "1000", "heartbeat.interval.ms": "100"}
+    broker = EmbeddedBroker(path, cleaner_interval=None)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 2))
+        members = [broker.consumer("g", config=session) for _ in range(2)]
+        for m in members:
+            m.subscribe(["t"])
+        wait_for(
+            lambda: [len(m.assignment()) for m in members if not m.poll(0.05)] == [1, 1],
+            30,
+            "the two members never split the partitions",
+        )
+
+        def generation() -> int:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return int(conn.execute("SELECT generation FROM groups").fetchone()[0])
+
+        before = generation()
+        failures: list[BaseException] = []
+
+        def commit(member: Consumer) -> None:
+            try:
+                member.commit(dict.fromkeys(member.assignment(), 0))
+            except BaseException as exc:
+                failures.append(exc)
+
+        with hold_the_lock(path) as holder:
+            committers = [threading.Thread(target=commit, args=(m,)) for m in members]
+            for t in committers:
+                t.start()
+            # each warning is one BUSY_TIMEOUT of waiting: twelve of them outlast the session
+            wait_for(lambda: lock_warnings(caplog) >= 12, 60, "no lock warning")
+            release(holder)
+            released = time.monotonic()
+        for t in committers:
+            t.join(30)
+        assert not failures
+        # let three sessions pass with every member beating: nobody is expired
+        wait_for(lambda: time.monotonic() > released + 3, 10, "")
+        assert generation() == before
+        assert broker.admin().committed("g") == {TopicPartition("t", p): 0 for p in range(2)}
+    finally:
+        broker.close()
+
+
+@dataclass
+class Tick:
+    seq: int
+
+
+@pytest.mark.slow
+def test_a_service_survives_a_two_minute_lock_and_then_handles_new_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "ferryman.broker.embedded")
+    path = tmp_path / "broker.db"
+    ticks = EventTopic("ticks", Tick, partitions=1)
+    service = Service(
+        "survivor",
+        broker=f"embedded:{path}",
+        registry=f"embedded:{tmp_path / 'registry.db'}",
+        config=ServiceConfig(commit_interval=0.05),
+    )
+    handled: list[int] = []
+    entered, go = threading.Event(), threading.Event()
+
+    @service.on(ticks)
+    def tick(t: Tick) -> None:
+        if t.seq == 1:
+            entered.set()
+            go.wait(30)
+        handled.append(t.seq)
+
+    async def eventually(check: Callable[[], object], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    def committed() -> dict[TopicPartition, int]:
+        reader = EmbeddedBroker(path, cleaner_interval=None)
+        try:
+            return reader.admin().committed("survivor")
+        finally:
+            reader.close()
+
+    async def main() -> None:
+        async with service:
+            await service.emit(ticks, Tick(1))
+            await eventually(entered.is_set, 30, "the first record was not handled")
+            with hold_the_lock(path) as holder:
+                locked_at = time.monotonic()
+                # its offset must now wait in memory for the lock, and a new record with it
+                go.set()
+                second = asyncio.ensure_future(service.emit(ticks, Tick(2)))
+                await eventually(
+                    lambda: time.monotonic() - locked_at > 120 and lock_warnings(caplog) >= 4,
+                    200,
+                    "not locked for 120 s",
+                )
+                assert not second.done()
+                release(holder)
+            await second
+            await eventually(lambda: handled == [1, 2], 60, f"handled {handled}")
+            await eventually(
+                lambda: committed() == {TopicPartition("ticks", 0): 2}, 60, "not committed"
+            )
+
+    asyncio.run(main())
 
 
 def test_readers_are_not_blocked_by_a_writer(broker: EmbeddedBroker, tmp_path: Path) -> None:

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from typing import Any
 
 import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker.embedded import producer as producer_module
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
-from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError
-from ferryman.records import Record, RecordMetadata, TopicPartition
+from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError, StorageError
+from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
 
 
-def read(broker: EmbeddedBroker, partition: int, start: int = 0) -> list[Record]:
-    tp = TopicPartition("t", partition)
-    end = broker.admin().offsets("t")[partition].latest
+def read(broker: EmbeddedBroker, partition: int, start: int = 0, topic: str = "t") -> list[Record]:
+    tp = TopicPartition(topic, partition)
+    end = broker.admin().offsets(topic)[partition].latest
     consumer = broker.consumer(None)
     consumer.assign([tp])
     consumer.seek(tp, start)
@@ -130,17 +132,18 @@ def test_records_come_back_exactly(broker: EmbeddedBroker) -> None:
 def test_large_batches_and_records_span_rows_and_read_from_any_offset(
     broker: EmbeddedBroker,
 ) -> None:
+    broker.admin().create_topic(TopicSpec("big", 1, {"max.message.bytes": str(4 << 20)}))
     producer = broker.producer()
     big = bytes(range(256)) * 8192  # 2 MiB: larger than one row's byte budget
     for i in range(2500):
-        producer.send("t", b"%d" % i, partition=0)
-    producer.send("t", big, partition=0)
-    producer.send("t", b"after", partition=0)
+        producer.send("big", b"%d" % i, partition=0)
+    producer.send("big", big, partition=0)
+    producer.send("big", b"after", partition=0)
     assert producer.flush(60) == 0
-    records = read(broker, 0)
+    records = read(broker, 0, topic="big")
     assert [r.offset for r in records] == list(range(2502))
     assert records[2500].value == big
-    assert [r.value for r in read(broker, 0, start=1499)][:2] == [b"1499", b"1500"]
+    assert [r.value for r in read(broker, 0, start=1499, topic="big")][:2] == [b"1499", b"1500"]
 
 
 def test_close_flushes_and_then_refuses(broker: EmbeddedBroker) -> None:
@@ -194,6 +197,16 @@ def test_values_that_cannot_be_stored_are_refused_and_the_writer_keeps_going(
     assert [r.value for r in read(broker, 0)] == [b"after"]
 
 
+def test_a_header_name_too_long_to_store_is_refused_clearly(broker: EmbeddedBroker) -> None:
+    # its length is stored in two bytes: 70,000 characters used to fail with a raw struct.error
+    producer = broker.producer()
+    with pytest.raises(ValueError, match=r"70000 bytes long.*up to 65535"):
+        producer.send("t", b"v", partition=0, headers=(("n" * 70_000, b"x"),))
+    longest = "é" * (65_535 // 2)
+    assert producer.send("t", b"v", partition=0, headers=((longest, b"x"),)).result(10).offset == 0
+    assert read(broker, 0)[0].headers == ((longest, b"x"),)
+
+
 def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
     broker: EmbeddedBroker,
 ) -> None:
@@ -205,6 +218,38 @@ def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
     with pytest.raises(ProduceError):
         doomed.result(30)
     assert producer.send("t", b"next batch", partition=0).result(30).offset == 1
+
+
+def test_records_queued_behind_a_failed_write_fail_too(
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a full disk fails a large batch; a smaller one queued behind it would fit, and would be
+    # acknowledged after a hole in what the sender sent
+    writing, disk_full = threading.Event(), threading.Event()
+    real_write = producer_module.write
+
+    def failing_once(conn: Any, path: Any, body: Any, **kw: Any) -> Any:
+        if not disk_full.is_set():
+            writing.set()
+            assert disk_full.wait(30)
+            raise StorageError("database or disk is full")
+        return real_write(conn, path, body, **kw)
+
+    monkeypatch.setattr(producer_module, "write", failing_once)
+    producer = broker.producer()
+    large = producer.send("t", bytes(500_000), partition=0)
+    assert writing.wait(30)
+    small = producer.send("t", b"small", partition=0)
+    elsewhere = producer.send("t", b"elsewhere", partition=1)
+    disk_full.set()
+    with pytest.raises(ProduceError, match="disk is full"):
+        large.result(30)
+    with pytest.raises(ProduceError, match="earlier record to the same partition"):
+        small.result(30)
+    assert elsewhere.result(30).offset == 0  # other partitions keep going
+    # records sent once the failure is known go through, in order
+    assert producer.send("t", b"resent", partition=0).result(30).offset == 0
+    assert [r.value for r in read(broker, 0)] == [b"resent"]
 
 
 def test_flush_or_close_inside_an_acknowledgement_callback_is_refused(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ferryman.broker import open_broker
-from ferryman.broker.embedded import EmbeddedBroker
-from ferryman.errors import IncompatibleStorage, StorageError
+from ferryman.broker.embedded import EmbeddedBroker, storage
+from ferryman.errors import IncompatibleStorage, ProduceError, StorageError
 from ferryman.records import TopicPartition, TopicSpec
 
 
@@ -112,6 +112,20 @@ def test_a_path_that_is_a_directory(tmp_path: Path) -> None:
         open_at(tmp_path)
 
 
+def test_a_path_that_is_not_a_regular_file() -> None:
+    with pytest.raises(StorageError, match="'/dev/null' is not a regular file"):
+        open_at(Path("/dev/null"))
+
+
+@pytest.mark.parametrize("path", ["/proc/x/r.db", "/proc/self/r.db"])
+def test_a_path_where_no_file_can_be_created(path: str) -> None:
+    # through the URL too: a raw FileNotFoundError told the user nothing about embedded:PATH
+    with pytest.raises(StorageError, match="cannot open the embedded broker file") as err:
+        open_broker(f"embedded:{path}")
+    assert path in str(err.value)
+    assert "choose another path with embedded:PATH" in str(err.value)
+
+
 def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) -> None:
     path = tmp_path / "broker.db"
     broker = open_at(path)
@@ -125,6 +139,39 @@ def test_the_file_damaged_while_open_fails_with_storage_error(tmp_path: Path) ->
         path.write_bytes(bytes(raw))
         with pytest.raises(StorageError):
             open_at(path)
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("what", ["deleted", "replaced"])
+def test_a_file_deleted_or_replaced_under_running_clients_fails_them_loudly(
+    tmp_path: Path, what: str
+) -> None:
+    path = tmp_path / "broker.db"
+    broker = open_at(path)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        producer = broker.producer()
+        reader = broker.consumer("g")
+        reader.subscribe(["t"])
+        producer.send("t", b"before").result(10)
+        deadline = time.monotonic() + 30
+        while not reader.poll(0.1):
+            assert time.monotonic() < deadline
+        if what == "deleted":
+            path.unlink()
+        else:
+            open_at(tmp_path / "other.db").close()
+            (tmp_path / "other.db").replace(path)
+        # acknowledging this would be a lie: it would vanish with the process
+        with pytest.raises(ProduceError, match=f"{what}") as err:
+            producer.send("t", b"after").result(10)
+        assert str(path) in str(err.value)
+        for call in (lambda: reader.poll(0.1), lambda: reader.commit({TopicPartition("t", 0): 1})):
+            with pytest.raises(StorageError, match=f"{str(path)!r} was {what}"):
+                call()
+        with pytest.raises(StorageError, match=what):
+            broker.admin().create_topic(TopicSpec("u", 1))
     finally:
         broker.close()
 
@@ -144,6 +191,34 @@ def test_the_wal_is_copied_back_into_the_file_while_the_broker_runs(tmp_path: Pa
             assert time.monotonic() < deadline, "the WAL was never checkpointed"
             time.sleep(0.05)
     finally:
+        broker.close()
+
+
+def test_the_wal_is_cut_back_once_readers_that_held_it_move_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "WAL_LIMIT", 1 << 20)
+    path = tmp_path / "broker.db"
+    wal = tmp_path / "broker.db-wal"
+    broker = open_at(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        broker.admin().create_topic(TopicSpec("t", 1))
+        # a reader in the middle of a read keeps the WAL from being reused: it grows
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM batches").fetchall()
+        producer = broker.producer()
+        for _ in range(8000):
+            producer.send("t", b"x" * 1000)
+        assert producer.flush(60) == 0
+        assert wal.stat().st_size > 4 << 20
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 30
+        while wal.stat().st_size > 1 << 20:
+            assert time.monotonic() < deadline, f"the WAL stayed {wal.stat().st_size} bytes"
+            time.sleep(0.05)
+    finally:
+        reader.close()
         broker.close()
 
 

@@ -81,6 +81,7 @@ class EmbeddedAdmin:
             bump_topics_version(conn)
             return True
 
+        self._store.check_file()
         with self._lock:
             created = write(self._c(), self._store.path, body)
         if created:
@@ -116,6 +117,7 @@ class EmbeddedAdmin:
             conn.execute("DELETE FROM topics WHERE name = ?", (name,))
             bump_topics_version(conn)
 
+        self._store.check_file()
         with self._lock:
             write(self._c(), self._store.path, body)
         self._notifier.notify()

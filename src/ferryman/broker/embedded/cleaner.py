@@ -18,15 +18,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from ferryman.errors import BrokerError
+from ferryman.errors import BrokerError, StorageError
 
-from .codec import Raw, join_batch, split_batch
+from .codec import DamagedBatch, Raw, checksum, join_batch, split_batch
 from .group import now_ms
-from .storage import BUSY_TIMEOUT, PID_SHIFT, Store, storage_error, write
+from .storage import BUSY_TIMEOUT, PID_SHIFT, Store, damaged_batch, storage_error, write
 from .topics import Policy
 from .wakeup import Notifier
 
 LEASE_MS = 60_000
+_Row = tuple[int, int, bytes | None, bytes, int | None]
 _REWRITE_CHUNK = 200
 """Batch rows rewritten per transaction."""
 
@@ -130,6 +131,7 @@ class Cleaner:
     def _pass(self, now: int) -> bool:
         conn = self._conn
         changed = False
+        damaged: StorageError | None = None
         topics = conn.execute("SELECT name, config FROM topics").fetchall()
         for name, config in topics:
             policy = Policy.of(json.loads(config))
@@ -141,7 +143,13 @@ class Cleaner:
                 if policy.delete:
                     changed |= self._retain(pid, policy, now)
                 if policy.compact:
-                    changed |= self._compact(pid, policy, now)
+                    try:
+                        changed |= self._compact(pid, policy, now)
+                    except StorageError as exc:
+                        # a damaged batch: the other partitions are still cleaned
+                        damaged = damaged or exc
+        if damaged is not None:
+            raise damaged
         return changed
 
     def _retain(self, pid: int, policy: Policy, now: int) -> bool:
@@ -202,8 +210,8 @@ class Cleaner:
         # pass 1: the last cleanable offset of each key, and the first record too new to clean
         last: dict[bytes, int] = {}
         upto = end
-        for base, deltas, data in self._batches(lo, end):
-            for r in split_batch(base, deltas, data):
+        for row in self._batches(lo, end):
+            for r in self._split(pid, row):
                 if r.ts > cut:
                     upto = min(upto, r.offset)
                 elif r.key is not None:
@@ -219,8 +227,9 @@ class Cleaner:
         # pass 2: rewrite the rows that lose records, a chunk at a time
         changes: list[tuple[int, list[Raw], int]] = []
         changed = False
-        for base, deltas, data in self._batches(lo, end):
-            records = split_batch(base, deltas, data)
+        for row in self._batches(lo, end):
+            base = row[0]
+            records = self._split(pid, row)
             kept = [r for r in records if keep(r)]
             if len(kept) != len(records):
                 removed = sum(r.size for r in records) - sum(r.size for r in kept)
@@ -251,22 +260,34 @@ class Cleaner:
         write(conn, self._store.path, finish)
         return changed
 
-    def _batches(self, lo: int, end: int) -> Iterator[tuple[int, bytes | None, bytes]]:
-        """(base offset, deltas, data) of every row below ``end``, read a page at a time so
-        neither memory nor an open read transaction grows with the partition."""
+    def _batches(self, lo: int, end: int) -> Iterator[_Row]:
+        """(base offset, last offset, deltas, data, crc) of every row below ``end``, read a page
+        at a time so neither memory nor an open read transaction grows with the partition."""
         after = lo - 1
         while True:
             rows = self._conn.execute(
-                "SELECT id, deltas, data FROM batches WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                "SELECT id, last_offset, deltas, data, crc FROM batches WHERE id > ? AND id < ? "
+                "ORDER BY id LIMIT ?",
                 (after, lo | end, _REWRITE_CHUNK),
             ).fetchall()
             if not rows:
                 return
             if self._stop.is_set():
                 raise _Stopped
-            for batch_id, deltas, data in rows:
-                yield batch_id - lo, deltas, data
+            for batch_id, last, deltas, data, crc in rows:
+                yield batch_id - lo, last, deltas, data, crc
             after = rows[-1][0]
+
+    def _split(self, pid: int, row: _Row) -> list[Raw]:
+        base, last, deltas, data, crc = row
+        try:
+            return split_batch(base, deltas, data, crc)
+        except DamagedBatch as exc:
+            found = self._conn.execute(
+                "SELECT topic, partition FROM partitions WHERE pid = ?", (pid,)
+            ).fetchone()
+            topic, partition = found if found is not None else ("?", -1)
+            raise damaged_batch(self._store.path, topic, partition, base, last, exc) from exc
 
     def _rewrite(self, pid: int, changes: list[tuple[int, list[Raw], int]]) -> None:
         lo = pid << PID_SHIFT
@@ -280,7 +301,7 @@ class Cleaner:
                     deltas, data = join_batch(base, kept)
                     gone = c.execute(
                         "UPDATE batches SET last_offset = ?, count = ?, max_ts = ?, size = ?, "
-                        "deltas = ?, data = ? WHERE id = ?",
+                        "deltas = ?, data = ?, crc = ? WHERE id = ?",
                         (
                             kept[-1].offset,
                             len(kept),
@@ -288,6 +309,7 @@ class Cleaner:
                             sum(r.size for r in kept),
                             deltas,
                             data,
+                            checksum(deltas, data),
                             lo | base,
                         ),
                     ).rowcount

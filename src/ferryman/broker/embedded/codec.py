@@ -4,12 +4,14 @@ A batch row holds consecutive records of one partition: per record a 20-byte hea
 (timestamp, key length, value length, headers length; -1 means null) followed by the bytes.
 Offsets are ``base + i`` unless compaction left gaps; then ``deltas`` holds each record's
 offset minus the base. Storing many records per row is what makes SQLite keep up with
-a log: one B-tree insert per batch instead of per record.
+a log: one B-tree insert per batch instead of per record. Each row carries a CRC32 of its
+``data`` and ``deltas`` (rows written before checksums were added carry NULL: not checked).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from array import array
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +21,8 @@ from ferryman.records import Headers, Row
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
 _HEADER = struct.Struct("<HI")
+MAX_HEADER_NAME = 0xFFFF
+"""Longest header name in UTF-8 bytes: its length is stored in two bytes."""
 pack_head = _HEAD.pack
 _unpack_head = _HEAD.unpack_from
 
@@ -33,12 +37,38 @@ def encode_headers(headers: Headers) -> bytes:
                 f"header {name!r} has a {type(value).__name__} value; header values must be "
                 "bytes: encode it first"
             )
+        if not isinstance(name, str):
+            raise TypeError(
+                f"header name {name!r} is a {type(name).__name__}; header names must be str"
+            )
         raw = name.encode()
+        if len(raw) > MAX_HEADER_NAME:
+            raise ValueError(
+                f"header name {name[:40]!r}... is {len(raw)} bytes long in UTF-8; the embedded "
+                f"broker takes names of up to {MAX_HEADER_NAME} bytes: use a short name and "
+                "put long data in the header's value"
+            )
         data = bytes(value)
         parts.append(_HEADER.pack(len(raw), len(data)))
         parts.append(raw)
         parts.append(data)
     return b"".join(parts)
+
+
+class DamagedBatch(Exception):
+    """A batch row whose bytes fail their checksum or do not decode; says why."""
+
+
+def checksum(deltas: bytes | None, data: bytes) -> int:
+    """CRC32 of a batch row (zlib's, as no CRC32C ships with Python), over data then deltas."""
+    crc = zlib.crc32(data)
+    return crc if deltas is None else zlib.crc32(deltas, crc)
+
+
+def verify(deltas: bytes | None, data: bytes, crc: int | None) -> None:
+    """Raise DamagedBatch if a row does not match its checksum (None: a row from before them)."""
+    if crc is not None and checksum(deltas, data) != crc:
+        raise DamagedBatch("its checksum does not match its bytes")
 
 
 def decode_headers(data: bytes) -> Headers:
@@ -62,8 +92,27 @@ def decode_batch(
     deltas: bytes | None,
     data: bytes,
     start: int,
+    crc: int | None = None,
 ) -> list[Row]:
-    """The records of one batch row whose offset is at least ``start``, as rows."""
+    """The records of one batch row whose offset is at least ``start``, as rows.
+
+    Raises DamagedBatch when the row fails its checksum or its bytes do not parse.
+    """
+    verify(deltas, data, crc)
+    try:
+        return _decode(topic, partition, base, deltas, data, start)
+    except (struct.error, ValueError, IndexError) as exc:
+        raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
+
+
+def _decode(
+    topic: str,
+    partition: int,
+    base: int,
+    deltas: bytes | None,
+    data: bytes,
+    start: int,
+) -> list[Row]:
     out: list[Row] = []
     append = out.append
     gaps = offsets_of(deltas) if deltas is not None else None
@@ -72,6 +121,8 @@ def decode_batch(
     i = 0
     while pos < end:
         ts, klen, vlen, hlen = _unpack_head(data, pos)
+        if hlen < 0 or klen < -1 or vlen < -1:
+            raise ValueError(f"a negative length at byte {pos}")
         pos += _HEAD_SIZE
         offset = base + (gaps[i] if gaps is not None else i)
         i += 1
@@ -94,6 +145,8 @@ def decode_batch(
         else:
             headers = ()
         append((topic, partition, offset, key, value, headers, ts))
+    if pos != end:
+        raise ValueError(f"the last record ends at byte {pos} of {end}")
     return out
 
 
@@ -113,8 +166,19 @@ class Raw:
         self.encoded = encoded
 
 
-def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
-    """Every record of a batch row, each with its own encoded bytes (for rewriting)."""
+def split_batch(base: int, deltas: bytes | None, data: bytes, crc: int | None = None) -> list[Raw]:
+    """Every record of a batch row, each with its own encoded bytes (for rewriting).
+
+    Raises DamagedBatch when the row fails its checksum or its bytes do not parse.
+    """
+    verify(deltas, data, crc)
+    try:
+        return _split(base, deltas, data)
+    except (struct.error, ValueError, IndexError) as exc:
+        raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
+
+
+def _split(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
     out: list[Raw] = []
     gaps = offsets_of(deltas) if deltas is not None else None
     pos = 0
@@ -122,6 +186,8 @@ def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
     i = 0
     while pos < end:
         ts, klen, vlen, hlen = _unpack_head(data, pos)
+        if hlen < 0 or klen < -1 or vlen < -1:
+            raise ValueError(f"a negative length at byte {pos}")
         body = pos + _HEAD_SIZE
         key = data[body : body + klen] if klen >= 0 else None
         size = max(klen, 0) + max(vlen, 0) + hlen
@@ -130,6 +196,8 @@ def split_batch(base: int, deltas: bytes | None, data: bytes) -> list[Raw]:
         out.append(Raw(offset, ts, key, vlen < 0, size, data[pos:nxt]))
         pos = nxt
         i += 1
+    if pos != end:
+        raise ValueError(f"the last record ends at byte {pos} of {end}")
     return out
 
 

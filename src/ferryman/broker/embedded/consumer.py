@@ -19,14 +19,14 @@ from ferryman.errors import (
 from ferryman.records import RecordBatch, Row, TopicPartition
 
 from .admin import load_topic
-from .codec import decode_batch
+from .codec import DamagedBatch, decode_batch
 from .config import whole_number
 from .group import Membership, strategy_of
-from .storage import PID_SHIFT, Store, storage_error, write
+from .storage import PID_SHIFT, Store, damaged_batch, storage_error, write
 from .wakeup import Notifier, Waiter
 
 _BATCHES_FROM = (
-    "SELECT id, deltas, data FROM batches WHERE id >= coalesce("
+    "SELECT id, last_offset, deltas, data, crc FROM batches WHERE id >= coalesce("
     "(SELECT id FROM batches WHERE id >= ? AND id <= ? ORDER BY id DESC LIMIT 1), ?) "
     "AND id < ? ORDER BY id"
 )
@@ -230,6 +230,7 @@ class EmbeddedConsumer:
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             self._last_poll = time.monotonic()  # waiting inside poll is not being stuck
+            self._store.check_file()
             try:
                 self._maintain()
                 records = self._fetch(max_records)
@@ -295,10 +296,15 @@ class EmbeddedConsumer:
         records: list[Row] = []
         cursor = self._conn.execute(_BATCHES_FROM, (lo, lo | position, lo, lo | end))
         try:
-            for batch_id, deltas, data in cursor:
-                records += decode_batch(
-                    tp.topic, tp.partition, batch_id - lo, deltas, data, position
-                )
+            for batch_id, last, deltas, data, crc in cursor:
+                try:
+                    records += decode_batch(
+                        tp.topic, tp.partition, batch_id - lo, deltas, data, position, crc
+                    )
+                except DamagedBatch as exc:
+                    raise damaged_batch(
+                        self._store.path, tp.topic, tp.partition, batch_id - lo, last, exc
+                    ) from exc
                 if len(records) >= want:
                     break
         finally:
@@ -347,7 +353,9 @@ class EmbeddedConsumer:
                 rows,
             )
 
-        write(self._conn, self._store.path, body)
+        self._store.check_file()
+        # patient: the offsets stay in memory and are committed once the lock is free
+        write(self._conn, self._store.path, body, patient=True)
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         self._check_open()

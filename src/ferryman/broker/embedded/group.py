@@ -85,6 +85,7 @@ class Membership:
         self.member_id = member_id
         self.session_ms = session_ms
         self.strategy = strategy
+        self._grace_until = 0
 
     def _bump(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -130,7 +131,7 @@ class Membership:
             )
             self._bump(c)
 
-        write(conn, self.path, body)
+        write(conn, self.path, body, patient=True)
 
     def leave(self, conn: sqlite3.Connection) -> None:
         def body(c: sqlite3.Connection) -> None:
@@ -152,11 +153,22 @@ class Membership:
 
         def body(c: sqlite3.Connection) -> tuple[bool, bool]:
             now = now_ms()
-            alive = c.execute(
+            before = c.execute(
+                "SELECT heartbeat_ms FROM members WHERE group_id = ? AND member_id = ?",
+                (self.group_id, self.member_id),
+            ).fetchone()
+            if before is None:
+                return False, self._expire(c, now)
+            if now - int(before[0]) > self.session_ms:
+                # this member could not beat for a whole session: the file was most likely
+                # locked, and the others could not beat either; give them a session to do so
+                # before declaring them dead
+                self._grace_until = now + self.session_ms
+            c.execute(
                 "UPDATE members SET heartbeat_ms = ? WHERE group_id = ? AND member_id = ?",
                 (now, self.group_id, self.member_id),
-            ).rowcount
-            return bool(alive), self._expire(c, now)
+            )
+            return True, now >= self._grace_until and self._expire(c, now)
 
         return write(conn, self.path, body)
 
@@ -210,7 +222,7 @@ class Membership:
                     got.add(tp)
             return got
 
-        return write(conn, self.path, body)
+        return write(conn, self.path, body, patient=True)
 
     def release(self, conn: sqlite3.Connection, partitions: Iterable[TopicPartition]) -> None:
         rows = [(self.group_id, tp.topic, tp.partition, self.member_id) for tp in partitions]
@@ -222,7 +234,7 @@ class Membership:
                 rows,
             )
 
-        write(conn, self.path, body)
+        write(conn, self.path, body, patient=True)
 
     def check_owner(self, conn: sqlite3.Connection, partitions: Iterable[TopicPartition]) -> None:
         """Inside a write transaction: raise CommitFailed unless this member owns them all."""

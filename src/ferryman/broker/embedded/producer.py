@@ -18,12 +18,14 @@ from .codec import encode_headers
 from .config import whole_number
 from .queued import QueuedRecord, encode_rows, resolve
 from .storage import PID_SHIFT, Store, write
+from .topics import BATCH_OVERHEAD, RECORD_OVERHEAD, max_message_bytes
 from .wakeup import Notifier
 
 _KEY_CACHE = 100_000
 """Keys whose partition the producer remembers."""
 
 _MAX_TIMESTAMP = 1 << 63
+_OVERHEAD = BATCH_OVERHEAD + RECORD_OVERHEAD
 
 
 def _as_bytes(what: str, data: object) -> bytes:
@@ -42,7 +44,7 @@ class EmbeddedProducer:
 
     Config (Kafka names): ``linger.ms`` (default 0: records that arrive while a batch is being
     written form the next batch) and ``queue.buffering.max.messages`` (default 50000; ``send``
-    waits for room beyond it).
+    waits for room beyond it). A record over its topic's ``max.message.bytes`` is refused.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class EmbeddedProducer:
         self._closed = False
         self._broken: BaseException | None = None
         self._partitions: dict[str, int] = {}
+        self._max_bytes: dict[str, int] = {}
         self._sticky: dict[str, tuple[int, int]] = {}
         self._by_key: dict[tuple[bytes, int], int] = {}
         self._lookup_lock = threading.Lock()
@@ -128,6 +131,13 @@ class EmbeddedProducer:
                 f"timestamp must be whole milliseconds since the epoch (an int), not {timestamp!r}"
             )
         encoded_headers = encode_headers(headers) if headers else b""
+        size = _OVERHEAD + len(encoded_headers)
+        if key is not None:
+            size += len(key)
+        if value is not None:
+            size += len(value)
+        if size > self._max_bytes[topic]:
+            raise self._too_large(topic, size)
         if len(self._pending) >= self._max_queued:
             self._wait_for_room()
         with self._lock:
@@ -151,6 +161,15 @@ class EmbeddedProducer:
             )
         return ClientClosed("this producer is closed; ask the broker for a new one")
 
+    def _too_large(self, topic: str, size: int) -> ProduceError:
+        # the same error the Kafka backend raises for a record the broker refuses as too large
+        return ProduceError(
+            f"cannot send a record to topic {topic!r}: it is {size} bytes with its batch "
+            f"overhead, over the topic's max.message.bytes={self._max_bytes[topic]}; send "
+            "smaller records (split the value, or store it elsewhere and send a reference), "
+            "or raise max.message.bytes in the topic's config"
+        )
+
     def _partition_for(self, key: bytes, count: int) -> int:
         # murmur2 in Python costs microseconds; keys of entity topics repeat, so remember them
         if len(self._by_key) >= _KEY_CACHE:
@@ -165,7 +184,8 @@ class EmbeddedProducer:
 
     def _lookup(self, topic: str) -> int:
         with self._lookup_lock:
-            count, _ = load_topic(self._lookup_conn, self._store, topic)
+            count, config = load_topic(self._lookup_conn, self._store, topic)
+        self._max_bytes[topic] = max_message_bytes(config)
         self._partitions[topic] = count
         return count
 
@@ -239,6 +259,7 @@ class EmbeddedProducer:
                     # whatever failed, no sender may be left waiting on a record that is
                     # neither written nor refused
                     _fail(items, epoch, exc)
+                    self._fail_queued_behind(items, exc)
                     if not isinstance(exc, Exception):
                         raise
                 finally:
@@ -255,7 +276,25 @@ class EmbeddedProducer:
         finally:
             conn.close()
 
+    def _fail_queued_behind(self, failed: list[QueuedRecord], exc: BaseException) -> None:
+        """Refuse the records already queued for the partitions of a failed write.
+
+        As Kafka's idempotent producer keeps order: if they were written, a later, smaller
+        batch could succeed where the failed one did not (a full disk), and acknowledged
+        records would follow a hole in what the sender sent.
+        """
+        partitions = {(item._t, item._p) for item in failed}
+        with self._cv:
+            behind = [item for item in self._pending if (item._t, item._p) in partitions]
+            if not behind:
+                return
+            self._pending = [item for item in self._pending if (item._t, item._p) not in partitions]
+            epoch = self._epoch
+            self._cv.notify_all()
+        _fail(behind, epoch, exc, "an earlier record to the same partition was not written")
+
     def _write(self, conn: Any, items: list[QueuedRecord], epoch: threading.Condition) -> None:
+        self._store.check_file()
         by_partition: dict[tuple[str, int], list[QueuedRecord]] = {}
         for item in items:
             group = by_partition.get((item._t, item._p))
@@ -281,16 +320,16 @@ class EmbeddedProducer:
                 bases.append(base)
                 key = pid << PID_SHIFT
                 c.executemany(
-                    "INSERT INTO batches(id, last_offset, count, max_ts, size, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO batches(id, last_offset, count, max_ts, size, data, crc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (key | (base + first), base + first + n - 1, n, max_ts, sz, data)
-                        for first, n, max_ts, sz, data in rows
+                        (key | (base + first), base + first + n - 1, n, max_ts, sz, data, crc)
+                        for first, n, max_ts, sz, data, crc in rows
                     ],
                 )
             return bases
 
-        bases = write(conn, self._store.path, body)
+        bases = write(conn, self._store.path, body, patient=True)
         slow: list[QueuedRecord] = []
         with epoch:
             for ((topic, partition), group, _, _), base in zip(plan, bases, strict=True):
@@ -321,10 +360,16 @@ class EmbeddedProducer:
             self._on_commit(sum(size for _, _, _, size in plan))
 
 
-def _fail(items: list[QueuedRecord], epoch: threading.Condition, exc: BaseException) -> None:
+def _fail(
+    items: list[QueuedRecord],
+    epoch: threading.Condition,
+    exc: BaseException,
+    why: str = "",
+) -> None:
     """Refuse every record of ``items`` not yet acknowledged."""
     error = ProduceError(
-        f"records were not written to the embedded broker: {exc}; resend them once that is fixed"
+        f"records were not written to the embedded broker{f' ({why})' if why else ''}: {exc}; "
+        "resend them, in order, once that is fixed"
     )
     with epoch:
         for item in items:

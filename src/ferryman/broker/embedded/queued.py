@@ -9,7 +9,7 @@ from typing import Any
 
 from ferryman.records import RecordMetadata
 
-from .codec import pack_head
+from .codec import checksum, pack_head
 
 MAX_ROW_RECORDS = 1000
 MAX_ROW_BYTES = 1 << 20
@@ -92,10 +92,12 @@ def resolve(group: list[QueuedRecord], base: int) -> list[QueuedRecord]:
     return slow
 
 
-def encode_rows(group: list[QueuedRecord]) -> tuple[list[tuple[int, int, int, int, bytes]], int]:
+def encode_rows(
+    group: list[QueuedRecord],
+) -> tuple[list[tuple[int, int, int, int, bytes, int]], int]:
     """One partition's queued records as batch rows (first index, count, max timestamp,
-    payload size, data), and the total payload size."""
-    rows: list[tuple[int, int, int, int, bytes]] = []
+    payload size, data, checksum), and the total payload size."""
+    rows: list[tuple[int, int, int, int, bytes, int]] = []
     total = 0
     first = 0
     n_all = len(group)
@@ -125,7 +127,8 @@ def encode_rows(group: list[QueuedRecord]) -> tuple[list[tuple[int, int, int, in
             n += 1
             if size >= MAX_ROW_BYTES:
                 break
-        rows.append((first, n, max_ts, size, b"".join(parts)))
+        data = b"".join(parts)
+        rows.append((first, n, max_ts, size, data, checksum(None, data)))
         total += size
         first += n
     return rows, total

@@ -10,6 +10,7 @@ of one fsync per produced batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -21,11 +22,18 @@ from typing import Any, TypeVar
 from ferryman.errors import IncompatibleStorage, StorageError
 
 T = TypeVar("T")
+log = logging.getLogger("ferryman.broker.embedded")
 
 APPLICATION_ID = 0x46455259  # "FERY": marks the file as a ferryman broker
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 30.0
 """Seconds a writer waits for another process's transaction before it gives up."""
+
+WAL_LIMIT = 64 << 20
+"""Bytes of WAL beyond which the checkpointer truncates it (and SQLite trims it to on reuse)."""
+
+TRUNCATE_WAIT_MS = 200
+"""How long a truncating checkpoint waits for readers to move on; it holds writers back meanwhile."""
 
 PID_SHIFT = 40
 """Batch ids are ``pid << PID_SHIFT | base_offset``: one integer key orders a whole partition."""
@@ -51,7 +59,8 @@ CREATE TABLE batches(
     max_ts INTEGER NOT NULL,
     size INTEGER NOT NULL,
     deltas BLOB,
-    data BLOB NOT NULL);
+    data BLOB NOT NULL,
+    crc INTEGER);
 CREATE TABLE clean_marks(pid INTEGER NOT NULL, upto INTEGER NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX clean_marks_pid ON clean_marks(pid, at_ms);
 CREATE TABLE groups(group_id TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
@@ -117,6 +126,19 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
     return StorageError(f"the embedded broker file {str(path)!r} failed: {text}")
 
 
+def damaged_batch(
+    path: Path, topic: str, partition: int, first: int, last: int, why: object
+) -> StorageError:
+    """A StorageError for a batch row that fails its checksum or does not decode."""
+    return StorageError(
+        f"the embedded broker file {str(path)!r} has a damaged batch in topic {topic!r} "
+        f"partition {partition}, offsets {first} to {last}: {why}; stop the services using "
+        f"the file, then drop the damaged batches with "
+        f"ferryman.broker.embedded.drop_damaged_batches({str(path)!r}) (its records are lost; "
+        "see 'Damaged batches' in docs/broker.md)"
+    )
+
+
 def is_busy(exc: BaseException) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
@@ -139,11 +161,50 @@ class Store:
                 f"the embedded broker path {str(self.path)!r} is a directory; "
                 "name a file inside it, for example embedded:.ferryman/broker.db"
             )
+        if self.path.exists() and not self.path.is_file():
+            # a device or pipe (/dev/null, /proc/...) fails later with a misleading disk error
+            raise StorageError(
+                f"the embedded broker path {str(self.path)!r} is not a regular file; "
+                "name a file in a writable directory, for example embedded:.ferryman/broker.db"
+            )
+        self._gone: StorageError | None = None
         conn = self.connect()
         try:
             self._initialize(conn)
         finally:
             conn.close()
+        self._absolute = self.path.absolute()  # a later chdir must not look like a deletion
+        try:
+            st = os.stat(self._absolute)
+        except OSError as exc:
+            raise storage_error(self.path, exc) from exc
+        self._identity_of_file = (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """Raise StorageError if the file at the path is no longer the one this process opened
+        (deleted or replaced): what is written then would vanish with the process.
+
+        One stat, cheap enough for every produced batch and every wake-up of a reader.
+        """
+        if self._gone is not None:
+            raise self._gone
+        try:
+            st = os.stat(self._absolute)
+        except FileNotFoundError:
+            what = "was deleted"
+        except OSError:
+            return  # unreadable metadata says nothing about identity; I/O will report it
+        else:
+            if (st.st_dev, st.st_ino) == self._identity_of_file:
+                return
+            what = "was replaced by another file"
+        self._gone = StorageError(
+            f"the embedded broker file {str(self.path)!r} {what} while this process had it "
+            "open: what it writes now would vanish when it stops, and processes started since "
+            "use a different log; stop every process using that path, put the right file back "
+            "(or accept the new one), and start them again"
+        )
+        raise self._gone
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are opened explicitly."""
@@ -158,6 +219,8 @@ class Store:
             # checkpoints (which fsync) run in the Checkpointer's thread, not in the commit
             # path of a producer, where they would show as latency spikes
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # when the WAL is reused from its start, SQLite cuts the file down to this size
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc) from exc
@@ -175,6 +238,8 @@ class Store:
                     )
                 write(conn, self.path, self._create_schema)
                 app_id, version = self._identity(conn)
+            if app_id == APPLICATION_ID and not self._has_checksums(conn):
+                write(conn, self.path, self._add_checksums)
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc) from exc
         if app_id != APPLICATION_ID:
@@ -198,6 +263,16 @@ class Store:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return app_id, version
 
+    @staticmethod
+    def _has_checksums(conn: sqlite3.Connection) -> bool:
+        return any(row[1] == "crc" for row in conn.execute("PRAGMA table_info(batches)"))
+
+    def _add_checksums(self, conn: sqlite3.Connection) -> None:
+        # a file from before checksums: its rows keep NULL (read unchecked), new rows get one;
+        # an older ferryman sharing the file still works (it names the columns it writes)
+        if not self._has_checksums(conn):
+            conn.execute("ALTER TABLE batches ADD COLUMN crc INTEGER")
+
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         # re-checked inside the write lock: another process may have initialised the file
         if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
@@ -214,12 +289,23 @@ class Store:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one write transaction, waiting (bounded) while other writers hold the lock.
+def write(
+    conn: sqlite3.Connection,
+    path: Path,
+    body: Callable[[sqlite3.Connection], T],
+    *,
+    patient: bool = False,
+) -> T:
+    """Run ``body`` in one write transaction, waiting while other writers hold the lock.
 
-    Errors raised by ``body`` roll the transaction back and propagate unchanged.
+    The wait is bounded by ``BUSY_TIMEOUT``; a ``patient`` caller (producing, committing,
+    joining a group) waits as long as it takes instead, logging a warning every
+    ``BUSY_TIMEOUT``: a writer stopped by SIGSTOP or Ctrl-Z holds the lock until it resumes,
+    and failing then would stop every service on the file. Errors raised by ``body`` roll the
+    transaction back and propagate unchanged.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT
+    started = time.monotonic()
+    deadline = started + BUSY_TIMEOUT
     delay = 0.001
     while True:
         try:
@@ -233,6 +319,15 @@ def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connecti
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
+            if is_busy(exc) and patient and time.monotonic() >= deadline:
+                log.warning(
+                    "the embedded broker file %r has been locked by another writer for %.1f s; "
+                    "waiting for it (a process holds a long transaction or is stopped while "
+                    "writing: resume it or stop it)",
+                    str(path),
+                    time.monotonic() - started,
+                )
+                deadline = time.monotonic() + BUSY_TIMEOUT
             if is_busy(exc) and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
@@ -259,7 +354,12 @@ def bump_topics_version(conn: sqlite3.Connection) -> None:
 
 class Checkpointer:
     """Copies the WAL back into the database file from a background thread: every second, and
-    as soon as producers have written ``EAGER_BYTES`` since the last time."""
+    as soon as producers have written ``EAGER_BYTES`` since the last time.
+
+    A WAL is reused from its start only when no reader is using it, which a busy consumer
+    rarely allows: under load it would grow without bound. So once it passes ``WAL_LIMIT`` a
+    TRUNCATE checkpoint waits (briefly, holding writers back) for readers to move on and empties it.
+    """
 
     EAGER_BYTES = 4 << 20
 
@@ -280,7 +380,9 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = self._store.connect()
+        wal = self._store.path.with_name(self._store.path.name + "-wal")
         try:
+            conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
             while not self._stop.is_set():
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -289,6 +391,14 @@ class Checkpointer:
                 # busy file just means it is tried again next time
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                try:
+                    too_big = wal.stat().st_size > WAL_LIMIT
+                except OSError:
+                    too_big = False
+                if too_big:
+                    # PASSIVE copied most of it already, so this waits only for readers
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
             conn.close()
 

@@ -15,10 +15,23 @@ DEFAULTS: dict[str, str] = {
     "retention.bytes": "-1",
     "min.compaction.lag.ms": "0",
     "delete.retention.ms": "86400000",
+    "max.message.bytes": "1048588",
 }
 
 # Kafka's topic-level configs: all are accepted (so one declaration works on every backend);
 # the embedded broker acts on the ones in DEFAULTS.
+
+BATCH_OVERHEAD = 61
+"""Bytes of a Kafka record batch's header: counted against ``max.message.bytes`` as Kafka does."""
+RECORD_OVERHEAD = 20
+"""Bytes the embedded broker stores per record besides its key, value and headers."""
+
+
+def max_message_bytes(config: dict[str, str]) -> int:
+    """The largest record (with its batch overhead) a topic accepts, in bytes."""
+    return int(config.get("max.message.bytes", DEFAULTS["max.message.bytes"]))
+
+
 KNOWN = frozenset(
     {
         *DEFAULTS,
