@@ -31,7 +31,7 @@ import fastavro
 
 from ferryman.broker import open_broker
 from ferryman.config import ServiceConfig
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 from ferryman.topics import EventTopic
 
 
@@ -48,7 +48,7 @@ class OrderPlaced:
 def produce(broker: str, registry: str, topic: EventTopic[OrderPlaced], n: int) -> None:
     svc = Service("bench-producer", broker=broker, registry=registry)
     for i in range(n):
-        svc.emit_nowait(
+        svc.emit(
             topic, OrderPlaced(f"o-{i}", i % 997, "kettle", 1 + i % 5, 24.5 * (1 + i % 5), "x" * 40)
         )
     assert svc.flush(300) == 0

@@ -131,7 +131,7 @@ def test_sigkill_in_the_middle_of_20000_events_loses_none_and_keeps_key_order(
     producer = apps.Service(f"e2e-producer-{world.suffix}")
     for seq in range(per_key):
         for k in range(keys):
-            producer.emit_nowait(apps.ticks, apps.Tick(f"k{k}", seq))
+            producer.emit(apps.ticks, apps.Tick(f"k{k}", seq))
     assert producer.flush(60) == 0
     import asyncio
 
@@ -175,13 +175,13 @@ def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
     owner = apps.Service(f"e2e-owner-{world.suffix}")
     expected: dict[int, str] = {}
     for i in range(30):
-        owner.publish_sync(apps.customers, apps.Customer(i, f"c{i}"))
+        owner.publish(apps.customers, apps.Customer(i, f"c{i}")).result()
         expected[i] = f"c{i}"
     for i in range(10):
-        owner.publish_sync(apps.customers, apps.Customer(i, f"renamed{i}"))
+        owner.publish(apps.customers, apps.Customer(i, f"renamed{i}")).result()
         expected[i] = f"renamed{i}"
     for i in range(25, 30):
-        owner.delete_sync(apps.customers, i)
+        owner.delete(apps.customers, i).result()
         del expected[i]
 
     def state() -> dict[int, str]:
@@ -230,7 +230,7 @@ def test_ferryman_run_exits_1_saying_why_when_a_service_stops_on_error(world: Wo
     apps = world.apps()
     proc = world.run("apps:strict", out=world.tmp / "strict.txt")
     producer = apps.Service(f"e2e-poisoner-{world.suffix}")
-    producer.emit_sync(apps.poison, apps.Tick("k", 1))
+    producer.emit(apps.poison, apps.Tick("k", 1)).result()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err[-3000:]
     assert "HandlerError" in err
@@ -264,7 +264,7 @@ def test_sigterm_exits_after_shutdown_timeout_when_a_sync_handler_never_returns(
     out = world.tmp / "held.txt"
     proc = world.run("apps:holder", out=out, env={"E2E_STUCK": "1"})
     producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
-    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    producer.emit(apps.held, apps.Tick("k", 1)).result()
     wait_for(lambda: lines(out) == [f"start,{proc.pid},1"], 60, lambda: (lines(out), proc.poll()))
     proc.send_signal(signal.SIGTERM)
     try:
@@ -289,11 +289,11 @@ def test_a_member_whose_handler_is_stuck_past_max_poll_interval_gives_its_partit
     out_a, out_b = world.tmp / "a.txt", world.tmp / "b.txt"
     stuck = world.run("apps:holder", out=out_a, env={"E2E_STUCK": "1", "E2E_CLIENT_ID": "a"})
     producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
-    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    producer.emit(apps.held, apps.Tick("k", 1)).result()
     wait_for(lambda: lines(out_a) == [f"start,{stuck.pid},1"], 60, lambda: lines(out_a))
     # b joins second: it sorts after a, and Kafka's sticky assignment leaves a its partition
     healthy = world.run("apps:holder", out=out_b, env={"E2E_CLIENT_ID": "b"})
-    producer.emit_sync(apps.held, apps.Tick("k", 2))
+    producer.emit(apps.held, apps.Tick("k", 2)).result()
     wanted = [f"{what},{healthy.pid},{seq}" for seq in (1, 2) for what in ("start", "done")]
     wait_for(lambda: lines(out_b) == wanted, 90, lambda: (lines(out_b), healthy.poll()))
     assert stuck.poll() is None, "the stuck member left the group, not its process"

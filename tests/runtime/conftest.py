@@ -18,7 +18,7 @@ import pytest
 from ferryman.broker.base import Broker
 from ferryman.config import ServiceConfig
 from ferryman.records import Record, TopicPartition
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 
 T = TypeVar("T")
 

@@ -15,7 +15,8 @@ from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import DecodeError, HandlerError
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime.consumer import UndecodableLog
-from ferryman.runtime.messages import MESSAGE_ID, Message
+from ferryman.runtime.headers import MESSAGE_ID
+from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EventTopic
 
 from .conftest import Env, eventually, read, run

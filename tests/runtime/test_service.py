@@ -14,7 +14,8 @@ import pytest
 
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
 from ferryman.records import TopicSpec
-from ferryman.runtime.messages import SOURCE, Message
+from ferryman.runtime.headers import SOURCE
+from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EntityTopic, EventTopic
 
 from .conftest import Env, eventually, run
@@ -115,8 +116,8 @@ def test_sync_handlers_run_off_the_event_loop(env: Env) -> None:
 def test_blocking_forms_work_without_an_event_loop(env: Env) -> None:
     customers = EntityTopic(env.name("customers"), Customer, partitions=1)
     svc = env.service("blocking")
-    meta = svc.publish_sync(customers, Customer(5, "Ed"))
-    tomb = svc.delete_sync(customers, 5)
+    meta = svc.publish(customers, Customer(5, "Ed")).result()
+    tomb = svc.delete(customers, 5).result()
     assert (meta.topic, tomb.offset) == (customers.name, meta.offset + 1)
     run(svc.stop())
 
@@ -127,13 +128,13 @@ def test_values_are_checked_before_anything_is_sent(env: Env) -> None:
     svc = env.service("checks")
     try:
         with pytest.raises(SchemaError, match="carries Customer, not Placed"):
-            svc.publish_sync(customers, Placed("x", 1))  # type: ignore[arg-type]
+            svc.publish(customers, Placed("x", 1)).result()  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match="key 'five' is not a int"):
-            svc.delete_sync(customers, "five")
+            svc.delete(customers, "five").result()
         with pytest.raises(ConfigError, match="use publish"):
-            svc.emit_sync(customers, Customer(1, "x"))  # type: ignore[arg-type]
+            svc.emit(customers, Customer(1, "x")).result()  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="use emit"):
-            svc.publish_sync(placed, Placed("x", 1))  # type: ignore[arg-type]
+            svc.publish(placed, Placed("x", 1)).result()  # type: ignore[arg-type]
         admin = svc._conn.admin
         assert admin.offsets(customers.name)[0].latest == 0
     finally:
@@ -213,12 +214,12 @@ def test_none_is_refused_as_a_value_and_tombstones_go_through_delete(env: Env) -
     svc = env.service("nones")
     try:
         with pytest.raises(SchemaError, match=r"carries Placed, not None; pass a Placed$"):
-            svc.emit_sync(unkeyed, None)  # type: ignore[arg-type]
+            svc.emit(unkeyed, None).result()  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match="carries Placed, not None"):
-            svc.emit_sync(keyed, None)  # type: ignore[arg-type]
+            svc.emit(keyed, None).result()  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match=r"not None; .*delete\(topic, key=\.\.\.\)"):
-            svc.publish_sync(customers, None)  # type: ignore[arg-type]
-        svc.delete_sync(customers, 1)  # the one way to a tombstone
+            svc.publish(customers, None).result()  # type: ignore[arg-type]
+        svc.delete(customers, 1).result()  # the one way to a tombstone
         assert svc._conn.admin.offsets(customers.name)[0].latest == 1
         assert unkeyed.name not in svc._conn.admin.list_topics(), "nothing was sent"
     finally:
@@ -231,7 +232,7 @@ def test_a_timestamp_that_is_not_a_time_is_refused_clearly(env: Env, when: objec
     svc = env.service("clock")
     try:
         with pytest.raises(ConfigError, match=r"timestamp=.* pass a datetime"):
-            svc.emit_sync(placed, Placed("x", 1), timestamp=when)  # type: ignore[arg-type]
+            svc.emit(placed, Placed("x", 1), timestamp=when).result()  # type: ignore[arg-type]
     finally:
         run(svc.stop())
 
@@ -247,16 +248,18 @@ def test_one_topic_name_declared_with_two_models_is_refused(env: Env) -> None:
 
     try:
         with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
-            svc.publish_sync(as_suppliers, Supplier(1, "NZ"))
+            svc.publish(as_suppliers, Supplier(1, "NZ")).result()
         with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
-            svc.publish_sync(as_suppliers, Supplier(1, "NZ"), timestamp=0)
+            svc.publish(as_suppliers, Supplier(1, "NZ"), timestamp=0).result()
         # the same model declared twice is the same topic
-        svc.publish_sync(EntityTopic(name, Customer, partitions=1), Customer(1, "Ada"))
+        svc.publish(EntityTopic(name, Customer, partitions=1), Customer(1, "Ada")).result()
     finally:
         run(svc.stop())
     other = env.service("two-models-b")
     name = env.name("vendors")
-    other.publish_sync(EntityTopic(name, Supplier), Supplier(2, "NO"))  # sent first: it is bound
+    other.publish(
+        EntityTopic(name, Supplier), Supplier(2, "NO")
+    ).result()  # sent first: it is bound
     try:
         with pytest.raises(ConfigError, match=r"Supplier.*Customer"):
 
@@ -278,11 +281,11 @@ def test_a_record_older_than_its_topics_retention_is_refused_unless_allowed(env:
             match=rf"{placed.name}' keeps records for retention.ms=86400000 \(1.0 days\), but this "
             r"record's timestamp is 2.0 days old: .*allow_expired=True",
         ):
-            svc.emit_sync(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS)
-        svc.emit_sync(placed, Placed("x", 2), timestamp=now - DAY_MS / 2)
-        svc.emit_sync(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True)
+            svc.emit(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS).result()
+        svc.emit(placed, Placed("x", 2), timestamp=now - DAY_MS / 2).result()
+        svc.emit(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True).result()
         assert svc._conn.admin.offsets(placed.name)[0].latest == 2
         # compacted entity topics have no time retention
-        svc.publish_sync(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS)
+        svc.publish(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS).result()
     finally:
         run(svc.stop())

@@ -1,4 +1,4 @@
-"""Request/response over topics: the requester (client) and the responder route.
+"""The requester: sends requests and routes their replies back to the callers waiting on them.
 
 How replies find their requester: every requester instance (one per Service object) picks one
 partition of ``<topic>.reply`` when it first sends on ``topic``, reads it with a standalone
@@ -9,16 +9,12 @@ instances may pick the same partition: each keeps only the replies carrying its 
 id, so sharing costs reading, never correctness. No coordination, no group rebalances on the
 reply path, and a requester reads ``1/reply_partitions`` of the reply traffic on average.
 
-A responder answers unkeyed requests of one partition concurrently (a run of up to 64 at a
-time) and commits them in order once their replies are durable; requests of a topic with a
-``partition_key`` are answered one after the other, in order.
-
 A reply whose correlation id is no longer pending (it timed out, or a responder sent it twice
 after a crash) is a late reply: dropped and counted in ``Requester.late_replies``.
 
-Receipt acknowledgement: ``request(..., ack=True)`` returns a PendingReply at once; the
-responder sends an ``ack`` record to the same reply partition before it runs the handler, so
-``await pending.accepted()`` resolves before ``await pending.reply()``.
+Receipt acknowledgement: with ``ack=True`` the responder sends an ``ack`` record to the same
+reply partition before it runs the handler, so ``await pending.accepted`` resolves before
+``await pending``.
 """
 
 from __future__ import annotations
@@ -29,36 +25,43 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
 from ferryman.broker.base import Consumer
-from ferryman.errors import RecordRejected, RemoteError, RequestTimeout
+from ferryman.errors import ConfigError, RemoteError, RequestTimeout
 from ferryman.records import Record, TopicPartition
-from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
-from ferryman.runtime.dead_letters import exception_type
-from ferryman.runtime.handlers import Outcome, Route, _is_async
-from ferryman.runtime.messages import Message
-from ferryman.runtime.threads import in_thread
+from ferryman.runtime.delivery import Delivery
+from ferryman.runtime.headers import (
+    ACK_REQUESTED,
+    CORRELATION_ID,
+    ERROR_MESSAGE,
+    ERROR_TYPE,
+    KIND_ACK,
+    KIND_ERROR,
+    MESSAGE_ID,
+    REPLY_KIND,
+    REPLY_TO,
+    REQUESTER,
+    SOURCE,
+    new_id,
+)
 from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
 R = TypeVar("R")
 log = logging.getLogger("ferryman.rpc")
 
-KIND_REPLY = b"reply"
-KIND_ERROR = b"error"
-KIND_ACK = b"ack"
 SWEEP_INTERVAL = 1.0
 """Seconds between sweeps of requests whose deadline passed."""
 
 
 class PendingReply(Generic[R]):
-    """A sent request: ``accepted()`` resolves on the receipt ack, ``reply()`` on the reply.
+    """A sent request: ``await p`` or ``p.result()`` gives the reply; ``p.accepted`` the receipt.
 
-    Both raise RequestTimeout once the request's deadline passed; ``reply()`` raises
-    RemoteError when the responder raised. Blocking forms: ``wait_accepted()``, ``result()``.
+    Both raise RequestTimeout once the request's deadline passed; the reply raises RemoteError
+    when the responder raised.
     """
 
     def __init__(
@@ -75,55 +78,57 @@ class PendingReply(Generic[R]):
         self.deadline = time.monotonic() + timeout
         self.ack: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.record: concurrent.futures.Future[Record] = concurrent.futures.Future()
+        self.accepted: Delivery[None] = Delivery(
+            self.ack,
+            f"the receipt of request {correlation_id} on {topic.name!r}",
+            deadline=self.deadline,
+            timed_out=lambda: self._timed_out("receipt ack"),
+        )
+        """The responder's receipt: ``await p.accepted`` or ``p.accepted.result()`` (it is
+        only sent for ``ack=True`` requests; the reply resolves it too)."""
+        self._reply: Delivery[Record] = Delivery(
+            self.record,
+            f"request {correlation_id} on {topic.name!r}",
+            deadline=self.deadline,
+            timed_out=lambda: self._timed_out("reply"),
+        )
+
+    def __repr__(self) -> str:
+        return f"<PendingReply {self.correlation_id} on {self.topic.name!r}>"
 
     def _timed_out(self, what: str) -> RequestTimeout:
-        self._requester._forget(self.correlation_id)
+        self._requester.forget(self.correlation_id)
         return RequestTimeout(
             f"no {what} to request {self.correlation_id} on {self.topic.name!r} within "
             f"{self.timeout}s: check that a service with @responder({self.topic.name!r}) is "
             "running and keeping up (its group lag), or pass a longer timeout"
         )
 
-    def _remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
+    def fail(self, exc: BaseException) -> None:
+        """The request was never sent: every wait on it raises ``exc``."""
+        self._requester.forget(self.correlation_id)
+        for future in (self.ack, self.record):
+            if not future.done():
+                future.set_exception(exc)
 
-    async def accepted(self) -> None:
-        """Wait for the responder's receipt ack (only sent for ``ack=True`` requests)."""
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.ack)), self._remaining())
-        except TimeoutError:
-            raise self._timed_out("receipt ack") from None
+    def done(self) -> bool:
+        """Whether the reply (or the request's failure) arrived."""
+        return self.record.done()
 
-    async def reply(self) -> R:
-        """Wait for the reply and decode it."""
+    def result(self, timeout: float | None = None) -> R:
+        """Block until the reply arrives and return it (the request's deadline still holds)."""
+        record = self._reply.result(timeout)
+        return self._requester.decode_reply(self.topic, record)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> R:
+        record = await self._reply
         try:
-            record = await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(self.record)), self._remaining()
-            )
-        except TimeoutError:
-            raise self._timed_out("reply") from None
-        try:
-            return self._requester._value_of(self.topic, record, lookup=False)
+            return self._requester.decode_reply(self.topic, record, lookup=False)
         except SchemaLookupNeeded:  # a reply schema not fetched yet: not on the event loop
-            return await asyncio.to_thread(self._requester._value_of, self.topic, record)
-
-    def wait_accepted(self) -> None:
-        """Blocking form of ``accepted()``."""
-        try:
-            self.ack.result(self._remaining())
-        except concurrent.futures.TimeoutError:
-            raise self._timed_out("receipt ack") from None
-
-    def result(self) -> R:
-        """Blocking form of ``reply()``."""
-        try:
-            record = self.record.result(self._remaining())
-        except concurrent.futures.TimeoutError:
-            raise self._timed_out("reply") from None
-        return self._requester._value_of(self.topic, record)
-
-    def __await__(self) -> Any:
-        return self.reply().__await__()
+            return await asyncio.to_thread(self._requester.decode_reply, self.topic, record)
 
 
 class Requester:
@@ -144,7 +149,7 @@ class Requester:
         self.late_replies = 0
 
     def reply_partition(self, topic: RequestTopic[Any, Any]) -> TopicPartition:
-        """The reply partition this instance reads for ``topic``, set up on first use."""
+        """The reply partition this instance reads for ``topic``, set up on first use (blocks)."""
         tp = self._partitions.get(topic.reply_topic)
         if tp is not None:
             return tp
@@ -170,46 +175,87 @@ class Requester:
             self._partitions[topic.reply_topic] = tp
             return tp
 
-    def send(
+    def request(
         self, topic: RequestTopic[Any, R], value: Any, timeout: float, ack: bool
-    ) -> tuple[PendingReply[R], concurrent.futures.Future[Any]]:
-        """Queue a request; returns its PendingReply and the produce future."""
-        if timeout <= 0:
-            raise ValueError(f"timeout={timeout!r}: pass a number of seconds > 0")
-        tp = self.reply_partition(topic)
+    ) -> PendingReply[R]:
+        """Send a request without blocking; a value that does not fit raises here, at once.
+
+        The first request on a topic sets up its reply partition in a thread and sends from
+        there, so an event loop calling this is never blocked by it."""
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"timeout={timeout!r}: pass a number of seconds > 0")
         serde = self._conn.serde
         payload = serde.encode_value(topic, value)
-        correlation_id = h.new_id()
-        pending: PendingReply[R] = PendingReply(self, topic, correlation_id, timeout)
+        key = serde.encode_key(topic, topic.key_of(value))
+        pending: PendingReply[R] = PendingReply(self, topic, new_id(), timeout)
+        with self._lock:
+            self._pending[pending.correlation_id] = pending
+        tp = self._partitions.get(topic.reply_topic)
+        if tp is not None:
+            self._send(pending, tp, payload, key, ack)
+        else:
+            threading.Thread(
+                target=self._set_up_and_send,
+                args=(pending, payload, key, ack),
+                name="ferryman-reply-setup",
+                daemon=True,
+            ).start()
+        return pending
+
+    def _set_up_and_send(
+        self, pending: PendingReply[Any], payload: bytes, key: bytes | None, ack: bool
+    ) -> None:
+        try:
+            tp = self.reply_partition(pending.topic)
+            self._send(pending, tp, payload, key, ack)
+        except BaseException as exc:
+            pending.fail(exc)
+
+    def _send(
+        self,
+        pending: PendingReply[Any],
+        tp: TopicPartition,
+        payload: bytes,
+        key: bytes | None,
+        ack: bool,
+    ) -> None:
         headers = [
-            (h.MESSAGE_ID, h.new_id().encode()),
-            (h.SOURCE, self._source),
-            (h.CORRELATION_ID, correlation_id.encode()),
-            (h.REPLY_TO, f"{tp.topic}:{tp.partition}".encode()),
-            (h.REQUESTER, self.instance_id.encode()),
+            (MESSAGE_ID, new_id().encode()),
+            (SOURCE, self._source),
+            (CORRELATION_ID, pending.correlation_id.encode()),
+            (REPLY_TO, f"{tp.topic}:{tp.partition}".encode()),
+            (REQUESTER, self.instance_id.encode()),
         ]
         if ack:
-            headers.append((h.ACK_REQUESTED, b"1"))
-        with self._lock:
-            self._pending[correlation_id] = pending
-        future = self._conn.rpc_producer.send(
-            topic.name,
+            headers.append((ACK_REQUESTED, b"1"))
+        sent = self._conn.rpc_producer.send(
+            pending.topic.name,
             payload,
-            key=serde.encode_key(topic, topic.key_of(value)),
+            key=key,
             headers=tuple(headers),
             timestamp=int(time.time() * 1000),
         )
-        return pending, future
 
-    def _forget(self, correlation_id: str) -> None:
+        def check(future: concurrent.futures.Future[Any]) -> None:
+            exc = future.exception()
+            if exc is not None:
+                pending.fail(exc)
+
+        sent.add_done_callback(check)
+
+    def forget(self, correlation_id: str) -> None:
+        """Stop waiting for the reply to ``correlation_id`` (it timed out or was never sent)."""
         with self._lock:
             self._pending.pop(correlation_id, None)
 
-    def _value_of(self, topic: RequestTopic[Any, R], record: Record, *, lookup: bool = True) -> R:
-        if record.header(h.REPLY_KIND) == KIND_ERROR:
+    def decode_reply(
+        self, topic: RequestTopic[Any, R], record: Record, *, lookup: bool = True
+    ) -> R:
+        """The reply ``record`` carries; RemoteError when it says the responder raised."""
+        if record.header(REPLY_KIND) == KIND_ERROR:
             raise RemoteError(
-                (record.header(h.ERROR_TYPE) or b"Exception").decode(errors="replace"),
-                (record.header(h.ERROR_MESSAGE) or b"").decode(errors="replace"),
+                (record.header(ERROR_TYPE) or b"Exception").decode(errors="replace"),
+                (record.header(ERROR_MESSAGE) or b"").decode(errors="replace"),
                 topic.name,
             )
         value: R = self._conn.serde.decode_reply(topic, record, lookup=lookup)
@@ -254,12 +300,12 @@ class Requester:
                 del self._pending[cid]
 
     def _route(self, record: Record) -> None:
-        requester = record.header(h.REQUESTER)
+        requester = record.header(REQUESTER)
         if requester is None or requester.decode() != self.instance_id:
             return
-        raw = record.header(h.CORRELATION_ID)
+        raw = record.header(CORRELATION_ID)
         correlation_id = raw.decode() if raw else ""
-        kind = record.header(h.REPLY_KIND)
+        kind = record.header(REPLY_KIND)
         with self._lock:
             pending = self._pending.get(correlation_id)
             if pending is not None and time.monotonic() > pending.deadline:
@@ -298,110 +344,3 @@ class Requester:
                             "requests complete"
                         )
                     )
-
-
-def responder_route(
-    topic: RequestTopic[Any, Any], fn: Callable[..., Any], connections: Connections, source: str
-) -> Route:
-    """The route that answers ``topic``'s requests with ``fn``'s return value, or its error."""
-    is_async = _is_async(fn)
-    name = getattr(fn, "__qualname__", repr(fn))
-    source_header = source.encode()
-
-    async def call(request: Any) -> Any:
-        if is_async:
-            return await fn(request)
-        return await in_thread(fn, request)
-
-    def reply_partition(m: Message[Any]) -> int | None:
-        """The partition of ``<topic>.reply`` that ``m`` asks replies to go to (None: one-way).
-
-        Only that topic's partitions: a reply-to naming any other topic would make the
-        responder write into it on the requester's behalf (a confused deputy)."""
-        raw = m.header(h.REPLY_TO)
-        if raw is None:
-            return None
-        reply_topic, _, partition = raw.decode(errors="replace").rpartition(":")
-        if (
-            reply_topic == topic.reply_topic
-            and partition.isascii()
-            and partition.isdigit()
-            and int(partition) < topic.reply_partitions
-        ):
-            return int(partition)
-        raise RecordRejected(
-            f"request {m.topic}[{m.partition}]@{m.offset} asks for its reply to go to "
-            f"{raw.decode(errors='backslashreplace')!r}; a responder of {topic.name!r} replies "
-            f"only to {topic.reply_topic}:<partition> with a partition from 0 to "
-            f"{topic.reply_partitions - 1}: send requests with Service.request()"
-        )
-
-    async def send(
-        m: Message[Any], partition: int | None, kind: bytes, payload: bytes | None, extra: list[Any]
-    ) -> None:
-        if partition is None:
-            return  # a one-way request: nobody waits for a reply
-        headers = (
-            (h.MESSAGE_ID, h.new_id().encode()),
-            (h.SOURCE, source_header),
-            (h.CORRELATION_ID, m.header(h.CORRELATION_ID) or b""),
-            (h.REQUESTER, m.header(h.REQUESTER) or b""),
-            (h.REPLY_KIND, kind),
-            *extra,
-        )
-        future = connections.rpc_producer.send(
-            topic.reply_topic,
-            payload,
-            headers=headers,
-            partition=partition,
-            timestamp=int(time.time() * 1000),
-        )
-        await asyncio.wrap_future(future)
-
-    async def answer(m: Message[Any]) -> None:
-        partition = reply_partition(m)
-        if partition is not None and m.header(h.ACK_REQUESTED) == b"1":
-            await send(m, partition, KIND_ACK, None, [])
-        try:
-            reply = await call(m.value)
-            payload = connections.serde.encode_reply(topic, reply)
-        except Exception as exc:
-            log.info(
-                "responder %s raised %r; sending it back as an error reply", name, exc, exc_info=exc
-            )
-            error = [
-                (h.ERROR_TYPE, exception_type(exc).encode()),
-                (h.ERROR_MESSAGE, str(exc).encode(errors="backslashreplace")),
-            ]
-            await send(m, partition, KIND_ERROR, None, error)
-            return
-        await send(m, partition, KIND_REPLY, payload, [])
-
-    async def run(msgs: list[Message[Any]]) -> Outcome:
-        if topic.partition_key is not None:  # keyed requests are answered in order
-            for i, m in enumerate(msgs):
-                try:
-                    await answer(m)
-                except Exception as exc:  # a reply not sent: retry, then dead-letter
-                    return i, exc
-            return len(msgs), None
-        # Unkeyed requests are independent: a run of them is answered concurrently, so handlers
-        # that wait on I/O and the replies' acknowledgements overlap. Offsets are still
-        # committed in order, once every reply of the run is durable. A rejected request ends
-        # the run before it is answered, so none after it is answered twice.
-        rejected: RecordRejected | None = None
-        for i, m in enumerate(msgs):
-            try:
-                reply_partition(m)
-            except RecordRejected as exc:
-                msgs, rejected = msgs[:i], exc
-                break
-        results = await asyncio.gather(*(answer(m) for m in msgs), return_exceptions=True)
-        for i, result in enumerate(results):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, Exception):  # a reply not sent: retry, then dead-letter
-                return i, result
-        return len(msgs), rejected
-
-    return Route(topic, run, None, name, "message-lazy-key")
