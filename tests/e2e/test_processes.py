@@ -6,6 +6,7 @@ broker file, kill or stop them, and check what reached their output files.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -80,9 +81,7 @@ class World:
         sys.path.insert(0, str(HERE))
         try:
             sys.modules.pop("apps", None)
-            import apps
-
-            return apps
+            return importlib.import_module("apps")
         finally:
             sys.path.remove(str(HERE))
 
@@ -156,8 +155,8 @@ def test_sigkill_in_the_middle_of_20000_events_loses_none_and_keeps_key_order(
 
     by_key: dict[str, list[int]] = {}
     for line in lines(out):
-        key, seq = line.split(",")
-        by_key.setdefault(key, []).append(int(seq))
+        key, number = line.split(",")
+        by_key.setdefault(key, []).append(int(number))
     for key, seqs in by_key.items():
         assert seqs[0] == 0, f"{key} started at {seqs[0]}"
         for a, b in itertools.pairwise(seqs):

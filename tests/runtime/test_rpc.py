@@ -301,7 +301,7 @@ def test_bad_requests_raise_at_call_time(env: Env) -> None:
     async def main() -> None:
         async with env.service("client") as client:
             with pytest.raises(SchemaError):
-                client.request(topic, Answer(1, 1))  # type: ignore[arg-type]
+                client.request(topic, Answer(1, 1))  # type: ignore[misc]
             with pytest.raises(ConfigError, match="seconds > 0"):
                 client.request(topic, Ask(1), timeout=0)
 

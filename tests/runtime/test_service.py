@@ -128,7 +128,7 @@ def test_values_are_checked_before_anything_is_sent(env: Env) -> None:
     svc = env.service("checks")
     try:
         with pytest.raises(SchemaError, match="carries Customer, not Placed"):
-            svc.publish(customers, Placed("x", 1)).result()  # type: ignore[arg-type]
+            svc.publish(customers, Placed("x", 1)).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match="key 'five' is not a int"):
             svc.delete(customers, "five").result()
         with pytest.raises(ConfigError, match="use publish"):
@@ -214,11 +214,11 @@ def test_none_is_refused_as_a_value_and_tombstones_go_through_delete(env: Env) -
     svc = env.service("nones")
     try:
         with pytest.raises(SchemaError, match=r"carries Placed, not None; pass a Placed$"):
-            svc.emit(unkeyed, None).result()  # type: ignore[arg-type]
+            svc.emit(unkeyed, None).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match="carries Placed, not None"):
-            svc.emit(keyed, None).result()  # type: ignore[arg-type]
+            svc.emit(keyed, None).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match=r"not None; .*delete\(topic, key=\.\.\.\)"):
-            svc.publish(customers, None).result()  # type: ignore[arg-type]
+            svc.publish(customers, None).result()  # type: ignore[misc]
         svc.delete(customers, 1).result()  # the one way to a tombstone
         assert svc._conn.admin.offsets(customers.name)[0].latest == 1
         assert unkeyed.name not in svc._conn.admin.list_topics(), "nothing was sent"
