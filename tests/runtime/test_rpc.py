@@ -33,6 +33,12 @@ class Ask:
 
 
 @dataclass
+class Numbered:
+    key: int
+    seq: int
+
+
+@dataclass
 class Answer:
     n: int
     square: int
@@ -329,3 +335,29 @@ def test_a_request_that_cannot_be_sent_fails_its_waiters(
                 await asyncio.to_thread(pending.result)
 
     run(main())
+
+
+def test_requests_made_during_the_first_setup_leave_in_order(env: Env) -> None:
+    """The first request sets up the reply partition in a thread; requests made meanwhile
+    queue behind it rather than racing it, so a keyed topic answers them in call order."""
+    topic = RequestTopic(
+        env.name("order"), Numbered, reply=Answer, partition_key="key", partitions=1
+    )
+    asked: list[int] = []
+
+    async def main() -> None:
+        server = env.service("server")
+
+        @server.responder(topic)
+        async def note(numbered: Numbered) -> Answer:
+            asked.append(numbered.seq)
+            return Answer(numbered.seq, 0)
+
+        async with server, env.service("client") as client:
+            pendings = [
+                client.request(topic, Numbered(1, i), timeout=env.timeout) for i in range(30)
+            ]
+            await asyncio.gather(*pendings)
+
+    run(main())
+    assert asked == list(range(30))

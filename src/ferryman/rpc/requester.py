@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Generator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ferryman.broker.base import Consumer
 from ferryman.errors import ConfigError, RemoteError, RequestTimeout
@@ -83,6 +83,7 @@ class PendingReply(Generic[R]):
             f"the receipt of request {correlation_id} on {topic.name!r}",
             deadline=self.deadline,
             timed_out=lambda: self._timed_out("receipt ack"),
+            log_unretrieved=False,  # the reply fails too, and reports it
         )
         """The responder's receipt: ``await p.accepted`` or ``p.accepted.result()`` (it is
         only sent for ``ack=True`` requests; the reply resolves it too)."""
@@ -131,6 +132,15 @@ class PendingReply(Generic[R]):
             return await asyncio.to_thread(self._requester.decode_reply, self.topic, record)
 
 
+class _Unsent(NamedTuple):
+    """A request encoded and waiting for its reply partition to be set up."""
+
+    pending: PendingReply[Any]
+    payload: bytes
+    key: bytes | None
+    ack: bool
+
+
 class Requester:
     """Sends requests for one service instance and routes replies back to their callers."""
 
@@ -140,6 +150,10 @@ class Requester:
         self.instance_id = instance_id
         self._pending: dict[str, PendingReply[Any]] = {}
         self._partitions: dict[str, TopicPartition] = {}
+        # Reply topics whose first requests were all sent: later ones go straight out. Until
+        # then requests queue here, behind the setup, so they leave in the order they were made.
+        self._open: dict[str, TopicPartition] = {}
+        self._queued: dict[str, list[_Unsent]] = {}
         self._wanted: list[tuple[TopicPartition, threading.Event]] = []
         self._lock = threading.Lock()
         self._prepare_lock = threading.Lock()
@@ -188,37 +202,57 @@ class Requester:
         payload = serde.encode_value(topic, value)
         key = serde.encode_key(topic, topic.key_of(value))
         pending: PendingReply[R] = PendingReply(self, topic, new_id(), timeout)
+        unsent = _Unsent(pending, payload, key, ack)
         with self._lock:
             self._pending[pending.correlation_id] = pending
-        tp = self._partitions.get(topic.reply_topic)
+            tp = self._open.get(topic.reply_topic)
+            if tp is None:
+                queue = self._queued.get(topic.reply_topic)
+                if queue is not None:  # a setup is under way: it sends this one too
+                    queue.append(unsent)
+                    return pending
+                self._queued[topic.reply_topic] = [unsent]
         if tp is not None:
-            self._send(pending, tp, payload, key, ack)
+            try:
+                self._send(unsent, tp)
+            except BaseException:
+                self.forget(pending.correlation_id)
+                raise
         else:
             threading.Thread(
                 target=self._set_up_and_send,
-                args=(pending, payload, key, ack),
+                args=(topic,),
                 name="ferryman-reply-setup",
                 daemon=True,
             ).start()
         return pending
 
-    def _set_up_and_send(
-        self, pending: PendingReply[Any], payload: bytes, key: bytes | None, ack: bool
-    ) -> None:
+    def _set_up_and_send(self, topic: RequestTopic[Any, Any]) -> None:
+        """Set up ``topic``'s reply partition, then send what queued meanwhile, in order."""
         try:
-            tp = self.reply_partition(pending.topic)
-            self._send(pending, tp, payload, key, ack)
+            tp = self.reply_partition(topic)
         except BaseException as exc:
-            pending.fail(exc)
+            with self._lock:
+                unsent = self._queued.pop(topic.reply_topic, [])
+            for u in unsent:
+                u.pending.fail(exc)
+            return
+        while True:
+            with self._lock:
+                unsent = self._queued[topic.reply_topic]
+                if not unsent:
+                    del self._queued[topic.reply_topic]
+                    self._open[topic.reply_topic] = tp
+                    return
+                self._queued[topic.reply_topic] = []
+            for u in unsent:
+                try:
+                    self._send(u, tp)
+                except Exception as exc:  # e.g. the producer closed: this request, not the rest
+                    u.pending.fail(exc)
 
-    def _send(
-        self,
-        pending: PendingReply[Any],
-        tp: TopicPartition,
-        payload: bytes,
-        key: bytes | None,
-        ack: bool,
-    ) -> None:
+    def _send(self, unsent: _Unsent, tp: TopicPartition) -> None:
+        pending = unsent.pending
         headers = [
             (MESSAGE_ID, new_id().encode()),
             (SOURCE, self._source),
@@ -226,12 +260,12 @@ class Requester:
             (REPLY_TO, f"{tp.topic}:{tp.partition}".encode()),
             (REQUESTER, self.instance_id.encode()),
         ]
-        if ack:
+        if unsent.ack:
             headers.append((ACK_REQUESTED, b"1"))
         sent = self._conn.rpc_producer.send(
             pending.topic.name,
-            payload,
-            key=key,
+            unsent.payload,
+            key=unsent.key,
             headers=tuple(headers),
             timestamp=int(time.time() * 1000),
         )

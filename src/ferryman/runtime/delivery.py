@@ -30,14 +30,16 @@ class Delivery(Generic[T]):
         *,
         deadline: float | None = None,
         timed_out: Callable[[], BaseException] | None = None,
+        log_unretrieved: bool = True,
     ) -> None:
         """``what`` names the send in logs; past the monotonic ``deadline`` waiting raises
-        ``timed_out()`` (e.g. RequestTimeout) rather than TimeoutError."""
+        ``timed_out()`` (e.g. RequestTimeout) rather than TimeoutError. ``log_unretrieved=False``
+        for a handle whose failure another handle reports."""
         self._future = future
         self.what = what
         self._deadline = deadline
         self._timed_out = timed_out
-        self._retrieved = False
+        self._retrieved = not log_unretrieved
 
     def __repr__(self) -> str:
         state = "done" if self._future.done() else "pending"
