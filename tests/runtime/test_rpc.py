@@ -245,8 +245,8 @@ def test_a_responder_replies_only_to_its_reply_topic(env: Env, partition_key: st
             await eventually(
                 lambda: server.stats["dead_lettered"] == 3, env.timeout, lambda: server.stats
             )
-            admin = client._conn.admin
-            assert admin.offsets(victim.name)[0].latest == 1, "nothing written to the victim"
+            with env.admin() as admin:
+                assert admin.offsets(victim.name)[0].latest == 1, "nothing written to the victim"
 
     run(main())
     assert asked == [4], "a rejected request is not handled"

@@ -135,8 +135,8 @@ def test_values_are_checked_before_anything_is_sent(env: Env) -> None:
             svc.emit(customers, Customer(1, "x")).result()  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="use emit"):
             svc.publish(placed, Placed("x", 1)).result()  # type: ignore[arg-type]
-        admin = svc._conn.admin
-        assert admin.offsets(customers.name)[0].latest == 0
+        with env.admin() as admin:
+            assert admin.offsets(customers.name)[0].latest == 0
     finally:
         run(svc.stop())
 
@@ -152,10 +152,10 @@ def test_topics_are_created_on_start_and_a_mismatch_is_refused(env: Env) -> None
         async def h(e: Placed) -> None: ...
 
         async with svc:
-            admin = svc._conn.admin
-            assert admin.describe_topic(placed.name).partitions == 3
-            assert admin.describe_topic(placed.name + ".dlq").partitions == 3
-            admin.create_topic(TopicSpec(clash.name, 1, {"cleanup.policy": "delete"}))
+            with env.admin() as admin:
+                assert admin.describe_topic(placed.name).partitions == 3
+                assert admin.describe_topic(placed.name + ".dlq").partitions == 3
+                admin.create_topic(TopicSpec(clash.name, 1, {"cleanup.policy": "delete"}))
             with pytest.raises(TopicMismatch, match="change the declaration"):
                 await svc.emit(clash, Placed("x", 1))
 
@@ -220,8 +220,9 @@ def test_none_is_refused_as_a_value_and_tombstones_go_through_delete(env: Env) -
         with pytest.raises(SchemaError, match=r"not None; .*delete\(topic, key=\.\.\.\)"):
             svc.publish(customers, None).result()  # type: ignore[misc]
         svc.delete(customers, 1).result()  # the one way to a tombstone
-        assert svc._conn.admin.offsets(customers.name)[0].latest == 1
-        assert unkeyed.name not in svc._conn.admin.list_topics(), "nothing was sent"
+        with env.admin() as admin:
+            assert admin.offsets(customers.name)[0].latest == 1
+            assert unkeyed.name not in admin.list_topics(), "nothing was sent"
     finally:
         run(svc.stop())
 
@@ -284,7 +285,8 @@ def test_a_record_older_than_its_topics_retention_is_refused_unless_allowed(env:
             svc.emit(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS).result()
         svc.emit(placed, Placed("x", 2), timestamp=now - DAY_MS / 2).result()
         svc.emit(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True).result()
-        assert svc._conn.admin.offsets(placed.name)[0].latest == 2
+        with env.admin() as admin:
+            assert admin.offsets(placed.name)[0].latest == 2
         # compacted entity topics have no time retention
         svc.publish(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS).result()
     finally:
