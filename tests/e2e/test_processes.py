@@ -16,10 +16,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from ferryman.broker import open_broker
+from ferryman.broker.base import Admin
 
 HERE = Path(__file__).parent
 CLI = "import sys; from ferryman.cli import main; sys.argv[0] = 'ferryman'; main()"
@@ -53,6 +57,17 @@ class World:
         else:
             self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
         self.procs: list[subprocess.Popen[str]] = []
+
+    @contextmanager
+    def admin(self) -> Iterator[Admin]:
+        """An admin client of this world's broker, to look at offsets from outside."""
+        broker = open_broker(self.env["FERRYMAN_BROKER"])
+        admin = broker.admin()
+        try:
+            yield admin
+        finally:
+            admin.close()
+            broker.close()
 
     def run(
         self, *services: str, out: Path, env: dict[str, str] | None = None
@@ -196,9 +211,9 @@ def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
     wait_for(lambda: state() == expected, 60, state)
     stop(proc)
 
-    admin = owner._conn.admin
-    ends = {p: o.latest for p, o in admin.offsets(apps.customers.name).items()}
-    committed = admin.committed(apps.mirror.group, apps.customers.name)
+    with world.admin() as admin:
+        ends = {p: o.latest for p, o in admin.offsets(apps.customers.name).items()}
+        committed = admin.committed(apps.mirror.group, apps.customers.name)
     assert {tp.partition: off for tp, off in committed.items()} == {
         p: end for p, end in ends.items() if end > 0
     }
@@ -274,7 +289,8 @@ def test_sigterm_exits_after_shutdown_timeout_when_a_sync_handler_never_returns(
         raise AssertionError(f"still running a minute after SIGTERM: {err[-3000:]}") from None
     assert proc.returncode == 0, err[-3000:]
     assert "still running after 2s; their records stay uncommitted" in err
-    committed = producer._conn.admin.committed(apps.holder.group, apps.held.name)
+    with world.admin() as admin:
+        committed = admin.committed(apps.holder.group, apps.held.name)
     assert all(offset == 0 for offset in committed.values()), committed
     import asyncio
 
