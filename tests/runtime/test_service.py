@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
 from ferryman.records import TopicSpec
+from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.headers import SOURCE
 from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EntityTopic, EventTopic
@@ -291,3 +293,31 @@ def test_a_record_older_than_its_topics_retention_is_refused_unless_allowed(env:
         svc.publish(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS).result()
     finally:
         run(svc.stop())
+
+
+def test_sends_nobody_waited_for_are_flushed_when_the_service_stops(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=1)
+
+    async def main() -> None:
+        async with env.service("fire-and-forget") as svc:
+            for i in range(200):
+                svc.emit(placed, Placed("o", i))  # neither awaited nor blocked on
+
+    run(main())
+    with env.admin() as admin:
+        assert admin.offsets(placed.name)[0].latest == 200
+
+
+def test_a_delivery_is_awaitable_and_blocking(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+
+    async def main() -> None:
+        async with env.service("both") as svc:
+            delivery = svc.publish(customers, Customer(1, "Ada"))
+            assert isinstance(delivery, Delivery)
+            first = await delivery
+            assert delivery.result() == first, "awaiting and blocking give the same metadata"
+            second = await asyncio.to_thread(svc.publish(customers, Customer(2, "Bo")).result)
+            assert (first.offset, second.offset) == (0, 1)
+
+    run(main())
