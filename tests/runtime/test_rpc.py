@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ferryman.broker import open_broker
+from ferryman.config import resolve_locations
 from ferryman.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -19,6 +20,7 @@ from ferryman.errors import (
     SchemaError,
 )
 from ferryman.rpc.requester import Requester
+from ferryman.runtime.connections import Connections
 from ferryman.runtime.headers import CORRELATION_ID, REPLY_TO
 from ferryman.service import Service
 from ferryman.topics import EventTopic, RequestTopic
@@ -231,16 +233,21 @@ def test_a_responder_replies_only_to_its_reply_topic(env: Env, partition_key: st
 
         async with server, client:
             await client.emit(victim, Ask(0))
-            serde = client._conn.serde
-            for n, reply_to in forged.items():
-                await asyncio.wrap_future(
-                    client._conn.producer.send(
-                        topic.name,
-                        serde.encode_value(topic, Ask(n)),
-                        key=serde.encode_key(topic, topic.key_of(Ask(n))),
-                        headers=((REPLY_TO, reply_to.encode()), (CORRELATION_ID, b"forged")),
+            # A forger of its own: the same codecs and producer a service has, any headers.
+            forger = Connections(resolve_locations(env.broker, env.registry), None, None)
+            try:
+                serde = forger.serde
+                for n, reply_to in forged.items():
+                    await asyncio.wrap_future(
+                        forger.producer.send(
+                            topic.name,
+                            serde.encode_value(topic, Ask(n)),
+                            key=serde.encode_key(topic, topic.key_of(Ask(n))),
+                            headers=((REPLY_TO, reply_to.encode()), (CORRELATION_ID, b"forged")),
+                        )
                     )
-                )
+            finally:
+                await asyncio.to_thread(forger.close)
             assert await client.request(topic, Ask(4), timeout=env.timeout) == Answer(4, 16)
             await eventually(
                 lambda: server.stats["dead_lettered"] == 3, env.timeout, lambda: server.stats
