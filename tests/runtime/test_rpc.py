@@ -155,7 +155,7 @@ def test_receipt_ack_reaches_the_caller_before_the_reply(env: Env) -> None:
         async with server, client:
             pending = client.request(topic, Ask(4), timeout=env.timeout, ack=True)
             await pending.accepted
-            assert not pending.record.done(), "the reply cannot exist yet: the handler is held"
+            assert not pending.done(), "the reply cannot exist yet: the handler is held"
             release.set()
             assert await pending == Answer(4, 0)
 

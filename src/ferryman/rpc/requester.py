@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import random
 import threading
@@ -51,6 +52,7 @@ from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
 R = TypeVar("R")
+T = TypeVar("T")
 log = logging.getLogger("ferryman.rpc")
 
 SWEEP_INTERVAL = 1.0
@@ -76,10 +78,10 @@ class PendingReply(Generic[R]):
         self.correlation_id = correlation_id
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
-        self.ack: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.record: concurrent.futures.Future[Record] = concurrent.futures.Future()
+        self._ack: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._record: concurrent.futures.Future[Record] = concurrent.futures.Future()
         self.accepted: Delivery[None] = Delivery(
-            self.ack,
+            self._ack,
             f"the receipt of request {correlation_id} on {topic.name!r}",
             deadline=self.deadline,
             timed_out=lambda: self._timed_out("receipt ack"),
@@ -88,7 +90,7 @@ class PendingReply(Generic[R]):
         """The responder's receipt: ``await p.accepted`` or ``p.accepted.result()`` (it is
         only sent for ``ack=True`` requests; the reply resolves it too)."""
         self._reply: Delivery[Record] = Delivery(
-            self.record,
+            self._record,
             f"request {correlation_id} on {topic.name!r}",
             deadline=self.deadline,
             timed_out=lambda: self._timed_out("reply"),
@@ -105,16 +107,25 @@ class PendingReply(Generic[R]):
             "running and keeping up (its group lag), or pass a longer timeout"
         )
 
+    def accept(self) -> None:
+        """The responder's receipt arrived."""
+        _settle(self._ack, None)
+
+    def answer(self, record: Record) -> None:
+        """The reply arrived (it also means the request was accepted)."""
+        _settle(self._ack, None)
+        _settle(self._record, record)
+
     def fail(self, exc: BaseException) -> None:
-        """The request was never sent: every wait on it raises ``exc``."""
+        """The request was not sent, or will not be answered: every wait on it raises ``exc``."""
         self._requester.forget(self.correlation_id)
-        for future in (self.ack, self.record):
-            if not future.done():
+        for future in (self._ack, self._record):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
                 future.set_exception(exc)
 
     def done(self) -> bool:
         """Whether the reply (or the request's failure) arrived."""
-        return self.record.done()
+        return self._record.done()
 
     def result(self, timeout: float | None = None) -> R:
         """Block until the reply arrives and return it (the request's deadline still holds)."""
@@ -130,6 +141,12 @@ class PendingReply(Generic[R]):
             return self._requester.decode_reply(self.topic, record, lookup=False)
         except SchemaLookupNeeded:  # a reply schema not fetched yet: not on the event loop
             return await asyncio.to_thread(self._requester.decode_reply, self.topic, record)
+
+
+def _settle(future: concurrent.futures.Future[T], value: T) -> None:
+    # A reply and a failure (the service stopping) can race: the first one wins.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(value)
 
 
 class _Unsent(NamedTuple):
@@ -353,13 +370,9 @@ class Requester:
                 self.late_replies += 1
             return
         if kind == KIND_ACK:
-            if not pending.ack.done():
-                pending.ack.set_result(None)
-            return
-        if not pending.ack.done():
-            pending.ack.set_result(None)
-        if not pending.record.done():
-            pending.record.set_result(record)
+            pending.accept()
+        else:
+            pending.answer(record)
 
     def close(self) -> None:
         self._stopping.set()
@@ -369,12 +382,9 @@ class Requester:
         with self._lock:
             pending, self._pending = self._pending, {}
         for p in pending.values():
-            for fut in (p.ack, p.record):
-                if not fut.done():
-                    fut.set_exception(
-                        RequestTimeout(
-                            f"the service stopped before request {p.correlation_id} on "
-                            f"{p.topic.name!r} was answered; stop services after their "
-                            "requests complete"
-                        )
-                    )
+            p.fail(
+                RequestTimeout(
+                    f"the service stopped before request {p.correlation_id} on "
+                    f"{p.topic.name!r} was answered; stop services after their requests complete"
+                )
+            )
