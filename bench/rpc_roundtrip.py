@@ -23,7 +23,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from ferryman.config import ServiceConfig
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 from ferryman.topics import RequestTopic
 
 

@@ -7,43 +7,60 @@ from ferryman.config import ServiceConfig
 from ferryman.errors import (
     BrokerError,
     BrokerUnavailable,
+    CommitFailed,
     ConfigError,
     DecodeError,
     FerrymanError,
     HandlerError,
     IncompatibleSchema,
+    MirrorSchemaError,
+    ProduceError,
+    RecordRejected,
+    RegistryError,
     RemoteError,
     RequestTimeout,
     SchemaError,
+    StoreError,
     TopicDeclarationError,
+    TopicMismatch,
 )
 from ferryman.records import Record, RecordBatch, RecordMetadata, TopicPartition
-from ferryman.rpc import PendingReply
-from ferryman.runtime.messages import Message
-from ferryman.runtime.service import Service
+from ferryman.rpc.requester import PendingReply
+from ferryman.runtime.delivery import Delivery
+from ferryman.runtime.message import Message
+from ferryman.service import Service, run_services
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 __all__ = [
     "BrokerError",
     "BrokerUnavailable",
+    "CommitFailed",
     "ConfigError",
     "DecodeError",
+    "Delivery",
     "EntityTopic",
     "EventTopic",
     "FerrymanError",
     "HandlerError",
     "IncompatibleSchema",
     "Message",
+    "MirrorSchemaError",
     "PendingReply",
+    "ProduceError",
     "Record",
     "RecordBatch",
     "RecordMetadata",
+    "RecordRejected",
+    "RegistryError",
     "RemoteError",
     "RequestTimeout",
     "RequestTopic",
     "SchemaError",
     "Service",
     "ServiceConfig",
+    "StoreError",
     "TopicDeclarationError",
+    "TopicMismatch",
     "TopicPartition",
+    "run_services",
 ]

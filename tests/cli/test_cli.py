@@ -323,7 +323,7 @@ def test_main_is_the_console_script(
 
 def test_the_summary_hides_registry_credentials() -> None:
     from ferryman.cli.run import summary
-    from ferryman.runtime.service import Service
+    from ferryman.service import Service
 
     svc = Service("s", broker="kafka://k:9092", registry="https://user:secret@registry:8081")
     text = summary(svc)

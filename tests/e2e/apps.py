@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass, replace
 
 from ferryman.config import ServiceConfig
-from ferryman.runtime.messages import Message
-from ferryman.runtime.service import Service
+from ferryman.runtime.message import Message
+from ferryman.service import Service
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 SUFFIX = os.environ.get("E2E_SUFFIX", "x")

@@ -6,6 +6,7 @@ broker file, kill or stop them, and check what reached their output files.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -15,10 +16,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from ferryman.broker import open_broker
+from ferryman.broker.base import Admin
 
 HERE = Path(__file__).parent
 CLI = "import sys; from ferryman.cli import main; sys.argv[0] = 'ferryman'; main()"
@@ -53,6 +58,17 @@ class World:
             self.env.pop("FERRYMAN_REGISTRY", None)  # the default: beside the broker's file
         self.procs: list[subprocess.Popen[str]] = []
 
+    @contextmanager
+    def admin(self) -> Iterator[Admin]:
+        """An admin client of this world's broker, to look at offsets from outside."""
+        broker = open_broker(self.env["FERRYMAN_BROKER"])
+        admin = broker.admin()
+        try:
+            yield admin
+        finally:
+            admin.close()
+            broker.close()
+
     def run(
         self, *services: str, out: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen[str]:
@@ -80,9 +96,7 @@ class World:
         sys.path.insert(0, str(HERE))
         try:
             sys.modules.pop("apps", None)
-            import apps
-
-            return apps
+            return importlib.import_module("apps")
         finally:
             sys.path.remove(str(HERE))
 
@@ -131,7 +145,7 @@ def test_sigkill_in_the_middle_of_20000_events_loses_none_and_keeps_key_order(
     producer = apps.Service(f"e2e-producer-{world.suffix}")
     for seq in range(per_key):
         for k in range(keys):
-            producer.emit_nowait(apps.ticks, apps.Tick(f"k{k}", seq))
+            producer.emit(apps.ticks, apps.Tick(f"k{k}", seq))
     assert producer.flush(60) == 0
     import asyncio
 
@@ -156,8 +170,8 @@ def test_sigkill_in_the_middle_of_20000_events_loses_none_and_keeps_key_order(
 
     by_key: dict[str, list[int]] = {}
     for line in lines(out):
-        key, seq = line.split(",")
-        by_key.setdefault(key, []).append(int(seq))
+        key, number = line.split(",")
+        by_key.setdefault(key, []).append(int(number))
     for key, seqs in by_key.items():
         assert seqs[0] == 0, f"{key} started at {seqs[0]}"
         for a, b in itertools.pairwise(seqs):
@@ -175,13 +189,13 @@ def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
     owner = apps.Service(f"e2e-owner-{world.suffix}")
     expected: dict[int, str] = {}
     for i in range(30):
-        owner.publish_sync(apps.customers, apps.Customer(i, f"c{i}"))
+        owner.publish(apps.customers, apps.Customer(i, f"c{i}")).result()
         expected[i] = f"c{i}"
     for i in range(10):
-        owner.publish_sync(apps.customers, apps.Customer(i, f"renamed{i}"))
+        owner.publish(apps.customers, apps.Customer(i, f"renamed{i}")).result()
         expected[i] = f"renamed{i}"
     for i in range(25, 30):
-        owner.delete_sync(apps.customers, i)
+        owner.delete(apps.customers, i).result()
         del expected[i]
 
     def state() -> dict[int, str]:
@@ -197,9 +211,9 @@ def test_entities_reach_a_mirror_in_another_process_which_commits_on_sigterm(
     wait_for(lambda: state() == expected, 60, state)
     stop(proc)
 
-    admin = owner._conn.admin
-    ends = {p: o.latest for p, o in admin.offsets(apps.customers.name).items()}
-    committed = admin.committed(apps.mirror.group, apps.customers.name)
+    with world.admin() as admin:
+        ends = {p: o.latest for p, o in admin.offsets(apps.customers.name).items()}
+        committed = admin.committed(apps.mirror.group, apps.customers.name)
     assert {tp.partition: off for tp, off in committed.items()} == {
         p: end for p, end in ends.items() if end > 0
     }
@@ -230,7 +244,7 @@ def test_ferryman_run_exits_1_saying_why_when_a_service_stops_on_error(world: Wo
     apps = world.apps()
     proc = world.run("apps:strict", out=world.tmp / "strict.txt")
     producer = apps.Service(f"e2e-poisoner-{world.suffix}")
-    producer.emit_sync(apps.poison, apps.Tick("k", 1))
+    producer.emit(apps.poison, apps.Tick("k", 1)).result()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err[-3000:]
     assert "HandlerError" in err
@@ -264,7 +278,7 @@ def test_sigterm_exits_after_shutdown_timeout_when_a_sync_handler_never_returns(
     out = world.tmp / "held.txt"
     proc = world.run("apps:holder", out=out, env={"E2E_STUCK": "1"})
     producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
-    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    producer.emit(apps.held, apps.Tick("k", 1)).result()
     wait_for(lambda: lines(out) == [f"start,{proc.pid},1"], 60, lambda: (lines(out), proc.poll()))
     proc.send_signal(signal.SIGTERM)
     try:
@@ -275,7 +289,8 @@ def test_sigterm_exits_after_shutdown_timeout_when_a_sync_handler_never_returns(
         raise AssertionError(f"still running a minute after SIGTERM: {err[-3000:]}") from None
     assert proc.returncode == 0, err[-3000:]
     assert "still running after 2s; their records stay uncommitted" in err
-    committed = producer._conn.admin.committed(apps.holder.group, apps.held.name)
+    with world.admin() as admin:
+        committed = admin.committed(apps.holder.group, apps.held.name)
     assert all(offset == 0 for offset in committed.values()), committed
     import asyncio
 
@@ -289,11 +304,11 @@ def test_a_member_whose_handler_is_stuck_past_max_poll_interval_gives_its_partit
     out_a, out_b = world.tmp / "a.txt", world.tmp / "b.txt"
     stuck = world.run("apps:holder", out=out_a, env={"E2E_STUCK": "1", "E2E_CLIENT_ID": "a"})
     producer = apps.Service(f"e2e-holder-producer-{world.suffix}")
-    producer.emit_sync(apps.held, apps.Tick("k", 1))
+    producer.emit(apps.held, apps.Tick("k", 1)).result()
     wait_for(lambda: lines(out_a) == [f"start,{stuck.pid},1"], 60, lambda: lines(out_a))
     # b joins second: it sorts after a, and Kafka's sticky assignment leaves a its partition
     healthy = world.run("apps:holder", out=out_b, env={"E2E_CLIENT_ID": "b"})
-    producer.emit_sync(apps.held, apps.Tick("k", 2))
+    producer.emit(apps.held, apps.Tick("k", 2)).result()
     wanted = [f"{what},{healthy.pid},{seq}" for seq in (1, 2) for what in ("start", "done")]
     wait_for(lambda: lines(out_b) == wanted, 90, lambda: (lines(out_b), healthy.poll()))
     assert stuck.poll() is None, "the stuck member left the group, not its process"

@@ -9,16 +9,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from ferryman.broker.base import Broker
+from ferryman.broker import open_broker
+from ferryman.broker.base import Admin, Broker
 from ferryman.config import ServiceConfig
 from ferryman.records import Record, TopicPartition
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 
 T = TypeVar("T")
 
@@ -37,6 +39,17 @@ class Env:
 
     def name(self, prefix: str) -> str:
         return f"{prefix}-{self.suffix}"
+
+    @contextmanager
+    def admin(self) -> Iterator[Admin]:
+        """An admin client of this test's broker, to look at topics and offsets from outside."""
+        broker = open_broker(self.broker)
+        admin = broker.admin()
+        try:
+            yield admin
+        finally:
+            admin.close()
+            broker.close()
 
     def service(self, name: str, **config: Any) -> Service:
         return Service(

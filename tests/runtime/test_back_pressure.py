@@ -31,20 +31,20 @@ def test_a_blocked_handler_pauses_its_partition_and_bounds_what_is_fetched(env: 
 
         async with svc:
             for n in range(300):
-                svc.emit_nowait(jobs, Job(n))
+                svc.emit(jobs, Job(n))
             svc.flush()
-            loop = svc.consumer
-            assert loop is not None
             tp = TopicPartition(jobs.name, 0)
-            await eventually(lambda: tp in loop.paused(), env.timeout, loop.in_flight)
+            await eventually(lambda: tp in svc.paused(), env.timeout, svc.in_flight)
             # Paused is not enough: several polls later, still nothing more was fetched.
-            polls = loop.polls
-            await eventually(lambda: loop.polls >= polls + 5, env.timeout, lambda: loop.polls)
-            fetched = loop.in_flight()[tp]
+            polls = svc.stats["polls"]
+            await eventually(
+                lambda: svc.stats["polls"] >= polls + 5, env.timeout, lambda: svc.stats["polls"]
+            )
+            fetched = svc.in_flight()[tp]
             assert 20 <= fetched < 20 + 10, "fetching stops once max_in_flight records wait"
             gate.set()
             await eventually(lambda: len(handled) == 300, env.timeout, lambda: len(handled))
-            await eventually(lambda: not loop.paused(), env.timeout, loop.paused)
+            await eventually(lambda: not svc.paused(), env.timeout, svc.paused)
 
     run(main())
     assert handled == list(range(300))

@@ -20,7 +20,7 @@ from ferryman.config import (
     resolve_locations,
 )
 from ferryman.errors import ConfigError
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 from ferryman.topics import EventTopic
 
 
@@ -180,7 +180,7 @@ def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> N
     svc = Service("x", broker=f"embedded:{tmp_path / 'b.db'}", registry="embedded:/proc/x/r.db")
     try:
         with pytest.raises(ConfigError, match=re.escape("/proc/x/r.db")):
-            svc.emit_sync(EventTopic("ticks", Tick), Tick(1))
+            svc.emit(EventTopic("ticks", Tick), Tick(1)).result()
     finally:
         asyncio.run(svc.stop())
 

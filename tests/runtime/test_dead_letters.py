@@ -15,7 +15,8 @@ from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import DecodeError, HandlerError
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime.consumer import UndecodableLog
-from ferryman.runtime.messages import MESSAGE_ID, Message
+from ferryman.runtime.headers import MESSAGE_ID
+from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EventTopic
 
 from .conftest import Env, eventually, read, run
@@ -285,7 +286,9 @@ def test_a_dead_letter_of_an_old_record_outlives_the_next_retention_pass(
 
         async with svc:
             await svc.emit(jobs, Job(1), timestamp=old)
-            await eventually(lambda: svc.stats["dead_lettered"] == 1, env.timeout, svc.stats)
+            await eventually(
+                lambda: svc.stats["dead_lettered"] == 1, env.timeout, lambda: svc.stats
+            )
 
     before = int(time.time() * 1000)
     run(main())

@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 from ferryman.topics import EventTopic
 
 from .conftest import Env, eventually, run
@@ -42,10 +42,10 @@ def test_a_joining_instance_takes_partitions_without_duplicates(env: Env) -> Non
         first, second = instance("first"), instance("second")
         producer = env.service("producer")
         for i in range(total):
-            producer.emit_nowait(ticks, Tick(f"k{i % 40}", i))
+            producer.emit(ticks, Tick(f"k{i % 40}", i))
         producer.flush()
         async with first:
-            await eventually(lambda: by_instance["first"] >= 200, env.timeout, by_instance)
+            await eventually(lambda: by_instance["first"] >= 200, env.timeout, lambda: by_instance)
             async with second:
                 await eventually(
                     lambda: len(handled) == total, env.timeout * 3, lambda: len(handled)

@@ -6,13 +6,23 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from ferryman.broker import open_broker
-from ferryman.errors import RemoteError, RequestTimeout
-from ferryman.runtime.messages import CORRELATION_ID, REPLY_TO
-from ferryman.runtime.service import Service
+from ferryman.config import resolve_locations
+from ferryman.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    RemoteError,
+    RequestTimeout,
+    SchemaError,
+)
+from ferryman.rpc.requester import Requester
+from ferryman.runtime.connections import Connections
+from ferryman.runtime.headers import CORRELATION_ID, REPLY_TO
+from ferryman.service import Service
 from ferryman.topics import EventTopic, RequestTopic
 
 from .conftest import Env, eventually, read, run
@@ -22,6 +32,12 @@ from .conftest import Env, eventually, read, run
 class Ask:
     n: int
     delay: float = 0.0
+
+
+@dataclass
+class Numbered:
+    key: int
+    seq: int
 
 
 @dataclass
@@ -137,11 +153,11 @@ def test_receipt_ack_reaches_the_caller_before_the_reply(env: Env) -> None:
             return Answer(ask.n, 0)
 
         async with server, client:
-            pending = await client.request(topic, Ask(4), timeout=env.timeout, ack=True)
-            await pending.accepted()
-            assert not pending.record.done(), "the reply cannot exist yet: the handler is held"
+            pending = client.request(topic, Ask(4), timeout=env.timeout, ack=True)
+            await pending.accepted
+            assert not pending.done(), "the reply cannot exist yet: the handler is held"
             release.set()
-            assert await pending.reply() == Answer(4, 0)
+            assert await pending == Answer(4, 0)
 
     run(main())
 
@@ -159,12 +175,10 @@ def test_blocking_request_from_a_thread(env: Env) -> None:
         client = env.service("client")
         async with server:
             answer = await asyncio.to_thread(
-                client.request_sync, topic, Ask(9), timeout=env.timeout
+                lambda: client.request(topic, Ask(9), timeout=env.timeout).result()
             )
-            pending = await asyncio.to_thread(
-                client.request_sync, topic, Ask(3), timeout=env.timeout, ack=True
-            )
-            await asyncio.to_thread(pending.wait_accepted)
+            pending = client.request(topic, Ask(3), timeout=env.timeout, ack=True)
+            await asyncio.to_thread(pending.accepted.result)
             assert await asyncio.to_thread(pending.result) == Answer(3, 9)
         await client.stop()
         assert answer == Answer(9, 81)
@@ -180,14 +194,14 @@ def test_a_reply_after_the_deadline_is_late_even_if_nobody_awaited_it(env: Env) 
         server, client = holding_server_and_client(env, topic, release, held)
         async with server, client:
             # ack=True only to get the PendingReply at once: the caller never awaits anything.
-            pending = await client.request(topic, Ask(1), timeout=0.2, ack=True)
+            pending = client.request(topic, Ask(1), timeout=0.2, ack=True)
             await eventually(held.is_set, env.timeout, "the responder got the request")
             # Released only once the deadline has passed: the reply is late by construction.
             await eventually(lambda: time.monotonic() > pending.deadline, env.timeout)
             release.set()
             await eventually(lambda: client.late_replies == 1, env.timeout, "a late reply")
             with pytest.raises(RequestTimeout):
-                await pending.reply()
+                await pending
 
     run(main())
 
@@ -219,22 +233,27 @@ def test_a_responder_replies_only_to_its_reply_topic(env: Env, partition_key: st
 
         async with server, client:
             await client.emit(victim, Ask(0))
-            serde = client._conn.serde
-            for n, reply_to in forged.items():
-                await asyncio.wrap_future(
-                    client._conn.producer.send(
-                        topic.name,
-                        serde.encode_value(topic, Ask(n)),
-                        key=serde.encode_key(topic, topic.key_of(Ask(n))),
-                        headers=((REPLY_TO, reply_to.encode()), (CORRELATION_ID, b"forged")),
+            # A forger of its own: the same codecs and producer a service has, any headers.
+            forger = Connections(resolve_locations(env.broker, env.registry), None, None)
+            try:
+                serde = forger.serde
+                for n, reply_to in forged.items():
+                    await asyncio.wrap_future(
+                        forger.producer.send(
+                            topic.name,
+                            serde.encode_value(topic, Ask(n)),
+                            key=serde.encode_key(topic, topic.key_of(Ask(n))),
+                            headers=((REPLY_TO, reply_to.encode()), (CORRELATION_ID, b"forged")),
+                        )
                     )
-                )
+            finally:
+                await asyncio.to_thread(forger.close)
             assert await client.request(topic, Ask(4), timeout=env.timeout) == Answer(4, 16)
             await eventually(
                 lambda: server.stats["dead_lettered"] == 3, env.timeout, lambda: server.stats
             )
-            admin = client._conn.admin
-            assert admin.offsets(victim.name)[0].latest == 1, "nothing written to the victim"
+            with env.admin() as admin:
+                assert admin.offsets(victim.name)[0].latest == 1, "nothing written to the victim"
 
     run(main())
     assert asked == [4], "a rejected request is not handled"
@@ -255,3 +274,97 @@ def test_a_responder_replies_only_to_its_reply_topic(env: Env, partition_key: st
     assert sorted(
         {k: v.decode() for k, v in record.headers}[REPLY_TO] for record in dead
     ) == sorted(forged.values())
+
+
+def test_request_sets_up_its_reply_partition_off_the_event_loop(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request on a topic creates topics and waits for the reply reader: blocking
+    work, done in a thread so the caller's event loop keeps running."""
+    topic = RequestTopic(env.name("first"), Ask, reply=Answer, partitions=1)
+    setup_threads: list[threading.Thread] = []
+    original = Requester.reply_partition
+
+    def recording(self: Requester, t: RequestTopic[Any, Any]) -> Any:
+        setup_threads.append(threading.current_thread())
+        return original(self, t)
+
+    monkeypatch.setattr(Requester, "reply_partition", recording)
+
+    async def main() -> None:
+        server = env.service("server")
+
+        @server.responder(topic)
+        async def square(ask: Ask) -> Answer:
+            return Answer(ask.n, ask.n * ask.n)
+
+        async with server, env.service("client") as client:
+            pending = client.request(topic, Ask(5), timeout=env.timeout)
+            assert await pending == Answer(5, 25)
+            assert await client.request(topic, Ask(6), timeout=env.timeout) == Answer(6, 36)
+
+    run(main())
+    assert setup_threads, "the reply partition was set up"
+    assert threading.main_thread() not in setup_threads, "never on the event loop's thread"
+
+
+def test_bad_requests_raise_at_call_time(env: Env) -> None:
+    topic = RequestTopic(env.name("bad"), Ask, reply=Answer, partitions=1)
+
+    async def main() -> None:
+        async with env.service("client") as client:
+            with pytest.raises(SchemaError):
+                client.request(topic, Answer(1, 1))  # type: ignore[misc]
+            with pytest.raises(ConfigError, match="seconds > 0"):
+                client.request(topic, Ask(1), timeout=0)
+
+    run(main())
+
+
+def test_a_request_that_cannot_be_sent_fails_its_waiters(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = RequestTopic(env.name("unsent"), Ask, reply=Answer, partitions=1)
+
+    def broken(self: Requester, t: RequestTopic[Any, Any]) -> Any:
+        raise BrokerUnavailable("no broker")
+
+    monkeypatch.setattr(Requester, "reply_partition", broken)
+
+    async def main() -> None:
+        async with env.service("client") as client:
+            pending = client.request(topic, Ask(1), timeout=env.timeout, ack=True)
+            with pytest.raises(BrokerUnavailable):
+                await pending.accepted
+            with pytest.raises(BrokerUnavailable):
+                await pending
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.to_thread(pending.result)
+
+    run(main())
+
+
+def test_requests_made_during_the_first_setup_leave_in_order(env: Env) -> None:
+    """The first request sets up the reply partition in a thread; requests made meanwhile
+    queue behind it rather than racing it, so a keyed topic answers them in call order."""
+    topic = RequestTopic(
+        env.name("order"), Numbered, reply=Answer, partition_key="key", partitions=1
+    )
+    asked: list[int] = []
+
+    async def main() -> None:
+        server = env.service("server")
+
+        @server.responder(topic)
+        async def note(numbered: Numbered) -> Answer:
+            asked.append(numbered.seq)
+            return Answer(numbered.seq, 0)
+
+        async with server, env.service("client") as client:
+            pendings = [
+                client.request(topic, Numbered(1, i), timeout=env.timeout) for i in range(30)
+            ]
+            await asyncio.gather(*pendings)
+
+    run(main())
+    assert asked == list(range(30))

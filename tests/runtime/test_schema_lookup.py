@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ferryman.runtime.messages import Message
+from ferryman.runtime.message import Message
 from ferryman.schema import EmbeddedRegistry, open_registry
 from ferryman.schema.parsing import AvroSchema
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic

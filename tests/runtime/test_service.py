@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -14,7 +15,9 @@ import pytest
 
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
 from ferryman.records import TopicSpec
-from ferryman.runtime.messages import SOURCE, Message
+from ferryman.runtime.delivery import Delivery
+from ferryman.runtime.headers import SOURCE
+from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EntityTopic, EventTopic
 
 from .conftest import Env, eventually, run
@@ -115,8 +118,8 @@ def test_sync_handlers_run_off_the_event_loop(env: Env) -> None:
 def test_blocking_forms_work_without_an_event_loop(env: Env) -> None:
     customers = EntityTopic(env.name("customers"), Customer, partitions=1)
     svc = env.service("blocking")
-    meta = svc.publish_sync(customers, Customer(5, "Ed"))
-    tomb = svc.delete_sync(customers, 5)
+    meta = svc.publish(customers, Customer(5, "Ed")).result()
+    tomb = svc.delete(customers, 5).result()
     assert (meta.topic, tomb.offset) == (customers.name, meta.offset + 1)
     run(svc.stop())
 
@@ -127,15 +130,15 @@ def test_values_are_checked_before_anything_is_sent(env: Env) -> None:
     svc = env.service("checks")
     try:
         with pytest.raises(SchemaError, match="carries Customer, not Placed"):
-            svc.publish_sync(customers, Placed("x", 1))  # type: ignore[arg-type]
+            svc.publish(customers, Placed("x", 1)).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match="key 'five' is not a int"):
-            svc.delete_sync(customers, "five")
+            svc.delete(customers, "five").result()
         with pytest.raises(ConfigError, match="use publish"):
-            svc.emit_sync(customers, Customer(1, "x"))  # type: ignore[arg-type]
+            svc.emit(customers, Customer(1, "x")).result()  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="use emit"):
-            svc.publish_sync(placed, Placed("x", 1))  # type: ignore[arg-type]
-        admin = svc._conn.admin
-        assert admin.offsets(customers.name)[0].latest == 0
+            svc.publish(placed, Placed("x", 1)).result()  # type: ignore[arg-type]
+        with env.admin() as admin:
+            assert admin.offsets(customers.name)[0].latest == 0
     finally:
         run(svc.stop())
 
@@ -151,10 +154,10 @@ def test_topics_are_created_on_start_and_a_mismatch_is_refused(env: Env) -> None
         async def h(e: Placed) -> None: ...
 
         async with svc:
-            admin = svc._conn.admin
-            assert admin.describe_topic(placed.name).partitions == 3
-            assert admin.describe_topic(placed.name + ".dlq").partitions == 3
-            admin.create_topic(TopicSpec(clash.name, 1, {"cleanup.policy": "delete"}))
+            with env.admin() as admin:
+                assert admin.describe_topic(placed.name).partitions == 3
+                assert admin.describe_topic(placed.name + ".dlq").partitions == 3
+                admin.create_topic(TopicSpec(clash.name, 1, {"cleanup.policy": "delete"}))
             with pytest.raises(TopicMismatch, match="change the declaration"):
                 await svc.emit(clash, Placed("x", 1))
 
@@ -213,14 +216,15 @@ def test_none_is_refused_as_a_value_and_tombstones_go_through_delete(env: Env) -
     svc = env.service("nones")
     try:
         with pytest.raises(SchemaError, match=r"carries Placed, not None; pass a Placed$"):
-            svc.emit_sync(unkeyed, None)  # type: ignore[arg-type]
+            svc.emit(unkeyed, None).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match="carries Placed, not None"):
-            svc.emit_sync(keyed, None)  # type: ignore[arg-type]
+            svc.emit(keyed, None).result()  # type: ignore[misc]
         with pytest.raises(SchemaError, match=r"not None; .*delete\(topic, key=\.\.\.\)"):
-            svc.publish_sync(customers, None)  # type: ignore[arg-type]
-        svc.delete_sync(customers, 1)  # the one way to a tombstone
-        assert svc._conn.admin.offsets(customers.name)[0].latest == 1
-        assert unkeyed.name not in svc._conn.admin.list_topics(), "nothing was sent"
+            svc.publish(customers, None).result()  # type: ignore[misc]
+        svc.delete(customers, 1).result()  # the one way to a tombstone
+        with env.admin() as admin:
+            assert admin.offsets(customers.name)[0].latest == 1
+            assert unkeyed.name not in admin.list_topics(), "nothing was sent"
     finally:
         run(svc.stop())
 
@@ -231,7 +235,7 @@ def test_a_timestamp_that_is_not_a_time_is_refused_clearly(env: Env, when: objec
     svc = env.service("clock")
     try:
         with pytest.raises(ConfigError, match=r"timestamp=.* pass a datetime"):
-            svc.emit_sync(placed, Placed("x", 1), timestamp=when)  # type: ignore[arg-type]
+            svc.emit(placed, Placed("x", 1), timestamp=when).result()  # type: ignore[arg-type]
     finally:
         run(svc.stop())
 
@@ -247,16 +251,18 @@ def test_one_topic_name_declared_with_two_models_is_refused(env: Env) -> None:
 
     try:
         with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
-            svc.publish_sync(as_suppliers, Supplier(1, "NZ"))
+            svc.publish(as_suppliers, Supplier(1, "NZ")).result()
         with pytest.raises(ConfigError, match=r"two declarations .*Customer.*Supplier"):
-            svc.publish_sync(as_suppliers, Supplier(1, "NZ"), timestamp=0)
+            svc.publish(as_suppliers, Supplier(1, "NZ"), timestamp=0).result()
         # the same model declared twice is the same topic
-        svc.publish_sync(EntityTopic(name, Customer, partitions=1), Customer(1, "Ada"))
+        svc.publish(EntityTopic(name, Customer, partitions=1), Customer(1, "Ada")).result()
     finally:
         run(svc.stop())
     other = env.service("two-models-b")
     name = env.name("vendors")
-    other.publish_sync(EntityTopic(name, Supplier), Supplier(2, "NO"))  # sent first: it is bound
+    other.publish(
+        EntityTopic(name, Supplier), Supplier(2, "NO")
+    ).result()  # sent first: it is bound
     try:
         with pytest.raises(ConfigError, match=r"Supplier.*Customer"):
 
@@ -278,11 +284,40 @@ def test_a_record_older_than_its_topics_retention_is_refused_unless_allowed(env:
             match=rf"{placed.name}' keeps records for retention.ms=86400000 \(1.0 days\), but this "
             r"record's timestamp is 2.0 days old: .*allow_expired=True",
         ):
-            svc.emit_sync(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS)
-        svc.emit_sync(placed, Placed("x", 2), timestamp=now - DAY_MS / 2)
-        svc.emit_sync(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True)
-        assert svc._conn.admin.offsets(placed.name)[0].latest == 2
+            svc.emit(placed, Placed("x", 1), timestamp=now - 2 * DAY_MS).result()
+        svc.emit(placed, Placed("x", 2), timestamp=now - DAY_MS / 2).result()
+        svc.emit(placed, Placed("x", 3), timestamp=now - 2 * DAY_MS, allow_expired=True).result()
+        with env.admin() as admin:
+            assert admin.offsets(placed.name)[0].latest == 2
         # compacted entity topics have no time retention
-        svc.publish_sync(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS)
+        svc.publish(customers, Customer(1, "Ada"), timestamp=now - 400 * DAY_MS).result()
     finally:
         run(svc.stop())
+
+
+def test_sends_nobody_waited_for_are_flushed_when_the_service_stops(env: Env) -> None:
+    placed = EventTopic(env.name("placed"), Placed, partitions=1)
+
+    async def main() -> None:
+        async with env.service("fire-and-forget") as svc:
+            for i in range(200):
+                svc.emit(placed, Placed("o", i))  # neither awaited nor blocked on
+
+    run(main())
+    with env.admin() as admin:
+        assert admin.offsets(placed.name)[0].latest == 200
+
+
+def test_a_delivery_is_awaitable_and_blocking(env: Env) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, partitions=1)
+
+    async def main() -> None:
+        async with env.service("both") as svc:
+            delivery = svc.publish(customers, Customer(1, "Ada"))
+            assert isinstance(delivery, Delivery)
+            first = await delivery
+            assert delivery.result() == first, "awaiting and blocking give the same metadata"
+            second = await asyncio.to_thread(svc.publish(customers, Customer(2, "Bo")).result)
+            assert (first.offset, second.offset) == (0, 1)
+
+    run(main())

@@ -32,12 +32,10 @@ def test_stop_finishes_fetched_work_and_commits_it(env: Env) -> None:
 
         await svc.start()
         for n in range(total):
-            svc.emit_nowait(jobs, Job(n))
+            svc.emit(jobs, Job(n))
         svc.flush()
         await eventually(lambda: len(handled) >= 20, env.timeout, lambda: len(handled))
-        loop = svc.consumer
-        assert loop is not None
-        fetched = svc.stats["handled"] + sum(loop.in_flight().values())
+        fetched = svc.stats["handled"] + sum(svc.in_flight().values())
         await svc.stop()
         assert len(handled) >= fetched, "what was fetched before stop() was handled"
 

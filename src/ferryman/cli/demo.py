@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferryman.cli import app
+from ferryman.cli.app import app
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ferryman.cli import BrokerUrl, Debug, app, debugging, ferryman_version, reporting
+from ferryman.cli.app import BrokerUrl, Debug, app, debugging, ferryman_version, reporting
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ferryman.cli import app
+from ferryman.cli.app import app
 from ferryman.config import resolve_locations
 from ferryman.errors import ConfigError
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ferryman.cli import (
+from ferryman.cli.app import (
     BrokerUrl,
     DatabaseUrl,
     Debug,
@@ -26,7 +26,7 @@ from ferryman.cli import (
 )
 
 if TYPE_CHECKING:
-    from ferryman.runtime.service import Service
+    from ferryman.service import Service
 
 
 def load_service(target: str, debug: bool = False) -> object:
@@ -121,8 +121,7 @@ def run(
     --broker, --registry and --database apply to the services that do not name their own in code.
     """
     from ferryman.config import broker_location
-    from ferryman.runtime.runner import run_services
-    from ferryman.runtime.service import Service
+    from ferryman.service import Service, run_services
 
     debug = debugging(ctx, debug)
     with reporting("run", debug):

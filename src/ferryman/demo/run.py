@@ -45,12 +45,12 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
 
     for n, (customer_id, sku, quantity) in enumerate(ORDERS, start=1):
         say("orders", f"asks pricing for a quote: {quantity} x {sku} (with a receipt ack)")
-        pending = await demo.orders.request(
+        pending = demo.orders.request(
             quotes_topic, QuoteRequest(customer_id, sku, quantity), timeout=10, ack=True
         )
-        await pending.accepted()
+        await pending.accepted
         say("orders", f"quote request {n} accepted by pricing")
-        q = await pending.reply()
+        q = await pending
         name = demo.known_customers[customer_id].name
         event = OrderPlaced(f"o-{n}", customer_id, sku, quantity, q.total)
         await demo.orders.emit(orders_topic, event)

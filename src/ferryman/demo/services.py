@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ferryman.config import ServiceConfig
-from ferryman.runtime.messages import Message
-from ferryman.runtime.service import Service
+from ferryman.runtime.message import Message
+from ferryman.service import Service
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 

@@ -1,5 +1,5 @@
-"""The service runtime: producing, handlers, the consumer loop and running services.
+"""The service runtime: producing, serde, handlers, the consumer loop and dead letters.
 
-Kept import-free so ``ferryman.rpc`` can build on the parts here without a cycle; the public
-names are re-exported by ``ferryman/__init__.py``.
+Kept import-free so ``ferryman.rpc`` and ``ferryman.service`` build on the parts here without a
+cycle; the public names are re-exported by ``ferryman/__init__.py``.
 """

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ferryman.broker import Admin, Broker, EmbeddedLocation, Producer, open_broker
+from ferryman.broker import EmbeddedLocation, open_broker
+from ferryman.broker.base import Admin, Broker, Producer
 from ferryman.config import Locations, make_directory_for
 from ferryman.errors import TopicMismatch
 from ferryman.records import TopicSpec
@@ -93,7 +94,7 @@ class Connections:
     def registry(self) -> Any:
         with self._lock:
             if self._registry is None:
-                from ferryman.schema import open_registry
+                from ferryman.schema.open import open_registry
 
                 url = self.locations.registry
                 if url.startswith("embedded:"):
@@ -107,7 +108,7 @@ class Connections:
         if serde is None:
             with self._lock:
                 if self._serde is None:
-                    from ferryman.schema import AvroCodec
+                    from ferryman.schema.avro import AvroCodec
 
                     registry = self.registry
                     self._serde = Serde(

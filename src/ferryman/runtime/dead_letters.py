@@ -18,7 +18,17 @@ from concurrent.futures import Future
 from ferryman.broker.base import Producer
 from ferryman.errors import FerrymanError
 from ferryman.records import Headers, Record, RecordMetadata, TopicSpec
-from ferryman.runtime import messages as h
+from ferryman.runtime.headers import (
+    DLQ_ATTEMPTS,
+    DLQ_EXCEPTION_MESSAGE,
+    DLQ_EXCEPTION_TYPE,
+    DLQ_GROUP,
+    DLQ_OFFSET,
+    DLQ_ORIGINAL_TIMESTAMP,
+    DLQ_PARTITION,
+    DLQ_TOPIC,
+    DLQ_TRACEBACK,
+)
 from ferryman.topics import DAY_MS, Topic, dlq_name
 
 DLQ_RETENTION_MS = 14 * DAY_MS
@@ -39,15 +49,15 @@ def dead_letter(
     """Send ``record`` to its topic's DLQ; the future resolves once that is durable."""
     headers: Headers = (
         *record.headers,
-        (h.DLQ_TOPIC, record.topic.encode()),
-        (h.DLQ_PARTITION, str(record.partition).encode()),
-        (h.DLQ_OFFSET, str(record.offset).encode()),
-        (h.DLQ_ORIGINAL_TIMESTAMP, str(record.timestamp).encode()),
-        (h.DLQ_GROUP, _utf8(group)),
-        (h.DLQ_EXCEPTION_TYPE, _utf8(exception_type(exc))),
-        (h.DLQ_EXCEPTION_MESSAGE, _utf8(str(exc))),
-        (h.DLQ_TRACEBACK, _utf8("".join(traceback.format_exception(exc)))),
-        (h.DLQ_ATTEMPTS, str(attempts).encode()),
+        (DLQ_TOPIC, record.topic.encode()),
+        (DLQ_PARTITION, str(record.partition).encode()),
+        (DLQ_OFFSET, str(record.offset).encode()),
+        (DLQ_ORIGINAL_TIMESTAMP, str(record.timestamp).encode()),
+        (DLQ_GROUP, _utf8(group)),
+        (DLQ_EXCEPTION_TYPE, _utf8(exception_type(exc))),
+        (DLQ_EXCEPTION_MESSAGE, _utf8(str(exc))),
+        (DLQ_TRACEBACK, _utf8("".join(traceback.format_exception(exc)))),
+        (DLQ_ATTEMPTS, str(attempts).encode()),
     )
     return producer.send(
         dlq_name(record.topic),

@@ -55,7 +55,7 @@ def _wants_message(fn: Callable[..., Any]) -> bool:
     return len(positional) >= 2
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
     call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
@@ -76,7 +76,7 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
         return (items,)
 
     if batch is not None:
-        if _is_async(fn):
+        if is_async(fn):
 
             async def run_batch(items: list[Any]) -> Outcome:
                 try:
@@ -99,7 +99,7 @@ def handler_route(topic: Topic[Any], fn: Callable[..., Any], batch: int | None) 
 
         return Route(topic, run_batch, batch, name, kind)
 
-    if _is_async(fn):
+    if is_async(fn):
         if with_message:
 
             async def run_each(items: list[Any]) -> Outcome:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ferryman.errors import DecodeError, RegistryError, SchemaError
 from ferryman.records import Record
-from ferryman.runtime.messages import Message
+from ferryman.runtime.message import Message
 from ferryman.schema.base import Codec, Field, SchemaLookupNeeded, SerdeContext
 from ferryman.topics import RequestTopic, Topic
 
@@ -141,7 +141,7 @@ class Serde:
         )
         if key and key_codec is not None and record.key is not None:
             try:  # decoded now, kept for Message.key
-                message._key = key_codec.decode(record.key, _ctx(record, "key", lookup))
+                message.set_key(key_codec.decode(record.key, _ctx(record, "key", lookup)))
             except (DecodeError, RegistryError, SchemaLookupNeeded):
                 raise
             except Exception as exc:

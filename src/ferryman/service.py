@@ -1,30 +1,34 @@
-"""The Service: a name, its connections, its handlers, and the small parts that do the work.
+"""The composition root: a Service wires the runtime, request/response and handlers together.
 
-A Service composes: Connections (broker, registry, codecs, opened on first use), a Publisher
-(publish/delete/emit), the handler routes, a ConsumerLoop (started with the service when it has
-routes) and a Requester (started on the first request).
+A Service composes: Connections (broker, registry, codecs, opened on first use), the handler
+routes, a ConsumerLoop (started with the service when it has routes) and a Requester (started on
+the first request). ``run_services`` runs services until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ferryman.broker.base import Broker
 from ferryman.config import Locations, ServiceConfig, resolve_locations
 from ferryman.errors import ConfigError, SchemaError
-from ferryman.records import RecordMetadata, TopicSpec
-from ferryman.rpc import PendingReply, Requester, responder_route
-from ferryman.runtime import messages as h
+from ferryman.records import RecordMetadata, TopicPartition, TopicSpec
+from ferryman.rpc.requester import PendingReply, Requester
+from ferryman.rpc.responder import responder_route
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.consumer import ConsumerLoop
 from ferryman.runtime.dead_letters import dlq_spec
+from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.handlers import Route, handler_route
+from ferryman.runtime.headers import MESSAGE_ID, SOURCE, new_id
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic, Topic
 
 T = TypeVar("T")
@@ -149,7 +153,7 @@ class Service:
         headers: Mapping[str, bytes | str] | None,
         timestamp: datetime | float | None,
         allow_expired: bool = False,
-    ) -> Future[RecordMetadata]:
+    ) -> Delivery[RecordMetadata]:
         if self._topics.get(topic.name) is not topic:
             self._declare(topic)
         if value is None and key is _FROM_VALUE:
@@ -162,7 +166,7 @@ class Service:
                     else ""
                 )
             )
-        when = h.timestamp_ms(timestamp)
+        when = timestamp_ms(timestamp)
         if timestamp is not None and not allow_expired:
             _check_retention(topic, when)
         self._conn.ensure_topics(topic.specs())
@@ -174,19 +178,20 @@ class Service:
         extra = tuple(
             (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()
         )
-        return self._conn.producer.send(
+        future = self._conn.producer.send(
             topic.name,
             payload,
             key=raw_key,
             headers=(
-                (h.MESSAGE_ID, h.new_id().encode()),
-                (h.SOURCE, self._source),
+                (MESSAGE_ID, new_id().encode()),
+                (SOURCE, self._source),
                 *extra,
             ),
             timestamp=when,
         )
+        return Delivery(future, f"{'delete' if value is None else 'send'} to {topic.name!r}")
 
-    def publish_nowait(
+    def publish(
         self,
         topic: EntityTopic[T],
         value: T,
@@ -194,12 +199,12 @@ class Service:
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
         allow_expired: bool = False,
-    ) -> Future[RecordMetadata]:
-        """Queue an entity upsert; the future resolves once the broker acknowledged it."""
+    ) -> Delivery[RecordMetadata]:
+        """Upsert an entity: ``await`` the Delivery (or ``.result()``) for where it landed."""
         _expect(topic, EntityTopic, "publish", "emit")
         return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
 
-    def delete_nowait(
+    def delete(
         self,
         topic: EntityTopic[T],
         key: Any,
@@ -207,12 +212,12 @@ class Service:
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
         allow_expired: bool = False,
-    ) -> Future[RecordMetadata]:
-        """Queue a tombstone (null value) for the entity with ``key``."""
+    ) -> Delivery[RecordMetadata]:
+        """Delete the entity with ``key``: a tombstone (null value) under its key."""
         _expect(topic, EntityTopic, "delete", "emit")
         return self._send(topic, None, key, headers, timestamp, allow_expired)
 
-    def emit_nowait(
+    def emit(
         self,
         topic: EventTopic[T],
         value: T,
@@ -220,34 +225,10 @@ class Service:
         headers: Mapping[str, bytes | str] | None = None,
         timestamp: datetime | float | None = None,
         allow_expired: bool = False,
-    ) -> Future[RecordMetadata]:
-        """Queue an event; ``timestamp`` is when it happened (default: now)."""
+    ) -> Delivery[RecordMetadata]:
+        """Emit an event; ``timestamp`` is when it happened (default: now)."""
         _expect(topic, EventTopic, "emit", "publish")
         return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
-
-    async def publish(self, topic: EntityTopic[T], value: T, **kw: Any) -> RecordMetadata:
-        """Upsert an entity; returns where it landed once the broker acknowledged it."""
-        return await asyncio.wrap_future(self.publish_nowait(topic, value, **kw))
-
-    async def delete(self, topic: EntityTopic[T], key: Any, **kw: Any) -> RecordMetadata:
-        """Delete an entity: a tombstone under its key."""
-        return await asyncio.wrap_future(self.delete_nowait(topic, key, **kw))
-
-    async def emit(self, topic: EventTopic[T], value: T, **kw: Any) -> RecordMetadata:
-        """Emit an event; returns where it landed once the broker acknowledged it."""
-        return await asyncio.wrap_future(self.emit_nowait(topic, value, **kw))
-
-    def publish_sync(self, topic: EntityTopic[T], value: T, **kw: Any) -> RecordMetadata:
-        """Blocking form of ``publish``."""
-        return self.publish_nowait(topic, value, **kw).result()
-
-    def delete_sync(self, topic: EntityTopic[T], key: Any, **kw: Any) -> RecordMetadata:
-        """Blocking form of ``delete``."""
-        return self.delete_nowait(topic, key, **kw).result()
-
-    def emit_sync(self, topic: EventTopic[T], value: T, **kw: Any) -> RecordMetadata:
-        """Blocking form of ``emit``."""
-        return self.emit_nowait(topic, value, **kw).result()
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for every queued record; returns how many are still unacknowledged."""
@@ -255,8 +236,7 @@ class Service:
 
     # -- request/response --------------------------------------------------------------
 
-    @property
-    def requester(self) -> Requester:
+    def _requester_started(self) -> Requester:
         if self._requester is None:
             self._requester = Requester(self._conn, self.name, self.instance_id)
         return self._requester
@@ -266,62 +246,17 @@ class Service:
         """Replies that arrived after their request timed out (dropped)."""
         return 0 if self._requester is None else self._requester.late_replies
 
-    @overload
-    async def request(
-        self,
-        topic: RequestTopic[T, R],
-        value: T,
-        *,
-        timeout: float = ...,
-        ack: Literal[False] = ...,
-    ) -> R: ...
-    @overload
-    async def request(
-        self, topic: RequestTopic[T, R], value: T, *, timeout: float = ..., ack: Literal[True]
-    ) -> PendingReply[R]: ...
-    async def request(
+    def request(
         self, topic: RequestTopic[T, R], value: T, *, timeout: float = 30.0, ack: bool = False
-    ) -> R | PendingReply[R]:
-        """Send a request and wait for its reply (RequestTimeout, RemoteError).
+    ) -> PendingReply[R]:
+        """Send a request: ``await`` the PendingReply (or ``.result()``) for the reply.
 
-        With ``ack=True``, return a PendingReply once the request is sent: await its
-        ``accepted()`` for the responder's receipt, then ``reply()`` for the answer.
+        Raises RequestTimeout past ``timeout`` seconds, RemoteError when the responder raised.
+        With ``ack=True`` the responder also sends a receipt: ``await pending.accepted``.
         """
         _expect(topic, RequestTopic, "request", "emit")
         self._declare(topic)
-        requester = self.requester
-        if topic.reply_topic not in requester._partitions:
-            await asyncio.to_thread(requester.reply_partition, topic)
-        pending, sent = requester.send(topic, value, timeout, ack)
-        await asyncio.wrap_future(sent)
-        if ack:
-            return pending
-        return await pending.reply()
-
-    @overload
-    def request_sync(
-        self,
-        topic: RequestTopic[T, R],
-        value: T,
-        *,
-        timeout: float = ...,
-        ack: Literal[False] = ...,
-    ) -> R: ...
-    @overload
-    def request_sync(
-        self, topic: RequestTopic[T, R], value: T, *, timeout: float = ..., ack: Literal[True]
-    ) -> PendingReply[R]: ...
-    def request_sync(
-        self, topic: RequestTopic[T, R], value: T, *, timeout: float = 30.0, ack: bool = False
-    ) -> R | PendingReply[R]:
-        """Blocking form of ``request``."""
-        _expect(topic, RequestTopic, "request", "emit")
-        self._declare(topic)
-        pending, sent = self.requester.send(topic, value, timeout, ack)
-        sent.result()
-        if ack:
-            return pending
-        return pending.result()
+        return self._requester_started().request(topic, value, timeout, ack)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -377,24 +312,26 @@ class Service:
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or a failure with on_error='stop'), then stop cleanly."""
-        from ferryman.runtime.runner import run_services
-
         await run_services([self])
 
-    @property
-    def consumer(self) -> ConsumerLoop | None:
-        """The running consumer loop (None when stopped or without handlers)."""
-        return self._consumer
+    def in_flight(self) -> dict[TopicPartition, int]:
+        """Records fetched and not yet handled, per partition (empty when not consuming)."""
+        return {} if self._consumer is None else self._consumer.in_flight()
+
+    def paused(self) -> set[TopicPartition]:
+        """Partitions whose fetching is paused because ``max_in_flight`` records wait."""
+        return set() if self._consumer is None else self._consumer.paused()
 
     @property
     def stats(self) -> dict[str, int]:
         """Counters: records handled and dead-lettered by this instance, decodes retried while the
-        schema registry was unreachable, late replies."""
+        schema registry was unreachable, polls of the broker, late replies."""
         consumer = self._consumer or self._last_consumer
         return {
             "handled": 0 if consumer is None else consumer.handled,
             "dead_lettered": 0 if consumer is None else consumer.dead_lettered,
             "registry_retries": 0 if consumer is None else consumer.registry_retries,
+            "polls": 0 if consumer is None else consumer.polls,
             "late_replies": self.late_replies,
         }
 
@@ -404,6 +341,42 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def run_services(services: Sequence[Service]) -> None:
+    """Run ``services`` until a signal or until one fails; then stop all of them.
+
+    A failure (HandlerError with ``on_error='stop'``, a lost broker) is raised after every
+    service stopped.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Signal handlers can only be set from the main thread; elsewhere the caller stops us.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    started: list[Service] = []
+    try:
+        for svc in services:
+            await svc.start()
+            started.append(svc)
+        waits = [asyncio.ensure_future(svc.wait()) for svc in started]
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(stopper, *waits, return_exceptions=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for svc in reversed(started):
+            await svc.stop()
+    for svc in started:
+        if svc.failure is not None:
+            raise svc.failure
 
 
 def _expect(topic: Any, kind: type, call: str, other: str) -> None:
@@ -443,3 +416,26 @@ def _duration(ms: int) -> str:
         if ms >= size:
             return f"{ms / size:.1f} {unit}"
     return f"{ms / 1000:.1f} seconds"
+
+
+def timestamp_ms(when: datetime | float | int | None) -> int:
+    """Milliseconds since the epoch of ``when`` (a datetime, or epoch ms); now when None.
+
+    Raises ConfigError for what is not a time: NaN, infinities, negative or non-numbers."""
+    if when is None:
+        return int(time.time() * 1000)
+    if isinstance(when, datetime):
+        ms = when.timestamp() * 1000
+    elif isinstance(when, int | float) and not isinstance(when, bool):
+        ms = when
+    else:
+        raise ConfigError(
+            f"timestamp={when!r} is not a time: pass a datetime or epoch milliseconds "
+            "(an int >= 0), or omit it for now"
+        )
+    if not math.isfinite(ms) or ms < 0:
+        raise ConfigError(
+            f"timestamp={when!r} is not a time a record can carry: pass a datetime at or after "
+            "1970-01-01 UTC or epoch milliseconds >= 0 (finite), or omit it for now"
+        )
+    return int(ms)

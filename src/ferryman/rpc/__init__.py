@@ -1,0 +1,1 @@
+"""Request/response over topics: the requester (client side) and the responder (a route)."""
