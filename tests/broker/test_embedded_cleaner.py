@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def read_all(broker: EmbeddedBroker, topic: str, partition: int = 0) -> list[Rec
 
 
 def send(
-    broker: EmbeddedBroker, topic: str, items: list[tuple[bytes | None, bytes | None]]
+    broker: EmbeddedBroker, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
 ) -> None:
     producer = broker.producer()
     for key, value in items:

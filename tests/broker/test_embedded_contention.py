@@ -22,7 +22,7 @@ from ferryman.broker.base import Consumer
 from ferryman.broker.embedded import EmbeddedBroker, storage
 from ferryman.config import ServiceConfig
 from ferryman.records import Record, TopicPartition, TopicSpec
-from ferryman.runtime.service import Service
+from ferryman.service import Service
 from ferryman.topics import EventTopic
 
 PRODUCER = textwrap.dedent(
@@ -189,7 +189,12 @@ def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
         consumer = broker.consumer("g")
         consumer.subscribe(["t"])
         got: list[bytes | None] = []
-        wait_for(lambda: got.extend(r.value for r in consumer.poll(0.1)) or got, 30, "no record")
+
+        def poll_until(count: int) -> bool:
+            got.extend(r.value for r in consumer.poll(0.1))
+            return len(got) >= count
+
+        wait_for(lambda: poll_until(1), 30, "no record")
         with hold_the_lock(path) as holder:
             failures: list[BaseException] = []
 
@@ -211,7 +216,7 @@ def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
         assert not failures
         assert broker.admin().committed("g") == {tp: 1}
         assert during.result(30).offset == 1
-        wait_for(lambda: got.extend(r.value for r in consumer.poll(0.1)) or len(got) == 2, 30, "")
+        wait_for(lambda: poll_until(2), 30, "the record produced during the lock")
         assert got == [b"before", b"during the lock"]
         assert str(path) in caplog.records[0].getMessage()
     finally:

@@ -11,6 +11,7 @@ import pytest
 
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded import producer as producer_module
+from ferryman.broker.embedded import storage as storage_module
 from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError, StorageError
@@ -226,7 +227,7 @@ def test_records_queued_behind_a_failed_write_fail_too(
     # a full disk fails a large batch; a smaller one queued behind it would fit, and would be
     # acknowledged after a hole in what the sender sent
     writing, disk_full = threading.Event(), threading.Event()
-    real_write = producer_module.write
+    real_write = storage_module.write  # what the producer module calls by that name
 
     def failing_once(conn: Any, path: Any, body: Any, **kw: Any) -> Any:
         if not disk_full.is_set():

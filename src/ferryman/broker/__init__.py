@@ -101,7 +101,7 @@ def open_broker(
     if isinstance(location, str):
         location = parse_broker_url(location)
     if isinstance(location, EmbeddedLocation):
-        from ferryman.broker.embedded import EmbeddedBroker
+        from ferryman.broker.embedded.broker import EmbeddedBroker
 
         return EmbeddedBroker(location.path)
     if isinstance(location, KafkaLocation):

@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 from ferryman.errors import ConfigError, MirrorSchemaError, SchemaError
-from ferryman.schema import avro_schema
+from ferryman.schema.models import avro_schema
 
 Row = dict[str, Any]
 Transform = Callable[[Any], Row | None]

@@ -7,18 +7,17 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from ferryman.errors import ClientClosed, TopicExists, TopicMismatch, UnknownTopic
-from ferryman.records import PartitionOffsets, TopicInfo, TopicPartition, TopicSpec
-
-from .storage import PID_SHIFT, Store, bump_topics_version, read, write
-from .topics import (
+from ferryman.broker.embedded.storage import PID_SHIFT, Store, bump_topics_version, read, write
+from ferryman.broker.embedded.topics import (
     DEFAULTS,
     check_config,
     check_name,
     check_partitions,
     normalize_policy,
 )
-from .wakeup import Notifier
+from ferryman.broker.embedded.wakeup import Notifier
+from ferryman.errors import ClientClosed, TopicExists, TopicMismatch, UnknownTopic
+from ferryman.records import PartitionOffsets, TopicInfo, TopicPartition, TopicSpec
 
 
 def load_topic(conn: sqlite3.Connection, store: Store, name: str) -> tuple[int, dict[str, str]]:

@@ -7,15 +7,14 @@ import threading
 from collections.abc import Callable, Mapping
 
 from ferryman.broker.base import OffsetReset
+from ferryman.broker.embedded.admin import EmbeddedAdmin
+from ferryman.broker.embedded.cleaner import Cleaner
+from ferryman.broker.embedded.consumer import EmbeddedConsumer
+from ferryman.broker.embedded.group import now_ms
+from ferryman.broker.embedded.producer import EmbeddedProducer
+from ferryman.broker.embedded.storage import Checkpointer, Store
+from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.errors import ClientClosed, ConfigError, FerrymanError
-
-from .admin import EmbeddedAdmin
-from .cleaner import Cleaner
-from .consumer import EmbeddedConsumer
-from .group import now_ms
-from .producer import EmbeddedProducer
-from .storage import Checkpointer, Store
-from .wakeup import Notifier
 
 
 class EmbeddedBroker:

@@ -18,13 +18,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+from ferryman.broker.embedded.codec import DamagedBatch, Raw, checksum, join_batch, split_batch
+from ferryman.broker.embedded.group import now_ms
+from ferryman.broker.embedded.storage import (
+    BUSY_TIMEOUT,
+    PID_SHIFT,
+    Store,
+    damaged_batch,
+    storage_error,
+    write,
+)
+from ferryman.broker.embedded.topics import Policy
+from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.errors import BrokerError, StorageError
-
-from .codec import DamagedBatch, Raw, checksum, join_batch, split_batch
-from .group import now_ms
-from .storage import BUSY_TIMEOUT, PID_SHIFT, Store, damaged_batch, storage_error, write
-from .topics import Policy
-from .wakeup import Notifier
 
 LEASE_MS = 60_000
 _Row = tuple[int, int, bytes | None, bytes, int | None]

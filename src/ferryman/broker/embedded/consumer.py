@@ -9,6 +9,12 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 from ferryman.broker.base import OffsetReset, RebalanceCallback
+from ferryman.broker.embedded.admin import load_topic
+from ferryman.broker.embedded.codec import DamagedBatch, decode_batch
+from ferryman.broker.embedded.config import whole_number
+from ferryman.broker.embedded.group import Membership, strategy_of
+from ferryman.broker.embedded.storage import PID_SHIFT, Store, damaged_batch, storage_error, write
+from ferryman.broker.embedded.wakeup import Notifier, Waiter
 from ferryman.errors import (
     BrokerError,
     ClientClosed,
@@ -17,13 +23,6 @@ from ferryman.errors import (
     UnknownPartition,
 )
 from ferryman.records import RecordBatch, Row, TopicPartition
-
-from .admin import load_topic
-from .codec import DamagedBatch, decode_batch
-from .config import whole_number
-from .group import Membership, strategy_of
-from .storage import PID_SHIFT, Store, damaged_batch, storage_error, write
-from .wakeup import Notifier, Waiter
 
 _BATCHES_FROM = (
     "SELECT id, last_offset, deltas, data, crc FROM batches WHERE id >= coalesce("

@@ -16,10 +16,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ferryman.broker.embedded.storage import write
 from ferryman.errors import CommitFailed, ConfigError
 from ferryman.records import TopicPartition
-
-from .storage import write
 
 STRATEGIES = {"range": "range", "roundrobin": "roundrobin", "cooperative-sticky": "roundrobin"}
 """Accepted ``partition.assignment.strategy`` values (librdkafka's names) and what they mean here."""

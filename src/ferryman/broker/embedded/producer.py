@@ -9,17 +9,16 @@ from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
+from ferryman.broker.embedded.admin import load_topic
+from ferryman.broker.embedded.codec import encode_headers
+from ferryman.broker.embedded.config import whole_number
+from ferryman.broker.embedded.queued import QueuedRecord, encode_rows, resolve
+from ferryman.broker.embedded.storage import PID_SHIFT, Store, write
+from ferryman.broker.embedded.topics import BATCH_OVERHEAD, RECORD_OVERHEAD, max_message_bytes
+from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerError, ClientClosed, ProduceError, UnknownPartition
 from ferryman.records import Headers, RecordMetadata
-
-from .admin import load_topic
-from .codec import encode_headers
-from .config import whole_number
-from .queued import QueuedRecord, encode_rows, resolve
-from .storage import PID_SHIFT, Store, write
-from .topics import BATCH_OVERHEAD, RECORD_OVERHEAD, max_message_bytes
-from .wakeup import Notifier
 
 _KEY_CACHE = 100_000
 """Keys whose partition the producer remembers."""

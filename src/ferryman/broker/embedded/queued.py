@@ -7,9 +7,8 @@ from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any
 
+from ferryman.broker.embedded.codec import checksum, pack_head
 from ferryman.records import RecordMetadata
-
-from .codec import checksum, pack_head
 
 MAX_ROW_RECORDS = 1000
 MAX_ROW_BYTES = 1 << 20

@@ -6,8 +6,8 @@ import os
 import sqlite3
 from typing import NamedTuple
 
-from .codec import DamagedBatch, split_batch
-from .storage import PID_SHIFT, Store, read, write
+from ferryman.broker.embedded.codec import DamagedBatch, split_batch
+from ferryman.broker.embedded.storage import PID_SHIFT, Store, read, write
 
 _PAGE = 200
 """Batch rows read per query, so memory does not grow with the partition."""
