@@ -40,20 +40,14 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
 def new_topic(broker: Broker, partitions: int) -> str:
     """A topic with a unique name (the Kafka cluster is shared)."""
     name = f"outbox.{uuid.uuid4().hex[:12]}"
-    admin = broker.admin()
-    try:
-        admin.create_topic(TopicSpec(name, partitions))
-    finally:
-        admin.close()
+    broker.admin().create_topic(TopicSpec(name, partitions))  # the broker closes its admin
     return name
 
 
 def read_all(broker: Broker, topic: str, expect: int, timeout: float = 30.0) -> list[Record]:
     """At least ``expect`` records of ``topic`` (every partition from its start), in offset order
     per partition; fails at the deadline."""
-    admin = broker.admin()
-    partitions = len(admin.offsets(topic))
-    admin.close()
+    partitions = len(broker.admin().offsets(topic))
     reader = broker.consumer(None)
     reader.assign([TopicPartition(topic, p) for p in range(partitions)])
     got: list[Record] = []

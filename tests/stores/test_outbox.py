@@ -109,7 +109,6 @@ def test_partition_counts_come_from_the_broker_once_per_topic(
         outbox.write(conn, OutboxRecord(topic, None, b"unkeyed"))
     assert asked == [topic]
     assert {r[1] for r in rows(database)} <= {0, 1, 2}
-    admin.close()
     broker.close()
 
 

@@ -37,6 +37,7 @@ from ferryman.broker.partitioner import partition_for
 from ferryman.errors import ConfigError, StoreError
 from ferryman.records import Headers
 from ferryman.stores.database import Database
+from ferryman.stores.leases import leases_table, relays_table
 
 OUTBOX_TABLE = "ferryman_outbox"
 NOTIFY_CHANNEL = "ferryman_outbox"
@@ -136,6 +137,9 @@ class Outbox:
     def __init__(self, database: Database, partitions: PartitionCounts) -> None:
         self.database = database
         self.table = outbox_table(database.metadata)
+        # The relays' tables too, so that they are created (and migrated) with the outbox.
+        leases_table(database.metadata)
+        relays_table(database.metadata)
         self._partitions = partitions
         self._counts: dict[str, int] = {}
         self._wakeup = wakeup_event(database)
