@@ -120,8 +120,15 @@ class TablePoller:
         raw = conn.scalar(select(p.c.watermark).where(p.c.name == self.name))
         if raw is None:
             return None
-        at, ident = json.loads(raw)
-        return _load(at), _load(ident)
+        at, ident = (_load(part) for part in json.loads(raw))
+        column_type = self.updated_at.type
+        if (
+            isinstance(at, dt.datetime)
+            and at.tzinfo is None
+            and getattr(column_type, "timezone", False)
+        ):
+            at = at.replace(tzinfo=dt.UTC)  # SQLite hands back naive datetimes; they are UTC
+        return at, ident
 
     def _save(self, conn: Connection, mark: tuple[Any, Any]) -> None:
         row = {
