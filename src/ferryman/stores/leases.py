@@ -119,16 +119,13 @@ class Leases:
         return {TopicPartition(topic, p) for topic, p in conn.execute(query)}
 
     def renew(self, conn: Connection, tp: TopicPartition, now_ms: int) -> bool:
-        """Extend this relay's unexpired lease on ``tp``; False when it holds none (lost it)."""
+        """Extend this relay's lease on ``tp``; False when another relay took it over.
+
+        An expired lease that no one took is still this relay's: nobody else sent its rows."""
         t = self.leases
         result = conn.execute(
             update(t)
-            .where(
-                t.c.topic == tp.topic,
-                t.c.partition == tp.partition,
-                t.c.owner == self.owner,
-                t.c.expires_at_ms > now_ms,
-            )
+            .where(t.c.topic == tp.topic, t.c.partition == tp.partition, t.c.owner == self.owner)
             .values(expires_at_ms=now_ms + self.lease_ms)
         )
         return result.rowcount == 1
