@@ -14,12 +14,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 
 from ferryman.errors import ConfigError
 from ferryman.records import Headers, RecordMetadata, TopicPartition
@@ -95,23 +95,38 @@ class Relay:
         self.name = name or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.leases = Leases(database.metadata, self.name, self.lease_ms)
         self._held: set[TopicPartition] = set()
+        self._valid_until: dict[TopicPartition, int] = {}  # ms: the expiry this relay wrote
         self._refresh_at = 0  # ms: when to look again for partitions with rows
         self._wakeup = wakeup_event(database)
         self._listener: Any = None  # a psycopg connection LISTENing, on PostgreSQL
         self._closed = False
 
     def run_once(self) -> int:
-        """Publish one batch of each partition this relay leases; return the rows published."""
+        """Publish one batch of each partition this relay leases; return the rows published.
+
+        All batches are sent before any acknowledgement is awaited, and the acknowledged rows of
+        every partition are deleted in one transaction."""
         now = _now_ms()
         if now >= self._refresh_at or not self._held:
             self._assign(now)
-        published = 0
-        busy = False
-        for tp in sorted(self._held):
-            sent = self._relay_partition(tp)
-            published += sent
-            busy = busy or sent >= self.batch
-        if not busy:  # every partition drained: look for new ones on the next round
+        if not self._held:
+            return 0
+        batches = self._read()
+        if not batches:
+            self._refresh_at = 0  # every partition drained: look for new ones next round
+            return 0
+        margin = self.lease_ms // 5
+        deadline = (
+            time.monotonic()
+            + (min(self._valid_until[tp] for tp in batches) - margin - _now_ms()) / 1000
+        )
+        sent = {tp: [self._send(tp, row) for row in rows] for tp, rows in batches.items()}
+        done = {
+            tp: [row[0] for row in batches[tp][: self._acknowledged(tp, futures, deadline)]]
+            for tp, futures in sent.items()
+        }
+        published = self._delete(done)
+        if all(len(rows) < self.batch for rows in batches.values()):
             self._refresh_at = 0
         return published
 
@@ -150,48 +165,65 @@ class Relay:
             if not candidates and not self._held:
                 return  # nothing to do: no heartbeat write, so idle relays leave SQLite alone
             self._held = self.leases.assign(conn, candidates, now)
+        self._valid_until = {tp: now + self.lease_ms for tp in self._held}
         self._refresh_at = now + self.lease_ms // 3
 
-    def _relay_partition(self, tp: TopicPartition) -> int:
+    def _read(self) -> dict[TopicPartition, Sequence[Any]]:
+        """The oldest rows of each leased partition, renewing the leases that run short."""
         t = self.table
+        batches: dict[TopicPartition, Sequence[Any]] = {}
         with self.database.begin() as conn:
-            # Renewing first gives the batch a whole lease to be acknowledged in.
-            if not self.leases.renew(conn, tp, _now_ms()):
-                self._held.discard(tp)
-                return 0
-            rows = conn.execute(
-                select(t.c.id, t.c.key, t.c.value, t.c.headers, t.c.timestamp_ms)
-                .where(t.c.topic == tp.topic, t.c.partition == tp.partition)
-                .order_by(t.c.id)
-                .limit(self.batch)
-            ).all()
-        if not rows:
-            return 0
-        deadline = time.monotonic() + self.lease_ms / 1000 * 0.8
-        futures = [
-            self.producer.send(
-                tp.topic,
-                value,
-                key=key,
-                headers=decode_headers(headers),
-                partition=tp.partition,
-                timestamp=ts,
-            )
-            for _id, key, value, headers, ts in rows
-        ]
-        acked = self._acknowledged(tp, futures, deadline)
-        if not acked:
-            return 0
-        ids = [row[0] for row in rows[:acked]]
+            for tp in sorted(self._held):
+                if not self._keep(conn, tp, self.lease_ms // 2):
+                    continue
+                rows = conn.execute(
+                    select(t.c.id, t.c.key, t.c.value, t.c.headers, t.c.timestamp_ms)
+                    .where(t.c.topic == tp.topic, t.c.partition == tp.partition)
+                    .order_by(t.c.id)
+                    .limit(self.batch)
+                ).all()
+                if rows:
+                    batches[tp] = rows
+        return batches
+
+    def _send(self, tp: TopicPartition, row: Sequence[Any]) -> Future[RecordMetadata]:
+        _id, key, value, headers, timestamp = row
+        return self.producer.send(
+            tp.topic,
+            value,
+            key=key,
+            headers=decode_headers(headers),
+            partition=tp.partition,
+            timestamp=timestamp,
+        )
+
+    def _delete(self, done: dict[TopicPartition, list[int]]) -> int:
+        """Delete the acknowledged rows of partitions this relay still leases; return how many."""
+        t = self.table
+        deleted = 0
         with self.database.begin() as conn:
-            if not self.leases.renew(conn, tp, _now_ms()):
-                # Another relay took the partition: it sends these rows again (at-least-once).
-                log.warning("outbox relay %s lost its lease on %s mid-batch", self.name, tp)
-                self._held.discard(tp)
-                return 0
-            for start in range(0, len(ids), 1000):
-                conn.execute(delete(t).where(t.c.id.in_(ids[start : start + 1000])))
-        return acked
+            for tp, ids in sorted(done.items()):
+                # Another relay may have taken an expired lease: it sends these rows again
+                # (at-least-once), and they are its to delete.
+                if not ids or not self._keep(conn, tp, self.lease_ms // 5):
+                    continue
+                for start in range(0, len(ids), 1000):
+                    conn.execute(delete(t).where(t.c.id.in_(ids[start : start + 1000])))
+                deleted += len(ids)
+        return deleted
+
+    def _keep(self, conn: Connection, tp: TopicPartition, at_least_ms: int) -> bool:
+        """Whether this relay still leases ``tp`` for ``at_least_ms``, renewing it if not."""
+        now = _now_ms()
+        if self._valid_until.get(tp, 0) - now >= at_least_ms:
+            return True  # no one can take it before then: no need to write
+        if self.leases.renew(conn, tp, now):
+            self._valid_until[tp] = now + self.lease_ms
+            return True
+        log.warning("outbox relay %s lost its lease on %s", self.name, tp)
+        self._held.discard(tp)
+        self._valid_until.pop(tp, None)
+        return False
 
     def _acknowledged(
         self, tp: TopicPartition, futures: list[Future[RecordMetadata]], deadline: float
