@@ -96,7 +96,8 @@ class Relay:
         self.leases = Leases(database.metadata, self.name, self.lease_ms)
         self._held: set[TopicPartition] = set()
         self._valid_until: dict[TopicPartition, int] = {}  # ms: the expiry this relay wrote
-        self._refresh_at = 0  # ms: when to look again for partitions with rows
+        self._refresh_at = 0  # ms: when to heartbeat and rebalance the leases again
+        self._look = True  # whether to look for partitions with rows before the next round
         self._wakeup = wakeup_event(database)
         self._listener: Any = None  # a psycopg connection LISTENing, on PostgreSQL
         self._closed = False
@@ -107,13 +108,13 @@ class Relay:
         All batches are sent before any acknowledgement is awaited, and the acknowledged rows of
         every partition are deleted in one transaction."""
         now = _now_ms()
-        if now >= self._refresh_at or not self._held:
-            self._assign(now)
+        if self._look or now >= self._refresh_at:
+            self._assign(now, renew=now >= self._refresh_at)
         if not self._held:
             return 0
         batches = self._read()
         if not batches:
-            self._refresh_at = 0  # every partition drained: look for new ones next round
+            self._look = True  # every partition drained: look for new ones next round
             return 0
         margin = self.lease_ms // 5
         deadline = (
@@ -126,8 +127,7 @@ class Relay:
             for tp, futures in sent.items()
         }
         published = self._delete(done)
-        if all(len(rows) < self.batch for rows in batches.values()):
-            self._refresh_at = 0
+        self._look = all(len(rows) < self.batch for rows in batches.values())
         return published
 
     def run(self, stop: threading.Event) -> None:
@@ -155,7 +155,9 @@ class Relay:
             self.leases.release_all(conn)
         self._held = set()
 
-    def _assign(self, now: int) -> None:
+    def _assign(self, now: int, *, renew: bool) -> None:
+        """Look for partitions with rows; take or give up leases when there are new ones or
+        ``renew`` (heartbeat) is due. Writes nothing when the leases held cover the rows."""
         t = self.table
         with self.database.begin() as conn:
             found = conn.execute(select(t.c.topic, t.c.partition).distinct())
@@ -164,6 +166,8 @@ class Relay:
                 candidates &= self.only
             if not candidates and not self._held:
                 return  # nothing to do: no heartbeat write, so idle relays leave SQLite alone
+            if not renew and candidates <= self._held:
+                return
             self._held = self.leases.assign(conn, candidates, now)
         self._valid_until = {tp: now + self.lease_ms for tp in self._held}
         self._refresh_at = now + self.lease_ms // 3
