@@ -310,3 +310,45 @@ def _stamps() -> dict[str, object]:
     import datetime as dt
 
     return {"timestamp_ms": _ms(), "created_at": dt.datetime.now(dt.UTC)}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_writers_of_one_partition_commit_in_id_order(
+    database: Database, log: Broker
+) -> None:
+    # Without the partition lock, B (a later id) could commit before A (an earlier id), and a
+    # relay reading both afterwards would publish A before B: against commit order.
+    topic = new_topic(log, 1)
+    outbox = Outbox(database, {topic: 1})
+    database.create_missing()
+    a = database.engine.connect()
+    a_tx = a.begin()
+    outbox.write(a, OutboxRecord(topic, b"k", b"A"))
+    b_done = threading.Event()
+
+    def writer_b() -> None:
+        with database.begin() as conn:
+            outbox.write(conn, OutboxRecord(topic, b"k", b"B"))
+        b_done.set()
+
+    thread = threading.Thread(target=writer_b)
+    thread.start()
+    with database.begin() as conn:
+
+        def b_waits_for_the_lock() -> bool:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+            return bool(conn.exec_driver_sql(query).scalar())
+
+        wait_until(b_waits_for_the_lock, 20, "writer B to wait for A's partition lock")
+    assert not b_done.is_set()
+    a_tx.commit()
+    a.close()
+    thread.join(20)
+    assert b_done.is_set()
+    producer = log.producer()
+    relay = Relay(database, producer)
+    assert relay.run_once() == 2
+    relay.close()
+    producer.close()
+    assert [r.value for r in read_all(log, topic, 2)] == [b"A", b"B"]
