@@ -1,5 +1,6 @@
 """stores sits below the service and beside the runtime: it may use records, errors, topics and
-schema, never the runtime, rpc, broker, cli or service (the consumer loop calls into it)."""
+schema (and, for the outbox, the broker's Producer protocol and partitioner), never the
+runtime, rpc, broker backends, cli or service (the consumer loop calls into it)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ ALLOWED = (
     "ferryman.errors",
     "ferryman.topics",
     "ferryman.schema",
+    # The outbox partitions by key as producers do; the relay sends through the Producer seam.
+    "ferryman.broker.base",
+    "ferryman.broker.partitioner",
 )
 
 
