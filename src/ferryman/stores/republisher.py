@@ -191,7 +191,21 @@ class Republisher:
     def _settle(self, done: list[tuple[str, int]], claimed: list[str]) -> None:
         """Clear the marks of ``done`` keys whose version did not move; release the rest."""
         d = self._dirty
+        claimed = sorted(claimed)
         with self.database.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Lock the marks in the order writers mark them (sorted key text, byte order),
+                # so settling and a writer's marks cannot deadlock.
+                for start in range(0, len(claimed), 10_000):
+                    conn.execute(
+                        select(d.c.key)
+                        .where(
+                            d.c.joined_table == self.joined.name,
+                            d.c.key.in_(claimed[start : start + 10_000]),
+                        )
+                        .order_by(d.c.key.collate("C"))
+                        .with_for_update()
+                    )
             if done:
                 conn.execute(
                     delete(d).where(
