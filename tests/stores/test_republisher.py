@@ -127,6 +127,24 @@ def test_a_write_landing_during_its_republish_is_not_lost(
     assert rep.pending() == 0
 
 
+def test_a_key_written_as_the_pass_begins_is_still_published(
+    database: Database, joined: JoinedTable
+) -> None:
+    """A hot key's last write always lands just before the pass claims: the pass still takes it
+    (it was marked before the pass began), with the newest state."""
+    src = Sources()
+    apply(database, joined, src.rec("products", 1, Product(1, "lamp", 30)))
+
+    class WriteBeforeClaim(Republisher):
+        def _claim(self, began: float) -> list[tuple[str, int]]:
+            apply(database, joined, src.rec("products", 1, Product(1, "lamp", 31)))
+            return super()._claim(began)
+
+    log = Log()
+    assert WriteBeforeClaim(database, joined, build, every=1).run_once(log) == 1
+    assert log.records == [(1, enriched(1, "lamp", 31))]
+
+
 def test_a_failed_ack_keeps_the_mark_and_is_raised(database: Database, joined: JoinedTable) -> None:
     src = Sources()
     apply(

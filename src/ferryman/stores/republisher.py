@@ -23,11 +23,24 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 
 from ferryman.errors import ConfigError
 from ferryman.stores.database import Database
-from ferryman.stores.joins import JoinedTable, mark_dirty
+from ferryman.stores.joins import JoinedTable, in_values, mark_dirty
 from ferryman.stores.tables import Row
 
 Build = Callable[[Row, Mapping[str, list[Row]]], Any]
@@ -87,10 +100,10 @@ class Republisher:
         """One pass: publish every key marked before the pass began (and quiet for
         ``debounce``), each once, batch by batch. Returns the records sent. A failed send
         leaves its key marked for a later pass and is raised after the others are settled."""
-        cutoff = time.time() - self.debounce
+        began = time.time()
         sent = 0
         while True:
-            claimed = self._claim(cutoff)
+            claimed = self._claim(began)
             if not claimed:
                 return sent
             sent += self._publish(claimed, send, ack_timeout)
@@ -128,15 +141,18 @@ class Republisher:
         with self.database.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def _claim(self, cutoff: float) -> list[tuple[str, int]]:
-        """Lease up to ``batch`` keys changed before ``cutoff``, oldest first: (key, version)."""
+    def _claim(self, began: float) -> list[tuple[str, int]]:
+        """Lease up to ``batch`` keys, oldest first, as (key, version): those marked before the
+        pass ``began`` (so a key is published once per pass, and a hot key still is) and whose
+        writes paused for ``debounce``."""
         d = self._dirty.c
         now = time.time()
         query = (
             select(d.key, d.version)
             .where(
                 d.joined_table == self.joined.name,
-                d.changed_at <= cutoff,
+                d.marked_at <= began,
+                d.changed_at <= now - self.debounce,
                 or_(d.leased_until.is_(None), d.leased_until < now),
             )
             .order_by(d.marked_at, d.key)
@@ -149,7 +165,10 @@ class Republisher:
             if claimed:
                 conn.execute(
                     update(self._dirty)
-                    .where(d.joined_table == self.joined.name, d.key.in_([k for k, _ in claimed]))
+                    .where(
+                        d.joined_table == self.joined.name,
+                        in_values(conn, d.key, [k for k, _ in claimed]),
+                    )
                     .values(leased_until=now + self.lease, lease_owner=self.id)
                 )
         return claimed
@@ -193,20 +212,29 @@ class Republisher:
         d = self._dirty
         claimed = sorted(claimed)
         with self.database.begin() as conn:
+            mine = and_(d.c.joined_table == self.joined.name, in_values(conn, d.c.key, claimed))
             if conn.dialect.name == "postgresql":
                 # Lock the marks in the order writers mark them (sorted key text, byte order),
                 # so settling and a writer's marks cannot deadlock.
-                for start in range(0, len(claimed), 10_000):
+                conn.execute(
+                    select(d.c.key).where(mine).order_by(d.c.key.collate("C")).with_for_update()
+                )
+                if done:
                     conn.execute(
-                        select(d.c.key)
-                        .where(
-                            d.c.joined_table == self.joined.name,
-                            d.c.key.in_(claimed[start : start + 10_000]),
-                        )
-                        .order_by(d.c.key.collate("C"))
-                        .with_for_update()
+                        text(
+                            f'DELETE FROM "{d.name}" AS d USING unnest(:keys, :versions) AS v(k, n) '
+                            "WHERE d.joined_table = :joined AND d.key = v.k AND d.version = v.n"
+                        ).bindparams(
+                            bindparam("keys", type_=postgresql.ARRAY(Text)),
+                            bindparam("versions", type_=postgresql.ARRAY(BigInteger)),
+                        ),
+                        {
+                            "keys": [k for k, _ in done],
+                            "versions": [v for _, v in done],
+                            "joined": self.joined.name,
+                        },
                     )
-            if done:
+            elif done:
                 conn.execute(
                     delete(d).where(
                         d.c.joined_table == self.joined.name,
@@ -215,16 +243,20 @@ class Republisher:
                     ),
                     [{"k": k, "v": v} for k, v in done],
                 )
-            for start in range(0, len(claimed), 10_000):
+            if done:
+                # A published key still marked was written after this pass read it: its first
+                # unpublished write is later than the pass began, which keeps it for the next.
+                published = in_values(conn, d.c.key, [k for k, _ in done])
                 conn.execute(
                     update(d)
-                    .where(
-                        d.c.joined_table == self.joined.name,
-                        d.c.lease_owner == self.id,
-                        d.c.key.in_(claimed[start : start + 10_000]),
-                    )
-                    .values(leased_until=None, lease_owner=None)
+                    .where(mine, published, d.c.lease_owner == self.id)
+                    .values(marked_at=time.time())
                 )
+            conn.execute(
+                update(d)
+                .where(mine, d.c.lease_owner == self.id)
+                .values(leased_until=None, lease_owner=None)
+            )
 
     def __repr__(self) -> str:
         return f"Republisher({self.joined.name!r}, every={self.every})"
