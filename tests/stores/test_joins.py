@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select
 
 from ferryman.errors import ConfigError, StoreError
-from ferryman.stores import DIRTY_TABLE, Database, JoinedTable
+from ferryman.stores import DIRTY_TABLE, Database, JoinedTable, MirrorRecord
 
 from .catalog_join import GROUP, Assignment, Line, Product, Sources, catalog
 
@@ -211,3 +211,22 @@ def test_declarations_are_checked() -> None:
         joined.part("x", ["b"])
     with pytest.raises(ConfigError, match="one string"):
         joined.part("z", "b")
+
+
+def test_unkeyed_events_write_by_a_mapped_key(database: Database) -> None:
+    """Event records without a key (from two partitions, same offset) each write their row."""
+    table = Table(
+        "last_seen",
+        database.metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("page", Text),
+    )
+    joined = JoinedTable(database, table)
+    joined.part("visits", ["page"], key="user")
+    database.create_missing()
+    visits = [
+        MirrorRecord("visits", 0, 5, None, {"user": 1, "page": "/a"}),
+        MirrorRecord("visits", 1, 5, None, {"user": 2, "page": "/b"}),
+    ]
+    apply(database, joined, *visits)
+    assert rows(database, table) == {1: ("/a",), 2: ("/b",)}

@@ -251,7 +251,7 @@ class JoinedTable:
                 )
                 poisoned.append(Poisoned(r, error))
                 continue
-            slot = (r.topic, key_text(r.key) if r.key is not None else f"@{r.offset}")
+            slot = (r.topic, key_text(r.key) if r.key is not None else f"@{r.partition}/{r.offset}")
             latest.pop(slot, None)  # a source key's last value decides its part of the row
             latest[slot] = r
         changed: set[str] = set()
