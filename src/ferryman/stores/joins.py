@@ -258,8 +258,7 @@ class JoinedTable:
         ops = list(latest.values())
         try:
             with conn.begin_nested():
-                for r in ops:
-                    changed |= self._apply_one(conn, r)
+                changed = self._apply_all(conn, ops)
         except Exception:
             changed = set()
             for r in ops:  # isolate the bad record(s): one savepoint each
@@ -286,6 +285,25 @@ class JoinedTable:
             offsets=offsets,
             timestamps=timestamps,
         )
+
+    def _apply_all(self, conn: Connection, ops: list[MirrorRecord]) -> set[str]:
+        """Write ``ops``: values of parts keyed like the table as one upsert per part (the
+        common case, and most of a catch-up), the rest one by one."""
+        changed: set[str] = set()
+        bulk: dict[str, list[Row]] = {}
+        for r in ops:
+            part = self.parts[r.topic]
+            if part.child is None and part.key is None and r.value is not None:
+                key = self._table_key(r.key)
+                bulk.setdefault(r.topic, []).append(
+                    {self.key_column.name: key, **part.row(r.value)}
+                )
+                changed.add(key_text(key))
+            else:
+                changed |= self._apply_one(conn, r)
+        for rows in bulk.values():
+            upsert(conn, self.table, rows)
+        return changed
 
     def _apply_one(self, conn: Connection, r: MirrorRecord) -> set[str]:
         """Write one source record's part; returns the table keys (as JSON text) it changed."""
