@@ -170,6 +170,26 @@ def test_a_failed_ack_keeps_the_mark_and_is_raised(database: Database, joined: J
     assert log.records[-1][0] == 2
 
 
+def test_a_build_failing_for_one_key_does_not_hold_back_the_others(
+    database: Database, joined: JoinedTable
+) -> None:
+    src = Sources()
+    apply(database, joined, *(src.rec("products", i, Product(i, f"p{i}", i)) for i in range(5)))
+
+    def fussy(row: Any, children: Any) -> Any:
+        if row["id"] == 0:  # the oldest key, first in every batch
+            raise ValueError("no price list for product 0")
+        return build(row, children)
+
+    log = Log()
+    with pytest.raises(ValueError, match="product 0"):
+        Republisher(database, joined, fussy, every=1).run_once(log)
+    assert sorted(k for k, _ in log.records) == [1, 2, 3, 4]
+    rep = republisher(database, joined)
+    assert rep.pending() == 1
+    assert rep.run_once(log) == 1
+
+
 def test_debounce_waits_for_writes_to_pause(database: Database, joined: JoinedTable) -> None:
     apply(database, joined, Sources().rec("products", 1, Product(1, "lamp", 30)))
     log = Log()
@@ -195,6 +215,8 @@ def test_republish_all_marks_every_row_or_a_filtered_set(
 def test_settings_are_checked(database: Database, joined: JoinedTable) -> None:
     with pytest.raises(ConfigError, match="every="):
         Republisher(database, joined, build, every=0)
+    with pytest.raises(ConfigError, match="batch="):
+        Republisher(database, joined, build, every=1, batch=100_000)
     with pytest.raises(ConfigError, match="incomplete="):
         Republisher(database, joined, build, every=1, incomplete="maybe")  # type: ignore[arg-type]
 

@@ -50,6 +50,7 @@ Send = Callable[[Any, Any], "Future[Any]"]
 """Produce (key, value) to the output topic (value None: a tombstone); resolves on the ack."""
 
 DEFAULT_BATCH = 1000
+MAX_BATCH = 10_000
 DEFAULT_LEASE = 60.0
 """Seconds a claimed key stays with its republisher; a crashed one's keys come back after it."""
 
@@ -83,8 +84,11 @@ class Republisher:
                 f"incomplete={incomplete!r}: write 'skip' (wait until the row is complete) or "
                 "'defaults' (build it with the missing columns as None)"
             )
-        if batch < 1 or not lease > 0:
-            raise ConfigError(f"batch={batch!r}, lease={lease!r}: write batch >= 1, lease > 0")
+        if not 1 <= batch <= MAX_BATCH or not lease > 0:
+            raise ConfigError(
+                f"batch={batch!r}, lease={lease!r}: write 1 <= batch <= {MAX_BATCH} (SQLite "
+                "binds a batch's keys in one statement) and lease > 0 seconds"
+            )
         self.database = database
         self.joined = joined
         self.build = build
@@ -181,23 +185,23 @@ class Republisher:
             rows = self.joined.read(conn, list(keys))
         settled: list[tuple[str, int]] = []
         waiting: list[tuple[tuple[str, int], Future[Any]]] = []
-        failure: BaseException | None = None
-        try:
-            for key, joined in rows.items():
-                if joined.state == "incomplete" and self.incomplete == "skip":
-                    settled.append(keys[key])  # a later write to the row marks it again
-                    continue
+        failure: Exception | None = None
+        for key, joined in rows.items():
+            if joined.state == "incomplete" and self.incomplete == "skip":
+                settled.append(keys[key])  # a later write to the row marks it again
+                continue
+            try:
                 value = None
                 if joined.row is not None and joined.state != "deleted":
                     value = self.build(joined.row, joined.children)
                 waiting.append((keys[key], send(key, value)))
-        except BaseException as exc:  # build or send failed: settle what was sent, then raise
-            failure = exc
+            except Exception as exc:  # this key only: the others go out, then it is raised
+                failure = failure or exc
         sent = 0
         for mark, future in waiting:
             try:
                 future.result(ack_timeout)
-            except BaseException as exc:
+            except Exception as exc:
                 failure = failure or exc
                 continue
             settled.append(mark)
