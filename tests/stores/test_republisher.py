@@ -190,6 +190,21 @@ def test_a_build_failing_for_one_key_does_not_hold_back_the_others(
     assert rep.run_once(log) == 1
 
 
+def test_a_crashed_republishers_keys_come_back_after_its_lease(
+    database: Database, joined: JoinedTable
+) -> None:
+    apply(database, joined, Sources().rec("products", 1, Product(1, "lamp", 30)))
+    crashed = republisher(database, joined, lease=0.3)
+    assert len(crashed._claim(time.time())) == 1  # claimed, then killed before it sent
+    other, log = republisher(database, joined), Log()
+    assert other.run_once(log) == 0  # leased: not published twice at once
+    deadline = time.monotonic() + 10
+    while not log.records and time.monotonic() < deadline:
+        threading.Event().wait(0.02)  # polling interval, not a wait for the outcome
+        other.run_once(log)
+    assert log.records == [(1, enriched(1, "lamp", 30))]
+
+
 def test_debounce_waits_for_writes_to_pause(database: Database, joined: JoinedTable) -> None:
     apply(database, joined, Sources().rec("products", 1, Product(1, "lamp", 30)))
     log = Log()
