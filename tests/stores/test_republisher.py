@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import ConfigError, ProduceError
 from ferryman.records import TopicPartition, TopicSpec
-from ferryman.stores import Database, JoinedTable, Republisher
+from ferryman.stores import DIRTY_TABLE, Database, JoinedTable, Republisher
 
 from .catalog_join import (
     GROUP,
@@ -143,6 +144,19 @@ def test_a_key_written_as_the_pass_begins_is_still_published(
     log = Log()
     assert WriteBeforeClaim(database, joined, build, every=1).run_once(log) == 1
     assert log.records == [(1, enriched(1, "lamp", 31))]
+
+
+def test_without_debounce_a_mark_made_after_the_claim_read_the_clock_is_taken(
+    database: Database, joined: JoinedTable
+) -> None:
+    """A writer holding SQLite's lock while the claim waits marks its key later than the claim's
+    clock: without a debounce the key is still taken (it was marked before the pass began)."""
+    apply(database, joined, Sources().rec("products", 1, Product(1, "lamp", 30)))
+    d = database.metadata.tables[DIRTY_TABLE]
+    with database.begin() as conn:  # as such a writer leaves it: last change "in the future"
+        conn.execute(update(d).values(changed_at=time.time() + 5))
+    log = Log()
+    assert republisher(database, joined).run_once(log) == 1
 
 
 def test_a_failed_ack_keeps_the_mark_and_is_raised(database: Database, joined: JoinedTable) -> None:

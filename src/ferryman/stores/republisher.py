@@ -150,19 +150,22 @@ class Republisher:
         pass ``began`` (so a key is published once per pass, and a hot key still is) and whose
         writes paused for ``debounce``."""
         d = self._dirty.c
-        now = time.time()
-        query = (
-            select(d.key, d.version)
-            .where(
-                d.joined_table == self.joined.name,
-                d.marked_at <= began,
-                d.changed_at <= now - self.debounce,
-                or_(d.leased_until.is_(None), d.leased_until < now),
-            )
-            .order_by(d.marked_at, d.key)
-            .limit(self.batch)
-        )
         with self.database.begin() as conn:
+            # Read the clock once the transaction holds its locks: a writer that held SQLite's
+            # lock meanwhile marked its key later than a clock read before waiting for it.
+            now = time.time()
+            query = (
+                select(d.key, d.version)
+                .where(
+                    d.joined_table == self.joined.name,
+                    d.marked_at <= began,
+                    or_(d.leased_until.is_(None), d.leased_until < now),
+                )
+                .order_by(d.marked_at, d.key)
+                .limit(self.batch)
+            )
+            if self.debounce:
+                query = query.where(d.changed_at <= now - self.debounce)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             claimed = [(k, v) for k, v in conn.execute(query)]
