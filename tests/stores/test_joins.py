@@ -4,11 +4,12 @@ and offsets in the same transaction as the writes."""
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any
 
 import pytest
-from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select
+from sqlalchemy import JSON, BigInteger, Column, MetaData, Table, Text, select
 
 from ferryman.errors import ConfigError, StoreError
 from ferryman.stores import DIRTY_TABLE, Database, JoinedTable, MirrorRecord
@@ -230,3 +231,23 @@ def test_unkeyed_events_write_by_a_mapped_key(database: Database) -> None:
     ]
     apply(database, joined, *visits)
     assert rows(database, table) == {1: ("/a",), 2: ("/b",)}
+
+
+class Tier(enum.Enum):
+    GOLD = 1
+
+
+def test_values_are_stored_as_their_columns_hold_them(database: Database) -> None:
+    """An enum goes in as its symbol, a nested model or list as JSON."""
+    table = Table(
+        "profile",
+        database.metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("tier", Text),
+        Column("tags", JSON),
+    )
+    joined = JoinedTable(database, table)
+    joined.part("tiers", ["tier", "tags"])
+    database.create_missing()
+    apply(database, joined, Sources().rec("tiers", 1, {"tier": Tier.GOLD, "tags": ("a", "b")}))
+    assert rows(database, table) == {1: ("GOLD", ["a", "b"])}

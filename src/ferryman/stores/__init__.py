@@ -6,15 +6,8 @@ joins several topics by partial writes and a ``Republisher`` publishes its chang
 """
 
 from ferryman.stores.database import Database
-from ferryman.stores.joins import (
-    DIRTY_TABLE,
-    JOIN_KEYS_TABLE,
-    JoinedRow,
-    JoinedTable,
-    Part,
-    dirty_table,
-    join_keys_table,
-)
+from ferryman.stores.dirty import DIRTY_TABLE, dirty_table
+from ferryman.stores.joins import JOIN_KEYS_TABLE, JoinedRow, JoinedTable, Part, join_keys_table
 from ferryman.stores.mirror import Applied, Mirror, MirrorRecord, Poisoned
 from ferryman.stores.offsets import OFFSETS_TABLE, OffsetStore, offsets_table
 from ferryman.stores.republisher import Build, Republisher, Send

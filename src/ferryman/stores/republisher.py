@@ -40,7 +40,8 @@ from sqlalchemy.dialects import postgresql
 
 from ferryman.errors import ConfigError
 from ferryman.stores.database import Database
-from ferryman.stores.joins import JoinedTable, in_values, mark_dirty
+from ferryman.stores.dirty import in_values, mark_dirty
+from ferryman.stores.joins import JoinedTable
 from ferryman.stores.tables import Row
 
 Build = Callable[[Row, Mapping[str, list[Row]]], Any]
