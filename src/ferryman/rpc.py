@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import random
 import threading
@@ -38,10 +39,10 @@ from ferryman.records import Record, TopicPartition
 from ferryman.runtime import messages as h
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import exception_type
+from ferryman.runtime.decoding import decode_off_loop
 from ferryman.runtime.handlers import Outcome, Route, _is_async
 from ferryman.runtime.messages import Message
 from ferryman.runtime.threads import in_thread
-from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
 R = TypeVar("R")
@@ -102,10 +103,8 @@ class PendingReply(Generic[R]):
             )
         except TimeoutError:
             raise self._timed_out("reply") from None
-        try:
-            return self._requester._value_of(self.topic, record, lookup=False)
-        except SchemaLookupNeeded:  # a reply schema not fetched yet: not on the event loop
-            return await asyncio.to_thread(self._requester._value_of, self.topic, record)
+        value_of = functools.partial(self._requester._value_of, self.topic)
+        return await decode_off_loop(record, functools.partial(value_of, lookup=False), value_of)
 
     def wait_accepted(self) -> None:
         """Blocking form of ``accepted()``."""
