@@ -285,7 +285,9 @@ def test_a_dead_letter_of_an_old_record_outlives_the_next_retention_pass(
 
         async with svc:
             await svc.emit(jobs, Job(1), timestamp=old)
-            await eventually(lambda: svc.stats["dead_lettered"] == 1, env.timeout, svc.stats)
+            await eventually(
+                lambda: svc.stats["dead_lettered"] == 1, env.timeout, lambda: svc.stats
+            )
 
     before = int(time.time() * 1000)
     run(main())

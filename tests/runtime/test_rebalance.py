@@ -45,7 +45,7 @@ def test_a_joining_instance_takes_partitions_without_duplicates(env: Env) -> Non
             producer.emit_nowait(ticks, Tick(f"k{i % 40}", i))
         producer.flush()
         async with first:
-            await eventually(lambda: by_instance["first"] >= 200, env.timeout, by_instance)
+            await eventually(lambda: by_instance["first"] >= 200, env.timeout, lambda: by_instance)
             async with second:
                 await eventually(
                     lambda: len(handled) == total, env.timeout * 3, lambda: len(handled)
