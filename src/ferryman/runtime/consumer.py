@@ -89,11 +89,12 @@ class _Worker:
 class _Run:
     """One worker's run of records of one epoch, as the failure policy sees its partition."""
 
-    __slots__ = ("_epoch", "_generation", "_loop", "_worker")
+    __slots__ = ("_epoch", "_generation", "_loop", "_worker", "tp")
 
     def __init__(self, loop: ConsumerLoop, worker: _Worker, epoch: int) -> None:
         self._loop = loop
         self._worker = worker
+        self.tp = worker.tp
         self._epoch = epoch
         self._generation = worker.generation
 
@@ -111,7 +112,7 @@ class _Run:
         loop = self._loop
         loop.handled += count
         with loop._lock:
-            loop._offsets.handled(self._worker.tp, self._epoch, offset, count)
+            loop._offsets.handled(self.tp, self._epoch, offset, count)
 
 
 class ConsumerLoop:
@@ -456,14 +457,13 @@ class ConsumerLoop:
         await self._policy.apply(
             part,
             route.name,
-            self._timed(part, route.run),
+            self._timed(part.tp, route.run),
             items,
             all_or_none=route.batch is not None,
         )
 
-    def _timed(self, part: _Run, run: RunItems) -> RunItems:
+    def _timed(self, tp: TopicPartition, run: RunItems) -> RunItems:
         """``run``, timed: the poll thread watches how long handlers hold their records."""
-        tp = part._worker.tp
 
         async def timed(items: list[Any]) -> Outcome:
             with self._lock:
