@@ -181,6 +181,9 @@ class ServiceConfig:
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
     ``backoff_multiplier`` each time up to ``backoff_max``; then ``on_error`` decides: send the
     record to ``<topic>.dlq`` and go on, or stop the service with HandlerError.
+    A schema registry that cannot be reached is no fault of the record: decoding waits for it
+    with the same back-off, ``registry_retries`` times before stopping the service with
+    RegistryError, or forever with None (the default); such a record is never dead-lettered.
     """
 
     group: str | None = None
@@ -195,6 +198,7 @@ class ServiceConfig:
     backoff_multiplier: float = 2.0
     backoff_max: float = 10.0
     on_error: OnError = "dead-letter"
+    registry_retries: int | None = None
     commit_interval: float = 0.2
     shutdown_timeout: float = 30.0
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -221,6 +225,14 @@ class ServiceConfig:
         _whole(self, "max_in_flight", 1)
         _whole(self, "poll_records", 1)
         _whole(self, "retries", 0, "0 (no retry) or more")
+        if self.registry_retries is not None:
+            _whole(
+                self,
+                "registry_retries",
+                0,
+                "0 (stop at the first registry failure) or more, or None to wait for the "
+                "registry forever (the default)",
+            )
         _seconds(self, "backoff", 0)
         _seconds(self, "backoff_max", 0)
         _seconds(self, "shutdown_timeout", 0)

@@ -201,6 +201,9 @@ def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> N
         ("on_error", "explode"),
         ("retries", -1),
         ("retries", 1.5),
+        ("registry_retries", -1),
+        ("registry_retries", "forever"),
+        ("registry_retries", False),
         ("poll_records", 0),
         ("poll_records", True),
         ("max_in_flight", "10"),
@@ -223,8 +226,10 @@ def test_service_config_accepts_sensible_values() -> None:
         backoff_multiplier=1,
         auto_offset_reset="latest",
         consumer_config={"session.timeout.ms": "6000"},
+        registry_retries=0,
     )
     assert cfg.commit_interval == 1
+    assert ServiceConfig().registry_retries is None, "waits for the registry forever by default"
 
 
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:

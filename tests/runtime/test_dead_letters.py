@@ -14,7 +14,7 @@ from ferryman.broker.base import Broker
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.errors import DecodeError, HandlerError
 from ferryman.records import Record, TopicPartition
-from ferryman.runtime.consumer import UndecodableLog
+from ferryman.runtime.decoding import UndecodableLog
 from ferryman.runtime.headers import MESSAGE_ID
 from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EventTopic

@@ -128,15 +128,16 @@ def test_records_wait_for_the_registry_in_order_and_are_not_dead_lettered(
     assert dlq_size(env, readings.name + ".dlq") == 0
 
 
-def test_on_error_stop_stops_on_an_outage_without_committing(
+def test_registry_retries_stops_on_an_outage_without_committing(
     env: Env, registry: RegistryProcess
 ) -> None:
+    """registry_retries, not the handlers' retries nor on_error, bounds the wait."""
     readings = EventTopic(env.name("readings"), Reading, partitions=1)
     handled: list[int] = []
 
     async def main() -> None:
         await emit_then_stop_registry(env, registry, readings, 3)
-        svc = env.service("logger", retries=2, on_error="stop")
+        svc = env.service("logger", retries=0, registry_retries=2)
 
         @svc.on(readings)
         async def log_reading(reading: Reading) -> None:

@@ -19,9 +19,9 @@ reply partition before it runs the handler, so ``await pending.accepted`` resolv
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -33,6 +33,7 @@ from ferryman.broker.base import Consumer
 from ferryman.errors import ConfigError, RemoteError, RequestTimeout
 from ferryman.records import Record, TopicPartition
 from ferryman.runtime.connections import Connections
+from ferryman.runtime.decoding import decode_off_loop
 from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.headers import (
     ACK_REQUESTED,
@@ -48,7 +49,6 @@ from ferryman.runtime.headers import (
     SOURCE,
     new_id,
 )
-from ferryman.schema.base import SchemaLookupNeeded
 from ferryman.topics import RequestTopic
 
 R = TypeVar("R")
@@ -137,10 +137,8 @@ class PendingReply(Generic[R]):
 
     async def _wait(self) -> R:
         record = await self._reply
-        try:
-            return self._requester.decode_reply(self.topic, record, lookup=False)
-        except SchemaLookupNeeded:  # a reply schema not fetched yet: not on the event loop
-            return await asyncio.to_thread(self._requester.decode_reply, self.topic, record)
+        decode = functools.partial(self._requester.decode_reply, self.topic)
+        return await decode_off_loop(record, functools.partial(decode, lookup=False), decode)
 
 
 def _settle(future: concurrent.futures.Future[T], value: T) -> None:

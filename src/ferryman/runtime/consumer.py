@@ -1,9 +1,9 @@
 """The consumer loop: a polling thread feeding per-partition asyncio workers.
 
 The Broker protocol is synchronous and a Consumer belongs to one thread, so one thread polls,
-pauses, resumes and commits; records cross to the event loop in batches. Each partition has a
-worker task: order is kept within a partition while partitions run in parallel. A partition with
-more than ``max_in_flight`` records fetched but not handled is paused until half is drained.
+pauses, resumes and commits; records cross to the event loop in batches, as rows. Each partition
+has a worker task: order is kept within a partition while partitions run in parallel. Offsets
+and pauses are kept by ``offsets``, failures decided by ``policy``, decoding done by ``decoding``.
 
 An offset is committed only after its record was handled (or dead-lettered). On revoke the
 partition's worker finishes the record it is on, then its offset is committed; records fetched
@@ -21,24 +21,26 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from ferryman.broker import KafkaLocation
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
-from ferryman.errors import (
-    CommitFailed,
-    ConfigError,
-    DecodeError,
-    HandlerError,
-    RecordRejected,
-    RegistryError,
-)
-from ferryman.records import Record, RecordBatch, TopicPartition
+from ferryman.errors import CommitFailed, ConfigError, DecodeError, RegistryError
+from ferryman.records import Record, RecordBatch, Row, TopicPartition
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
-from ferryman.runtime.handlers import Outcome, Route
-from ferryman.schema.base import SchemaLookupNeeded
+from ferryman.runtime.decoding import (
+    UndecodableLog,
+    decode_all,
+    decode_off_loop,
+    route_decoders,
+)
+from ferryman.runtime.handlers import Outcome, Route, RunItems
+from ferryman.runtime.offsets import Offsets
+from ferryman.runtime.policy import Abandoned, FailurePolicy, Item
 from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
@@ -50,44 +52,7 @@ DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 UNDECODABLE_LOG_INTERVAL = 60.0
 """Seconds between warnings about undecodable records of one partition (the rest are counted)."""
 
-
-class UndecodableLog:
-    """Warns of undecodable records, at most one line per partition per ``interval`` seconds:
-    a flood of bad records must not flood the log, yet none goes to the DLQ unmentioned."""
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        interval: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._log = logger
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[tuple[str, int], float] = {}
-        self._suppressed: dict[tuple[str, int], int] = {}
-
-    def warn(self, record: Record, reason: BaseException, dlq: str) -> None:
-        where = (record.topic, record.partition)
-        now = self._clock()
-        last = self._last.get(where)
-        if last is not None and now - last < self._interval:
-            self._suppressed[where] = self._suppressed.get(where, 0) + 1
-            return
-        self._last[where] = now
-        suppressed = self._suppressed.pop(where, 0)
-        self._log.warning(
-            "undecodable record %s[%d]@%d sent to %s: %s%s",
-            record.topic,
-            record.partition,
-            record.offset,
-            dlq,
-            reason,
-            f" ({suppressed} more undecodable record(s) of this partition dead-lettered in the "
-            f"last {self._interval:.0f}s without a warning)"
-            if suppressed
-            else "",
-        )
+_partition_of = itemgetter(0, 1)
 
 
 def max_poll_interval(connections: Connections, config: ServiceConfig) -> float:
@@ -112,7 +77,7 @@ def max_poll_interval(connections: Connections, config: ServiceConfig) -> float:
 class _Worker:
     tp: TopicPartition
     route: Route
-    queue: deque[tuple[int, list[Record]]] = field(default_factory=deque)
+    queue: deque[tuple[int, list[Row]]] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,8 +86,33 @@ class _Worker:
     task: asyncio.Task[None] | None = None
 
 
-class _Abandoned(Exception):
-    """The partition was revoked or the service is stopping: leave the record uncommitted."""
+class _Run:
+    """One worker's run of records of one epoch, as the failure policy sees its partition."""
+
+    __slots__ = ("_epoch", "_generation", "_loop", "_worker", "tp")
+
+    def __init__(self, loop: ConsumerLoop, worker: _Worker, epoch: int) -> None:
+        self._loop = loop
+        self._worker = worker
+        self.tp = worker.tp
+        self._epoch = epoch
+        self._generation = worker.generation
+
+    async def back_off(self, attempt: int) -> None:
+        w, loop = self._worker, self._loop
+        if w.generation != self._generation or loop._stopping.is_set():
+            raise Abandoned
+        w.interrupt.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(w.interrupt.wait(), loop._config.delay(attempt))
+        if w.generation != self._generation or loop._stopping.is_set():
+            raise Abandoned
+
+    def handled(self, offset: int, count: int) -> None:
+        loop = self._loop
+        loop.handled += count
+        with loop._lock:
+            loop._offsets.handled(self.tp, self._epoch, offset, count)
 
 
 class ConsumerLoop:
@@ -141,15 +131,10 @@ class ConsumerLoop:
         self._routes = routes
         self._config = config
         self._on_fatal = on_fatal
-        self._lock = threading.Lock()
-        self._epochs: dict[TopicPartition, int] = {}
-        self._in_flight: dict[TopicPartition, int] = {}
-        self._done: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._paused: set[TopicPartition] = set()
-        self._to_resume: set[TopicPartition] = set()
+        self._lock = threading.Lock()  # guards _offsets and _busy: poll thread vs event loop
+        self._offsets = Offsets(config.max_in_flight)
         self._workers: dict[TopicPartition, _Worker] = {}
-        self._decoders: dict[tuple[str, bool], Callable[[Record], Any]] = {}
+        self._policy = FailurePolicy(config, group, self._dead_letter, self._fail)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -160,18 +145,23 @@ class ConsumerLoop:
         self._max_poll_interval = max_poll_interval(connections, config)
         self.dead_lettered = 0
         self.handled = 0
-        self.registry_retries = 0
         self.polls = 0
+        """Polls made by the poll thread: it rises while the loop is alive (liveness, in stats)."""
+
+    @property
+    def registry_retries(self) -> int:
+        """Waits for the schema registry so far."""
+        return self._policy.registry_retries
 
     def in_flight(self) -> dict[TopicPartition, int]:
         """Records fetched but not yet handled, per partition (bounded by ``max_in_flight``)."""
         with self._lock:
-            return {tp: n for tp, n in self._in_flight.items() if n}
+            return self._offsets.in_flight()
 
     def paused(self) -> set[TopicPartition]:
         """Partitions paused for back-pressure."""
         with self._lock:
-            return set(self._paused)
+            return self._offsets.paused()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -255,31 +245,31 @@ class ConsumerLoop:
                     self._commit(consumer)
                     last_commit = now
                 records = consumer.poll(POLL_TIMEOUT, self._config.poll_records)
-                self.polls += 1  # read by tests and diagnostics: the poll loop is alive
                 if records:
                     self._hand_over(consumer, records)
+                self.polls += 1
         except BaseException as exc:
             self._fail(exc)
 
     def _hand_over(self, consumer: Consumer, records: RecordBatch) -> None:
-        by_key: dict[tuple[str, int], list[Record]] = {}
-        for r in records:
-            recs = by_key.get((r.topic, r.partition))
-            if recs is None:
-                by_key[(r.topic, r.partition)] = [r]
+        """Group the rows by partition (once; a poll's rows come in runs of one partition),
+        count them in flight, pause the partitions that reach ``max_in_flight``."""
+        by_partition: dict[tuple[str, int], list[Row]] = {}
+        for where, run in groupby(records.rows, _partition_of):
+            rows = by_partition.get(where)
+            if rows is None:
+                by_partition[where] = list(run)
             else:
-                recs.append(r)
-        by_tp = {TopicPartition(*k): recs for k, recs in by_key.items()}
-        batches: list[tuple[TopicPartition, int, list[Record]]] = []
+                rows.extend(run)
+        batches: list[tuple[TopicPartition, int, list[Row]]] = []
         to_pause: list[TopicPartition] = []
         with self._lock:
-            for tp, recs in by_tp.items():
-                count = self._in_flight.get(tp, 0) + len(recs)
-                self._in_flight[tp] = count
-                if count >= self._config.max_in_flight and tp not in self._paused:
-                    self._paused.add(tp)
+            offsets = self._offsets
+            for (topic, partition), rows in by_partition.items():
+                tp = TopicPartition(topic, partition)
+                if offsets.fetched(tp, len(rows)):
                     to_pause.append(tp)
-                batches.append((tp, self._epochs.get(tp, 0), recs))
+                batches.append((tp, offsets.epoch(tp), rows))
         if to_pause:
             consumer.pause(to_pause)
         assert self._loop is not None
@@ -316,18 +306,17 @@ class ConsumerLoop:
             consumer.close()
 
     def _flow_control(self, consumer: Consumer) -> None:
-        if not self._to_resume:
+        if not self._offsets.must_resume():  # read without the lock: a stale answer waits a poll
             return
         with self._lock:
-            resume, self._to_resume = self._to_resume, set()
-            self._paused -= resume
+            resume = self._offsets.take_resumes()
         owned = resume & consumer.assignment()
         if owned:
             consumer.resume(owned)
 
     def _commit(self, consumer: Consumer, *, force: bool = False) -> None:
         with self._lock:
-            offsets = {tp: off for tp, off in self._done.items() if self._committed.get(tp) != off}
+            offsets = self._offsets.to_commit()
         if not offsets:
             return
         try:
@@ -337,11 +326,10 @@ class ConsumerLoop:
             log.warning("group %s: commit of %s failed: %s", self.group, offsets, exc)
             if not force:
                 with self._lock:
-                    for tp in offsets:
-                        self._done.pop(tp, None)
+                    self._offsets.commit_failed(offsets)
             return
         with self._lock:
-            self._committed.update(offsets)
+            self._offsets.committed(offsets)
 
     def _assigned(self, partitions: set[TopicPartition]) -> None:
         log.debug("group %s: assigned %s", self.group, sorted(partitions))
@@ -361,14 +349,7 @@ class ConsumerLoop:
                     exc,
                 )
         with self._lock:
-            offsets = {tp: self._done[tp] for tp in partitions if tp in self._done}
-            for tp in partitions:
-                self._epochs[tp] = self._epochs.get(tp, 0) + 1
-                self._in_flight.pop(tp, None)
-                self._done.pop(tp, None)
-                self._committed.pop(tp, None)
-                self._paused.discard(tp)
-                self._to_resume.discard(tp)
+            offsets = self._offsets.revoke(partitions)
         if offsets and consumer is not None:
             try:
                 consumer.commit(offsets)
@@ -377,8 +358,8 @@ class ConsumerLoop:
 
     # -- the event loop side --------------------------------------------------------------
 
-    def _dispatch(self, batches: list[tuple[TopicPartition, int, list[Record]]]) -> None:
-        for tp, epoch, recs in batches:
+    def _dispatch(self, batches: list[tuple[TopicPartition, int, list[Row]]]) -> None:
+        for tp, epoch, rows in batches:
             w = self._workers.get(tp)
             if w is None:
                 w = _Worker(tp, self._routes[tp.topic])
@@ -387,7 +368,7 @@ class ConsumerLoop:
                     self._work(w), name=f"ferryman-{self.group}-{tp}"
                 )
                 self._workers[tp] = w
-            w.queue.append((epoch, recs))
+            w.queue.append((epoch, rows))
             w.wakeup.set()
 
     async def _quiesce(self, partitions: set[TopicPartition]) -> None:
@@ -411,11 +392,11 @@ class ConsumerLoop:
                 continue
             w.idle.clear()
             epoch, chunk = self._take(w, w.route.batch or CHUNK)
-            if self._epochs.get(w.tp, 0) != epoch or epoch == w.abandoned or self.failure:
+            if self._offsets.epoch(w.tp) != epoch or epoch == w.abandoned or self.failure:
                 continue
             try:
-                await self._process(w, epoch, chunk)
-            except _Abandoned:
+                await self._process(_Run(self, w, epoch), w.route, chunk)
+            except Abandoned:
                 # Handling a later record of this epoch would commit past the abandoned one.
                 w.abandoned = epoch
             except BaseException as exc:
@@ -424,7 +405,7 @@ class ConsumerLoop:
                 self._fail(exc)
 
     @staticmethod
-    def _take(w: _Worker, limit: int) -> tuple[int, list[Record]]:
+    def _take(w: _Worker, limit: int) -> tuple[int, list[Row]]:
         """Up to ``limit`` queued records of one epoch, in order."""
         epoch, chunk = w.queue.popleft()
         if len(chunk) > limit:
@@ -438,203 +419,66 @@ class ConsumerLoop:
             chunk = chunk + more[:room]
         return epoch, chunk
 
-    def _decoder(self, route: Route, *, lookup: bool = False) -> Callable[[Record], Any]:
-        """The route's decoder. By default it never calls the schema registry (it runs on the
-        event loop, where a slow registry would stall every partition): a writer schema not
-        fetched yet raises SchemaLookupNeeded, and ``_decode_on_loop`` fetches it in a thread.
-        With ``lookup=True``, for threads, it fetches what it needs itself."""
-        decode = self._decoders.get((route.topic.name, lookup))
-        if decode is None:
-            serde, topic = self._conn.serde, route.topic
-            if route.input == "value":
-                decode = serde.value_decoder(topic, lookup=lookup)
-            else:
-                key = route.input == "message"
-                decode = functools.partial(serde.decode, topic, key=key, lookup=lookup)
-            self._decoders[(topic.name, lookup)] = decode
-        return decode
-
-    async def _decode_on_loop(
-        self, route: Route, decode: Callable[[Record], Any], r: Record
-    ) -> Any:
-        try:
-            return decode(r)
-        except SchemaLookupNeeded:
-            # fetched (and decoded) in a thread; raises DecodeError / RegistryError as decode does
-            return await asyncio.to_thread(self._decoder(route, lookup=True), r)
-
-    async def _process(self, w: _Worker, epoch: int, records: list[Record]) -> None:
-        decode = self._decoder(w.route)
-        while True:
-            try:  # the common case, a run of good records, in one pass
-                values = [decode(r) for r in records]
-            except SchemaLookupNeeded as need:
-                try:  # a writer schema seen for the first time: fetched off the event loop
-                    await asyncio.to_thread(need.load)
-                except (DecodeError, RegistryError):
-                    break  # record by record below, where the failure is handled
-                continue
-            except (DecodeError, RegistryError):
-                break  # record by record below, so the ones before the bad one are handled first
-            await self._handle(w, epoch, list(zip(records, values, strict=True)))
+    async def _process(self, part: _Run, route: Route, rows: list[Row]) -> None:
+        """Decode ``rows`` and apply them through the route; an undecodable record is
+        dead-lettered at once, in order, and one waiting for the registry waits in order."""
+        decoders = route_decoders(self._conn.serde, route)
+        values = await decode_all(rows, decoders.cached)
+        if values is not None:  # the common case, a run of good records, in one pass
+            await self._apply(part, route, list(zip(rows, values, strict=True)))
             return
-        generation = w.generation
-        pending: list[tuple[Record, Any]] = []
-        for r in records:
+        pending: list[Item] = []
+        for r in rows:
             try:
                 try:
-                    pending.append((r, await self._decode_on_loop(w.route, decode, r)))
+                    pending.append((r, await decode_off_loop(r, *decoders)))
                     continue
                 except RegistryError as exc:
                     if pending:  # in order: what came before is handled before the wait
-                        await self._handle(w, epoch, pending)
+                        await self._apply(part, route, pending)
                         pending = []
-                    fetching = self._decoder(w.route, lookup=True)  # it runs in a thread
-                    pending.append((r, await self._await_registry(w, generation, r, fetching, exc)))
+                    fetch = functools.partial(asyncio.to_thread, decoders.fetching, r)
+                    pending.append((r, await self._policy.wait_for_registry(part, r, fetch, exc)))
                     continue
             except DecodeError as exc:
                 error = exc
             if pending:
-                await self._handle(w, epoch, pending)
+                await self._apply(part, route, pending)
                 pending = []
-            self._undecodable.warn(r, error, dlq_name(r.topic))
-            await self._dead_letter(r, error, attempts=0)
-            self._mark_done(w.tp, epoch, r.offset, 1)
+            self._undecodable.warn(r, error, dlq_name(r[0]))
+            await self._dead_letter(r, error, 0)
+            part.handled(r[2], 1)
         if pending:
-            await self._handle(w, epoch, pending)
+            await self._apply(part, route, pending)
 
-    async def _await_registry(
-        self,
-        w: _Worker,
-        generation: int,
-        record: Record,
-        decode: Callable[[Record], Any],
-        exc: RegistryError,
-    ) -> Any:
-        """``record`` decoded once the registry answers: an outage is no fault of the record, so
-        it is retried with back-off (forever, or ``retries`` times with on_error='stop')."""
-        attempt = 0
-        while True:
-            attempt += 1
-            if self._config.on_error == "stop" and attempt > self._config.retries:
-                error = RegistryError(
-                    f"group {self.group}: cannot decode {record.topic}[{record.partition}] offset "
-                    f"{record.offset}, the schema registry failed {attempt} time(s): {exc}. The "
-                    "record is not committed; make the registry reachable and restart"
-                )
-                error.__cause__ = exc
-                self._fail(error)
-                raise _Abandoned
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning(
-                    "group %s: waiting for the schema registry to decode %s[%d]@%d (attempt %d): %s",
-                    self.group,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    attempt,
-                    exc,
-                )
-            self.registry_retries += 1
-            await self._back_off(w, generation, attempt)
-            try:
-                # In a thread: a registry that hangs must not stall the other partitions.
-                return await asyncio.to_thread(decode, record)
-            except RegistryError as again:
-                exc = again
-
-    async def _handle(self, w: _Worker, epoch: int, items: list[tuple[Record, Any]]) -> None:
-        route = w.route
-        generation = w.generation
-        while items:
-            handled, exc = await self._run(w, route, [m for _, m in items])
-            if handled:
-                self._mark_done(w.tp, epoch, items[handled - 1][0].offset, handled)
-                items = items[handled:]
-            if exc is None:
-                continue
-            failing = items if route.batch is not None else items[:1]
-            attempts = 1
-            # a rejected record fails the same way every time: no retry
-            while exc is not None and attempts <= self._config.retries:
-                if isinstance(exc, RecordRejected):
-                    break
-                await self._back_off(w, generation, attempts)
-                _, exc = await self._run(w, route, [m for _, m in failing])
-                attempts += 1
-            if exc is not None:
-                await self._give_up(w, failing, exc, attempts)
-            self._mark_done(w.tp, epoch, failing[-1][0].offset, len(failing))
-            items = items[len(failing) :]
-
-    async def _run(self, w: _Worker, route: Route, items: list[Any]) -> Outcome:
-        """``route.run(items)``, timed: the poll thread watches how long handlers hold records."""
-        with self._lock:
-            self._busy[w.tp] = time.monotonic()
-        try:
-            return await route.run(items)
-        finally:
-            with self._lock:
-                self._busy.pop(w.tp, None)
-
-    async def _back_off(self, w: _Worker, generation: int, attempt: int) -> None:
-        if w.generation != generation or self._stopping.is_set():
-            raise _Abandoned
-        w.interrupt.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(w.interrupt.wait(), self._config.delay(attempt))
-        if w.generation != generation or self._stopping.is_set():
-            raise _Abandoned
-
-    async def _give_up(
-        self,
-        w: _Worker,
-        failing: list[tuple[Record, Any]],
-        exc: BaseException,
-        attempts: int,
-    ) -> None:
-        record = failing[0][0]
-        if self._config.on_error == "stop" and not isinstance(exc, RecordRejected):
-            error = HandlerError(
-                f"handler {w.route.name} failed on {record.topic}[{record.partition}] offset "
-                f"{record.offset} after {attempts} attempt(s): {type(exc).__name__}: {exc}. "
-                "The record is not committed; fix the cause and restart, or use "
-                "ServiceConfig(on_error='dead-letter') to park such records in "
-                f"{dlq_name(record.topic)}"
-            )
-            error.__cause__ = exc
-            self._fail(error)
-            raise _Abandoned
-        log.error(
-            "group %s: %s failed %d time(s) on %s[%d]@%d, sending to %s: %r",
-            self.group,
-            w.route.name,
-            attempts,
-            record.topic,
-            record.partition,
-            record.offset,
-            dlq_name(record.topic),
-            exc,
+    async def _apply(self, part: _Run, route: Route, items: list[Item]) -> None:
+        await self._policy.apply(
+            part,
+            route.name,
+            self._timed(part.tp, route.run),
+            items,
+            all_or_none=route.batch is not None,
         )
-        for r, _ in failing:
-            await self._dead_letter(r, exc, attempts)
 
-    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+    def _timed(self, tp: TopicPartition, run: RunItems) -> RunItems:
+        """``run``, timed: the poll thread watches how long handlers hold their records."""
+
+        async def timed(items: list[Any]) -> Outcome:
+            with self._lock:
+                self._busy[tp] = time.monotonic()
+            try:
+                return await run(items)
+            finally:
+                with self._lock:
+                    self._busy.pop(tp, None)
+
+        return timed
+
+    async def _dead_letter(self, record: Row, exc: BaseException, attempts: int) -> None:
         await asyncio.wrap_future(
-            dead_letter(self._conn.producer, record, self.group, exc, attempts)
+            dead_letter(self._conn.producer, Record._make(record), self.group, exc, attempts)
         )
         self.dead_lettered += 1
-
-    def _mark_done(self, tp: TopicPartition, epoch: int, offset: int, count: int) -> None:
-        self.handled += count
-        with self._lock:
-            if self._epochs.get(tp, 0) != epoch:
-                return
-            self._done[tp] = offset + 1
-            left = self._in_flight.get(tp, 0) - count
-            self._in_flight[tp] = left
-            if tp in self._paused and left <= self._config.max_in_flight // 2:
-                self._to_resume.add(tp)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ferryman.errors import DecodeError, RegistryError, SchemaError
-from ferryman.records import Record
+from ferryman.records import Record, Row
 from ferryman.runtime.message import Message
 from ferryman.schema.base import Codec, Field, SchemaLookupNeeded, SerdeContext
 from ferryman.topics import RequestTopic, Topic
@@ -30,7 +30,7 @@ class Serde:
     def __init__(self, factory: CodecFactory) -> None:
         self._factory = factory
         self._codecs: dict[tuple[str, Field], Codec] = {}
-        self._value_decoders: dict[tuple[str, bool], Callable[[Record], Any]] = {}
+        self._value_decoders: dict[tuple[str, bool], Callable[[Row], Any]] = {}
         self._lock = threading.Lock()
 
     def _codec(self, subject_topic: str, field: Field, model: type[Any], compat: str) -> Codec:
@@ -86,18 +86,26 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value", lookup))
 
-    def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Record], Any]:
-        """``decode_value`` for ``topic`` with its codec and context looked up once: the
-        consumer's per-record path. With ``lookup=False`` a writer schema not fetched yet raises
+    def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Row], Any]:
+        """``decode_value`` for ``topic`` with its codec and context looked up once (and the
+        decoder cached here, the one cache of them): the consumer's per-record path, which takes
+        a Record or its row. With ``lookup=False`` a writer schema not fetched yet raises
         SchemaLookupNeeded instead of calling the registry (for use on an event loop)."""
+        decode = self._value_decoders.get((topic.name, lookup))
+        if decode is None:
+            decode = self._value_decoder(topic, lookup)
+            self._value_decoders[(topic.name, lookup)] = decode
+        return decode
+
+    def _value_decoder(self, topic: Topic[Any], lookup: bool) -> Callable[[Row], Any]:
         codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
         decode = codec.decode
         # The codec (AvroCodec) reads the context only to describe a failure; a shared one
         # saves building a context per record, and a failure decodes again with the full one.
         shared = SerdeContext(topic.name, "value", lookup=lookup)
 
-        def value_of(record: Record) -> Any:
-            raw = record.value
+        def value_of(record: Row) -> Any:
+            raw = record[4]  # a row or a Record: the consumer hands rows over, not Records
             if raw is None:
                 return None
             try:
@@ -113,55 +121,51 @@ class Serde:
         """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
         cannot be decoded; RegistryError, passed through, if the registry cannot be asked;
         SchemaLookupNeeded with ``lookup=False`` (see value_decoder)."""
-        decode = self._value_decoders.get((topic.name, lookup))
-        if decode is None:
-            decode = self.value_decoder(topic, lookup=lookup)
-            self._value_decoders[(topic.name, lookup)] = decode
-        return decode(record)
+        return self.value_decoder(topic, lookup=lookup)(record)
 
     def decode(
-        self, topic: Topic[Any], record: Record, *, key: bool = True, lookup: bool = True
+        self, topic: Topic[Any], record: Row, *, key: bool = True, lookup: bool = True
     ) -> Message[Any]:
-        """The Message of ``record``; raises DecodeError (with coordinates) if it cannot be
-        decoded. With ``key=False`` the key is decoded only if it is read."""
+        """The Message of ``record`` (a Record or its row); raises DecodeError (with
+        coordinates) if it cannot be decoded. With ``key=False`` the key is decoded only if
+        it is read."""
+        topic_name, partition, offset, raw_key, _, headers, timestamp = record
         key_codec = None
-        if record.key is not None and topic.key_type is not None:
+        if raw_key is not None and topic.key_type is not None:
             key_codec = self._codecs.get((topic.name, "key"))
             if key_codec is None:
                 key_codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
         message = Message(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            self.decode_value(topic, record, lookup=lookup),
-            record.headers,
-            record.timestamp,
+            topic_name,
+            partition,
+            offset,
+            raw_key,
+            self.value_decoder(topic, lookup=lookup)(record),
+            headers,
+            timestamp,
             key_codec,
         )
-        if key and key_codec is not None and record.key is not None:
+        if key and key_codec is not None and raw_key is not None:
             try:  # decoded now, kept for Message.key
-                message.set_key(key_codec.decode(record.key, _ctx(record, "key", lookup)))
+                message.set_key(key_codec.decode(raw_key, _ctx(record, "key", lookup)))
             except (DecodeError, RegistryError, SchemaLookupNeeded):
                 raise
             except Exception as exc:
                 raise DecodeError(
                     f"cannot decode the key of a record of {topic.name!r}: "
                     f"{type(exc).__name__}: {exc}",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
+                    topic=topic_name,
+                    partition=partition,
+                    offset=offset,
                 ) from exc
         return message
 
 
-def _ctx(record: Record, field: Field, lookup: bool = True) -> SerdeContext:
-    return SerdeContext(
-        record.topic, field, record.headers, record.partition, record.offset, lookup
-    )
+def _ctx(record: Row, field: Field, lookup: bool = True) -> SerdeContext:
+    return SerdeContext(record[0], field, record[5], record[1], record[2], lookup)
 
 
-def _decode_again(topic: Topic[Any], codec: Codec, record: Record, raw: bytes, lookup: bool) -> Any:
+def _decode_again(topic: Topic[Any], codec: Codec, record: Row, raw: bytes, lookup: bool) -> Any:
     """Decode with the record's full context, so a failure carries its coordinates."""
     try:
         return codec.decode(raw, _ctx(record, "value", lookup))
@@ -170,7 +174,7 @@ def _decode_again(topic: Topic[Any], codec: Codec, record: Record, raw: bytes, l
     except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer
         raise DecodeError(
             f"cannot decode a record of {topic.name!r}: {type(exc).__name__}: {exc}",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+            topic=record[0],
+            partition=record[1],
+            offset=record[2],
         ) from exc
