@@ -15,12 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.waiting import eventually
 
 from ferryman.broker import open_broker
 from ferryman.errors import RegistryError
 from ferryman.topics import EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 SERVE = "from ferryman.cli import main; main()"
 
