@@ -58,7 +58,8 @@ class _Poll(Generic[T]):
 
     def failure(self) -> str:
         what = self.what() if callable(self.what) else self.what
-        said = f"waited {self.timeout}s ({self.polls} polls) for {what or 'a condition'}"
+        # callers name what they await or what went missing: "not within" reads right for both
+        said = f"not within {self.timeout}s ({self.polls} polls): {what or 'the condition'}"
         said += f"; last value seen: {self.last!r}"
         if self.error is not None:
             said += f"; last error: {self.error!r}"
