@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 from typer.testing import CliRunner, Result
 
 from ferryman.broker import open_broker
@@ -303,10 +304,7 @@ def wait_for_group(broker_url: str, group: str, topic: str) -> None:
     broker = open_broker(broker_location(broker_url))
     try:
         admin = broker.admin()
-        deadline = time.monotonic() + 60
-        while topic not in admin.list_topics():
-            assert time.monotonic() < deadline, f"{topic} not created on {broker_url}"
-            time.sleep(0.05)
+        wait_until(lambda: topic in admin.list_topics(), 60, f"{topic} created on {broker_url}")
     finally:
         broker.close()
 
