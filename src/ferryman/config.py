@@ -181,6 +181,8 @@ class ServiceConfig:
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
     ``backoff_multiplier`` each time up to ``backoff_max``; then ``on_error`` decides: send the
     record to ``<topic>.dlq`` and go on, or stop the service with HandlerError.
+    ``relay``: run an outbox relay inside the service: True always, False never (run
+    ``ferryman relay`` instead), None (default) when the service uses its outbox.
     """
 
     group: str | None = None
@@ -201,6 +203,7 @@ class ServiceConfig:
     create_topics: bool = True
     consumer_config: Mapping[str, str] = field(default_factory=dict)
     producer_config: Mapping[str, str] = field(default_factory=dict)
+    relay: bool | None = None
 
     def __post_init__(self) -> None:
         if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
@@ -226,6 +229,11 @@ class ServiceConfig:
         _seconds(self, "shutdown_timeout", 0)
         _seconds(self, "commit_interval", 0, above=True)
         _number(self, "backoff_multiplier", 1, "a number >= 1 (1 keeps the back-off constant)")
+        if self.relay is not None and not isinstance(self.relay, bool):
+            raise ConfigError(
+                f"relay={self.relay!r}: write True (always run an outbox relay in the service), "
+                "False (never: run `ferryman relay`) or None (when the service uses its outbox)"
+            )
         if not isinstance(self.create_topics, bool):
             raise ConfigError(f"create_topics={self.create_topics!r}: write True or False")
         for name in ("consumer_config", "producer_config"):

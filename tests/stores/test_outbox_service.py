@@ -1,0 +1,188 @@
+"""The outbox through a Service: ``svc.outbox(session)`` writes in the caller's transaction, the
+relay inside ``svc.start()`` publishes what committed, never what rolled back."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+
+import ferryman as fm
+from ferryman.runtime.headers import MESSAGE_ID
+from ferryman.stores import Database
+from ferryman.stores.outbox import outbox_table
+
+from .outbox_helpers import wait_until
+from .service_helpers import (
+    Customer,
+    Noted,
+    World,
+    embedded_world,
+    header,
+    ids_and_sources,
+    user_db,
+    world,
+)
+
+__all__ = ["embedded_world", "user_db", "world"]  # fixtures, imported for the tests below
+
+
+def outbox_rows(db: Database) -> int:
+    with db.begin() as conn:
+        return int(conn.scalar(select(func.count()).select_from(outbox_table(db.metadata))) or 0)
+
+
+def test_committed_records_are_published_and_rolled_back_ones_never(
+    world: World, user_db: Database
+) -> None:
+    customers = fm.EntityTopic(world.topic("customers"), Customer, key="id", partitions=3)
+    noted = fm.EventTopic(world.topic("noted"), Noted, partition_key="id")
+    svc = world.service("writer")
+
+    async def body() -> None:
+        async with svc:
+            with user_db.sessions.begin() as session:
+                session.execute(text("SELECT 1"))
+                box = svc.outbox(session)
+                box.publish(customers, Customer(1, "ada"))
+                box.publish(customers, Customer(2, "bob"))
+                box.delete(customers, 2)
+                box.emit(noted, Noted(1, "hello"))
+            with pytest.raises(RuntimeError), user_db.sessions.begin() as session:
+                svc.outbox(session).publish(customers, Customer(3, "phantom"))
+                raise RuntimeError("roll back")
+            records = await asyncio.to_thread(world.read, customers.name, 3)
+            events = await asyncio.to_thread(world.read, noted.name, 1)
+            await asyncio.to_thread(
+                wait_until, lambda: outbox_rows(user_db) == 0, 20, "the relay to delete its rows"
+            )
+
+        assert len(records) == 3 and len(events) == 1
+        by_key: dict[int, list[bytes | None]] = {}
+        for r in records:
+            assert r.key is not None
+            by_key.setdefault(r.key[-1], []).append(r.value)
+        values = [r.value for r in sorted(records, key=lambda r: r.offset) if r.key == records[0].key]
+        assert values  # per key in commit order; the tombstone of 2 last
+        tombstones = [r for r in records if r.value is None]
+        assert len(tombstones) == 1
+        ids, sources = ids_and_sources([*records, *events])
+        assert None not in ids and len(ids) == 4
+        assert sources == {svc.name.encode()}
+
+    asyncio.run(body())
+
+
+def test_a_consumer_decodes_outbox_records_and_sees_their_message_ids(
+    embedded_world: World, user_db: Database
+) -> None:
+    world = embedded_world
+    noted = fm.EventTopic(world.topic("noted"), Noted, partition_key="id", partitions=2)
+    writer = world.service("writer")
+    reader = world.service("reader")
+    seen: list[tuple[Noted, str]] = []
+
+    @reader.on(noted)
+    def handle(value: Noted, message: fm.Message[Noted]) -> None:
+        ids = [v for k, v in message.headers if k == MESSAGE_ID]
+        seen.append((value, ids[0].decode() if ids else ""))
+
+    async def body() -> None:
+        async with writer, reader:
+            with user_db.sessions.begin() as session:
+                box = writer.outbox(session)
+                for i in range(10):
+                    box.emit(noted, Noted(i, f"n{i}"))
+            await asyncio.to_thread(wait_until, lambda: len(seen) >= 10, 30, "10 events handled")
+
+    asyncio.run(body())
+    assert sorted(v.id for v, _ in seen) == list(range(10))
+    assert len({mid for _, mid in seen}) == 10 and all(seen_id for _, seen_id in seen)
+
+
+def test_outbox_calls_are_checked_as_direct_sends_are(embedded_world: World, user_db: Database) -> None:
+    world = embedded_world
+    customers = fm.EntityTopic(world.topic("customers"), Customer, key="id")
+    noted = fm.EventTopic(
+        world.topic("noted"), Noted, partition_key="id", config={"retention.ms": 60_000}
+    )
+    svc = world.service("checked", relay=False)
+    try:
+        with user_db.sessions.begin() as session:
+            box = svc.outbox(session)
+            with pytest.raises(fm.SchemaError, match="carries Customer, not Noted"):
+                box.publish(customers, Noted(1, "x"))  # type: ignore[misc]
+            with pytest.raises(fm.ConfigError, match="use emit"):
+                box.publish(noted, Noted(1, "x"))  # type: ignore[arg-type]
+            with pytest.raises(fm.ConfigError, match="use publish"):
+                box.emit(customers, Customer(1, "x"))  # type: ignore[arg-type]
+            with pytest.raises(fm.SchemaError, match="key 'one' is not a int"):
+                box.delete(customers, "one")
+            with pytest.raises(fm.ConfigError, match="not a time"):
+                box.emit(noted, Noted(1, "x"), timestamp=-5)
+            old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+            with pytest.raises(fm.ConfigError, match="retention"):
+                box.emit(noted, Noted(1, "x"), timestamp=old)
+            box.emit(noted, Noted(1, "x"), timestamp=old, allow_expired=True)
+        assert outbox_rows(user_db) == 1  # only the last one was written
+        with user_db.begin() as conn:
+            stamp = conn.scalar(select(outbox_table(user_db.metadata).c.timestamp_ms))
+        assert stamp == int(old.timestamp() * 1000)
+    finally:
+        asyncio.run(svc.stop())
+
+
+def test_outbox_on_a_connection_and_headers_of_the_caller(
+    embedded_world: World, user_db: Database
+) -> None:
+    world = embedded_world
+    noted = fm.EventTopic(world.topic("noted"), Noted)
+    svc = world.service("conn")
+
+    async def body() -> None:
+        async with svc:
+            with user_db.begin() as conn:
+                svc.outbox(conn).emit(noted, Noted(7, "x"), headers={"trace": "abc"})
+            [record] = await asyncio.to_thread(world.read, noted.name, 1)
+            assert header(record, "trace") == b"abc"
+            assert header(record, MESSAGE_ID)
+
+    asyncio.run(body())
+
+
+def test_relay_false_leaves_rows_for_another_relay_and_run_relay_sends_them(
+    embedded_world: World, user_db: Database
+) -> None:
+    world = embedded_world
+    noted = fm.EventTopic(world.topic("noted"), Noted)
+    svc = world.service("norelay", relay=False)
+    relay_svc = world.service("relay-only")
+
+    async def body() -> None:
+        async with svc:
+            with user_db.sessions.begin() as session:
+                for i in range(5):
+                    svc.outbox(session).emit(noted, Noted(i, "x"))
+            # The service runs no relay: the rows stay.
+            assert outbox_rows(user_db) == 5
+            assert world.count(noted.name) == 0
+
+    asyncio.run(body())
+    stop = threading.Event()
+    thread = threading.Thread(target=relay_svc.run_relay, args=(stop,))
+    thread.start()
+    try:
+        records = world.read(noted.name, 5)
+        wait_until(lambda: outbox_rows(user_db) == 0, 20, "the relay to delete its rows")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(records) == 5
+
+
+def test_relay_config_is_checked() -> None:
+    with pytest.raises(fm.ConfigError, match="relay='yes'"):
+        fm.ServiceConfig(relay="yes")  # type: ignore[arg-type]
