@@ -299,6 +299,8 @@ class Service:
             self._outboxes.run_relay(stop)
         finally:
             self._conn.close()
+            if self._db is not None:
+                self._db.dispose()
 
     def _database(self) -> Database:
         # Built from the service's database location on first use.
@@ -397,6 +399,8 @@ class Service:
         if requester is not None:
             await asyncio.to_thread(requester.close)
         await asyncio.to_thread(self._outboxes.stop)
+        if self._db is not None:
+            self._db.dispose()
         await asyncio.to_thread(self._conn.close)
         self._started = False
         if self._stopped is not None:
