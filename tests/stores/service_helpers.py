@@ -17,6 +17,7 @@ from ferryman.config import ServiceConfig
 from ferryman.records import Record
 from ferryman.runtime.headers import MESSAGE_ID, SOURCE
 from ferryman.stores import Database
+
 from .outbox_helpers import read_all
 
 
@@ -75,20 +76,20 @@ class World:
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
-def world(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Iterator[World]:
+def world(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> World:
     """A World per broker backend and per database (``database_url``)."""
     registry = f"embedded:{tmp_path / 'registry.db'}"
     if request.param == "kafka":
         broker = f"kafka://{request.getfixturevalue('kafka_bootstrap')}"
     else:
         broker = f"embedded:{tmp_path / 'broker.db'}"
-    yield World(broker, registry, database_url)
+    return World(broker, registry, database_url)
 
 
 @pytest.fixture
-def embedded_world(tmp_path: Path, database_url: str) -> Iterator[World]:
+def embedded_world(tmp_path: Path, database_url: str) -> World:
     """A World on the embedded broker, per database."""
-    yield World(
+    return World(
         f"embedded:{tmp_path / 'broker.db'}", f"embedded:{tmp_path / 'registry.db'}", database_url
     )
 
