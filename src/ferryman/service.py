@@ -173,9 +173,16 @@ class Service:
         if self._topics.get(topic.name) is not topic:
             self._declare(topic)
         record = encode_record(
-            self._conn.serde, topic, value, key, headers, timestamp, self._source, allow_expired
+            self._conn.serde,
+            topic,
+            value,
+            key,
+            headers,
+            timestamp,
+            self._source,
+            allow_expired,
+            prepare=lambda: self._conn.ensure_topics(topic.specs()),
         )
-        self._conn.ensure_topics(topic.specs())
         future = self._conn.producer.send(
             topic.name,
             record.value,
@@ -327,9 +334,16 @@ class Service:
             self._declare(topic)
         value, key = (None, arg) if call == "delete" else (arg, FROM_VALUE)
         record = encode_record(
-            self._conn.serde, topic, value, key, headers, timestamp, self._source, allow_expired
+            self._conn.serde,
+            topic,
+            value,
+            key,
+            headers,
+            timestamp,
+            self._source,
+            allow_expired,
+            prepare=lambda: self._conn.ensure_topics(topic.specs()),
         )
-        self._conn.ensure_topics(topic.specs())
         return OutboxRecord(
             record.topic, record.key, record.value, record.headers, record.timestamp_ms
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -39,11 +39,14 @@ def encode_record(
     timestamp: datetime | float | None,
     source: bytes,
     allow_expired: bool = False,
+    prepare: Callable[[], None] | None = None,
 ) -> EncodedRecord:
     """Check and encode one record of ``topic``; ``value=None`` with a key is a tombstone.
 
     Raises SchemaError for a value or key that does not fit the topic, ConfigError for a bad
-    timestamp or one older than the topic's retention (unless ``allow_expired``)."""
+    timestamp or one older than the topic's retention (unless ``allow_expired``). ``prepare``
+    runs between the checks that need no I/O and the encoding (which registers schemas): a
+    sender creates the topic there, so a refused value never creates one."""
     if value is None and key is FROM_VALUE:
         raise SchemaError(
             f"{topic.kind} {topic.name!r} carries {topic.model.__name__}, not None; pass a "
@@ -57,6 +60,8 @@ def encode_record(
     when = timestamp_ms(timestamp)
     if timestamp is not None and not allow_expired:
         check_retention(topic, when)
+    if prepare is not None:
+        prepare()
     payload = None if value is None else serde.encode_value(topic, value)
     if key is FROM_VALUE:  # after encode_value, which checked the value's type
         key = topic.key_of(value)
