@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -191,3 +192,44 @@ def test_relay_false_leaves_rows_for_another_relay_and_run_relay_sends_them(
 def test_relay_config_is_checked() -> None:
     with pytest.raises(fm.ConfigError, match="relay='yes'"):
         fm.ServiceConfig(relay="yes")  # type: ignore[arg-type]
+
+
+def test_a_service_that_does_not_use_an_outbox_runs_no_relay_and_opens_no_database(
+    tmp_path: Path,
+) -> None:
+    where = tmp_path / "db" / "service.db"
+    svc = fm.Service(
+        "plain",
+        broker=f"embedded:{tmp_path / 'broker.db'}",
+        database=f"sqlite:///{where}",
+    )
+
+    async def body() -> None:
+        async with svc:
+            assert not [t for t in threading.enumerate() if "relay" in t.name]
+
+    asyncio.run(body())
+    assert not where.exists()
+
+
+def test_relay_true_publishes_what_other_processes_wrote_before_it_started(
+    embedded_world: World, user_db: Database
+) -> None:
+    world = embedded_world
+    noted = fm.EventTopic(world.topic("noted"), Noted, partitions=2)
+    writer = world.service("writer", relay=False)
+    with user_db.sessions.begin() as session:
+        box = writer.outbox(session)
+        for i in range(20):
+            box.emit(noted, Noted(i, "x"))
+    asyncio.run(writer.stop())
+    relay = world.service("relay", relay=True)
+
+    async def body() -> None:
+        async with relay:
+            await asyncio.to_thread(
+                wait_until, lambda: outbox_rows(user_db) == 0, 20, "the relay to drain the outbox"
+            )
+
+    asyncio.run(body())
+    assert len(world.read(noted.name, 20)) == 20

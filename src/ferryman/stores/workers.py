@@ -59,7 +59,8 @@ class OutboxWorkers:
         self._used = False
         self._tables_ready = False
         self._running = False
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the relay's
+        self._stop_pollers = threading.Event()
         self._relay: Relay | None = None
         self._threads: list[threading.Thread] = []
         self._relay_thread: threading.Thread | None = None
@@ -154,6 +155,7 @@ class OutboxWorkers:
     def start(self) -> None:
         """Start the pollers, and the relay when the service uses the outbox."""
         self._stop.clear()
+        self._stop_pollers.clear()
         self._running = True
         wants = self.relay_mode or (
             self.relay_mode is None and (self._used or self.sources or self.publishers)
@@ -173,7 +175,7 @@ class OutboxWorkers:
             self._relay_thread = self._spawn(f"relay {self.name}", self._relay_run)
 
     def _poll(self, publisher: TablePublisher) -> None:
-        publisher.run(self._stop, self._database(), self.outbox, self.encode)
+        publisher.run(self._stop_pollers, self._database(), self.outbox, self.encode)
 
     def _relay_run(self) -> None:
         assert self._relay is not None
@@ -194,13 +196,17 @@ class OutboxWorkers:
         return thread
 
     def stop(self) -> None:
-        """Stop the pollers and the relay: each finishes its round (the relay awaits the
-        acknowledgements of what it sent and deletes those rows), then the relay hands its
-        leases over."""
+        """Stop the pollers, then the relay: it finishes its round (awaits the acknowledgements
+        of what it sent and deletes those rows), then hands its leases over."""
         self._running = False
-        self._stop.set()
+        self._stop_pollers.set()
+        relay_thread = self._relay_thread
         for thread in self._threads:
-            thread.join()
+            if thread is not relay_thread:
+                thread.join()
+        self._stop.set()  # after the pollers, so the relay may send their last rows this round
+        if relay_thread is not None:
+            relay_thread.join()
         self._threads = []
         self._relay_thread = None
         relay, self._relay = self._relay, None
