@@ -266,11 +266,12 @@ class Service:
             )
         )
 
-    def republish(self, topic: EntityTopic[Any]) -> int:
-        """Backfill: write every row of ``topic``'s source table into the outbox as an upsert,
-        in one transaction; returns how many rows."""
-        expect_kind(topic, EntityTopic, "republish", "source")
-        count = self._outboxes.republish(topic.name)
+    def republish(self, topic: EntityTopic[Any] | str) -> int:
+        """Backfill: write every row of ``topic``'s (or the topic named so) source table into
+        the outbox as an upsert, in one transaction; returns how many rows."""
+        if not isinstance(topic, str):
+            expect_kind(topic, EntityTopic, "republish", "source")
+        count = self._outboxes.republish(topic if isinstance(topic, str) else topic.name)
         self._outboxes.used()
         return count
 

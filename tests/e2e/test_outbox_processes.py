@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from ferryman.broker import open_broker
 from ferryman.records import Record, TopicPartition
@@ -214,3 +214,23 @@ def test_sigkill_of_a_services_relay_mid_stream_loses_nothing(world: World) -> N
         firsts = list(dict.fromkeys(seqs))  # a resent record repeats; its first sight is in order
         assert firsts == sorted(firsts), f"key {key}: out of commit order"
     decode._conn.close()
+
+
+def test_ferryman_republish_backfills_a_sources_table_into_the_outbox(world: World) -> None:
+    apps = world.apps()
+    db = Database(world.env["FERRYMAN_DATABASE"])
+    try:
+        apps.Base.metadata.create_all(db.engine)
+        with db.begin() as conn:  # a bulk insert: no session event publishes it
+            conn.execute(insert(apps.ItemRow), [{"id": i, "name": f"i{i}"} for i in range(3)])
+    finally:
+        db.dispose()
+    proc = world.start("republish", "outbox_apps:sourced", apps.items.name)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"3 rows of {apps.items.name!r} written to the outbox" in err
+    assert world.outbox_rows() == 3
+    proc = world.start("republish", "outbox_apps:sourced", "nope")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "has no source for 'nope'" in err

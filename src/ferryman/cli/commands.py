@@ -7,5 +7,6 @@ from ferryman.cli import (
     info,  # noqa: F401
     registry,  # noqa: F401
     relay,  # noqa: F401
+    republish,  # noqa: F401
     run,  # noqa: F401
 )
