@@ -31,6 +31,12 @@ class CustomerRow(Base):
     visits: Mapped[int] = mapped_column(default=0)  # not watched: counting visits is not news
 
 
+class NoEmailRow(Base):
+    __tablename__ = "no_email"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
 def collect(world: World, topic: fm.EntityTopic[Customer]) -> tuple[fm.Service, list[Any]]:
     reader = world.service("reader")
     seen: list[tuple[int, Customer | None]] = []
@@ -117,6 +123,8 @@ def test_source_declarations_are_checked(embedded_world: World) -> None:
     customers = fm.EntityTopic(embedded_world.topic("customers"), Customer, key="id")
     with pytest.raises(fm.ConfigError, match="watch names 'nickname'"):
         svc.source(customers, from_=CustomerRow, watch=["nickname"])
+    with pytest.raises(fm.ConfigError, match=r"one string; .* watch=\['name'\]"):
+        svc.source(customers, from_=CustomerRow, watch="name")
     with pytest.raises(fm.ConfigError, match="ORM mapped class"):
         svc.source(customers, from_=Customer)
     events = fm.EventTopic(embedded_world.topic("events"), Customer)
@@ -124,3 +132,8 @@ def test_source_declarations_are_checked(embedded_world: World) -> None:
         svc.source(events, from_=CustomerRow)  # type: ignore[arg-type]
     with pytest.raises(fm.ConfigError, match="no source"):
         svc.republish(customers)
+    with pytest.raises(fm.ConfigError, match="has no 'email' for Customer"):
+        svc.source(customers, from_=NoEmailRow)
+    svc.source(customers, from_=CustomerRow)
+    with pytest.raises(fm.ConfigError, match="already sources"):
+        svc.source(customers, from_=CustomerRow)

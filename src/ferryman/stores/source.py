@@ -60,9 +60,14 @@ class EntitySource:
                 "class (a DeclarativeBase subclass); for a plain table use poll_table()"
             )
         columns = set(mapper.column_attrs.keys())
+        if isinstance(watch, str):
+            raise ConfigError(
+                f"source({topic.name!r}): watch={watch!r} is one string; pass a list of column "
+                f"attribute names, e.g. watch=[{watch!r}]"
+            )
         self.watch = None if watch is None else frozenset(watch)
-        if isinstance(watch, str) or (self.watch is not None and not self.watch <= columns):
-            unknown = sorted({watch} if isinstance(watch, str) else self.watch - columns)  # type: ignore[operator]
+        unknown = sorted(self.watch - columns) if self.watch is not None else []
+        if unknown:
             raise ConfigError(
                 f"source({topic.name!r}): watch names {', '.join(map(repr, unknown))}, which "
                 f"{model.__name__} does not map (its columns: {', '.join(sorted(columns))}); "
