@@ -233,3 +233,29 @@ def test_relay_true_publishes_what_other_processes_wrote_before_it_started(
 
     asyncio.run(body())
     assert len(world.read(noted.name, 20)) == 20
+
+
+def test_stop_finishes_the_relays_round_so_every_sent_row_is_deleted(
+    embedded_world: World, user_db: Database
+) -> None:
+    world = embedded_world
+    noted = fm.EventTopic(world.topic("noted"), Noted, partitions=4)
+    writer = world.service("writer", relay=False)
+    total = 3000
+    with user_db.sessions.begin() as session:
+        box = writer.outbox(session)
+        for i in range(total):
+            box.emit(noted, Noted(i, "x"))
+    asyncio.run(writer.stop())
+    relay = world.service("relay", relay=True)
+
+    async def body() -> None:
+        await relay.start()
+        await asyncio.to_thread(
+            wait_until, lambda: world.count(noted.name) > 0, 20, "the relay to start sending"
+        )
+        await relay.stop()  # mid-stream, most likely mid-round
+
+    asyncio.run(body())
+    # Nothing sent and left behind: what is on the topic left the outbox, the rest waits there.
+    assert world.count(noted.name) + outbox_rows(user_db) == total
