@@ -4,14 +4,16 @@ outbox; changes to unwatched columns and rolled-back sessions publish nothing.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import String, update
+from sqlalchemy import String, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import ferryman as fm
 from ferryman.stores import Database
+from ferryman.stores.outbox import outbox_table
 
 from .outbox_helpers import wait_until
 from .service_helpers import Customer, World, embedded_world, user_db, world
@@ -137,3 +139,23 @@ def test_source_declarations_are_checked(embedded_world: World) -> None:
     svc.source(customers, from_=CustomerRow)
     with pytest.raises(fm.ConfigError, match="already sources"):
         svc.source(customers, from_=CustomerRow)
+
+
+def test_a_relative_sqlite_path_is_the_services_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    world = World("embedded:broker.db", "embedded:registry.db", "sqlite:///db/service.db")
+    customers = fm.EntityTopic(world.topic("customers"), Customer, key="id")
+    svc = world.service("owner", relay=False)
+    svc.source(customers, from_=CustomerRow)
+    db = Database("sqlite:///db/service.db")  # the user's engine, on the path as written
+    try:
+        Base.metadata.create_all(db.engine)
+        with db.sessions.begin() as s:
+            s.add(CustomerRow(id=1, name="ada"))
+        with db.begin() as conn:
+            assert conn.scalar(select(func.count()).select_from(outbox_table(db.metadata))) == 1
+    finally:
+        db.dispose()
+        asyncio.run(svc.stop())

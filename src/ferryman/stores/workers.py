@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, inspect
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from ferryman.broker.base import Producer
@@ -120,7 +122,7 @@ class OutboxWorkers:
             bind = session.get_bind()
         except Exception:  # an unbound session writes nowhere a source can reach
             return False
-        return bind.engine.url == self._database().url
+        return same_database(bind.engine.url, self._database().url)
 
     def add_source(self, source: EntitySource) -> None:
         """Publish ``source``'s model through the outbox from now on."""
@@ -221,3 +223,13 @@ class OutboxWorkers:
             relay.run(stop)
         finally:
             relay.close()
+
+
+def same_database(a: URL, b: URL) -> bool:
+    """Whether two SQLAlchemy URLs name one database: SQLite files by resolved path (a relative
+    path and its absolute form are one file), others by everything but the password."""
+    if a.get_backend_name() == b.get_backend_name() == "sqlite":
+        if not a.database or not b.database or ":memory:" in (a.database, b.database):
+            return a == b
+        return Path(a.database).resolve() == Path(b.database).resolve()
+    return a.set(password=None) == b.set(password=None)
