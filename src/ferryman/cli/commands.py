@@ -6,5 +6,7 @@ from ferryman.cli import (
     demo,  # noqa: F401
     info,  # noqa: F401
     registry,  # noqa: F401
+    relay,  # noqa: F401
+    republish,  # noqa: F401
     run,  # noqa: F401
 )
