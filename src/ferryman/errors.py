@@ -15,6 +15,7 @@ Every error a user can meet says what was wrong and what to do about it::
      │    ├── UnknownPartition        a partition outside the topic's range
      │    ├── ProduceError            a record was not acknowledged
      │    ├── CommitFailed            offsets could not be committed (e.g. partition revoked)
+     │    ├── GroupBusy               a group's offsets cannot be reset while it has live members
      │    ├── ClientClosed            a producer/consumer/admin used after close()
      │    └── StorageError            the embedded broker's file is corrupt or unwritable
      │         └── IncompatibleStorage  the file was written by an incompatible ferryman version
@@ -84,6 +85,10 @@ class ProduceError(BrokerError):
 
 class CommitFailed(BrokerError):
     """Offsets could not be committed, for example because the partition was revoked."""
+
+
+class GroupBusy(BrokerError):
+    """A consumer group's offsets cannot be changed while it has live members."""
 
 
 class ClientClosed(BrokerError):

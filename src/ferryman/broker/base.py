@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ferryman.records import (
@@ -43,6 +44,16 @@ def is_legal_topic_name(name: object) -> bool:
 
 OffsetReset = Literal["earliest", "latest"]
 RebalanceCallback = Callable[[set[TopicPartition]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A live member of a consumer group and the partitions it owns."""
+
+    member_id: str
+    client: str
+    """Who it is, as far as the backend knows (Kafka: client id and host; embedded: empty)."""
+    assignment: frozenset[TopicPartition]
 
 
 class Admin(Protocol):
@@ -81,6 +92,18 @@ class Admin(Protocol):
 
         A partition without a committed offset counts from its earliest offset.
         """
+        ...
+
+    def list_groups(self) -> list[str]:
+        """Names of the consumer groups that have members or committed offsets, sorted."""
+        ...
+
+    def group_members(self, group: str) -> list[GroupMember]:
+        """The live members of ``group`` with their assignments (empty for an unknown group)."""
+        ...
+
+    def reset_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Set ``group``'s committed offsets. Raises GroupBusy while it has live members."""
         ...
 
     def close(self) -> None: ...

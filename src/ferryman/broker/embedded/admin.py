@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from ferryman.broker.base import GroupMember
+from ferryman.broker.embedded.group import now_ms
 from ferryman.broker.embedded.storage import PID_SHIFT, Store, bump_topics_version, read, write
 from ferryman.broker.embedded.topics import (
     DEFAULTS,
@@ -16,7 +18,14 @@ from ferryman.broker.embedded.topics import (
     normalize_policy,
 )
 from ferryman.broker.embedded.wakeup import Notifier
-from ferryman.errors import ClientClosed, TopicExists, TopicMismatch, UnknownTopic
+from ferryman.errors import (
+    ClientClosed,
+    GroupBusy,
+    TopicExists,
+    TopicMismatch,
+    UnknownPartition,
+    UnknownTopic,
+)
 from ferryman.records import PartitionOffsets, TopicInfo, TopicPartition, TopicSpec
 
 
@@ -165,8 +174,75 @@ class EmbeddedAdmin:
             lag[tp] = max(o.latest - position, 0)
         return lag
 
+    def list_groups(self) -> list[str]:
+        sql = "SELECT group_id FROM offsets UNION SELECT group_id FROM members ORDER BY 1"
+        with self._lock:
+            rows = read(self._c(), self._store.path, sql)
+        return [str(r[0]) for r in rows]
+
+    def group_members(self, group: str) -> list[GroupMember]:
+        with self._lock:
+            conn = self._c()
+            members = read(
+                conn,
+                self._store.path,
+                "SELECT member_id, heartbeat_ms, session_ms FROM members WHERE group_id = ? "
+                "ORDER BY member_id",
+                (group,),
+            )
+            owners = read(
+                conn,
+                self._store.path,
+                "SELECT member_id, topic, partition FROM owners WHERE group_id = ?",
+                (group,),
+            )
+        now = now_ms()
+        owned: dict[str, set[TopicPartition]] = {}
+        for member, topic, partition in owners:
+            owned.setdefault(str(member), set()).add(TopicPartition(str(topic), int(partition)))
+        # A member whose heartbeat is older than its session is dead, though not yet expired
+        # (the group's next join or heartbeat removes it).
+        return [
+            GroupMember(str(m), "", frozenset(owned.get(str(m), ())))
+            for m, beat, session in members
+            if abs(now - int(beat)) <= int(session)
+        ]
+
+    def reset_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            # Checked in the writing transaction, so no member can join between check and write.
+            (live,) = conn.execute(
+                "SELECT count(*) FROM members WHERE group_id = ?1 "
+                "AND abs(?2 - heartbeat_ms) <= session_ms",
+                (group, now_ms()),
+            ).fetchone()
+            if live:
+                raise GroupBusy(_busy(group, int(live)))
+            for tp, offset in offsets.items():
+                partitions, _ = load_topic(conn, self._store, tp.topic)
+                if not 0 <= tp.partition < partitions:
+                    raise UnknownPartition(
+                        f"{tp} does not exist: topic {tp.topic!r} has {partitions} partitions"
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO offsets(group_id, topic, partition, offset) "
+                    "VALUES (?, ?, ?, ?)",
+                    (group, tp.topic, tp.partition, int(offset)),
+                )
+
+        self._store.check_file()
+        with self._lock:
+            write(self._c(), self._store.path, body)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _busy(group: str, members: int) -> str:
+    return (
+        f"group {group!r} has {members} live member(s); stop its consumers (every process of "
+        "the service) before resetting its offsets, so none commits over the reset"
+    )

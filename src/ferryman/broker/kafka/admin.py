@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
@@ -12,6 +13,7 @@ from confluent_kafka.admin._config import ConfigResource, ConfigSource
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 
+from ferryman.broker.base import GroupMember
 from ferryman.broker.kafka._errors import (
     UNKNOWN_TOPIC,
     kafka_error,
@@ -22,6 +24,7 @@ from ferryman.errors import (
     BrokerError,
     BrokerUnavailable,
     ClientClosed,
+    GroupBusy,
     InvalidTopic,
     TopicMismatch,
     UnknownTopic,
@@ -230,9 +233,77 @@ class KafkaAdmin:
             lag[tp] = max(b.latest - start, 0)
         return lag
 
+    def list_groups(self) -> list[str]:
+        self._check_open()
+        try:
+            result = self._client.list_consumer_groups(request_timeout=self._timeout).result()
+        except KafkaException as exc:
+            self._fail(exc, "listing consumer groups")
+        return sorted(g.group_id for g in result.valid)
+
+    def group_members(self, group: str) -> list[GroupMember]:
+        self._check_open()
+        try:
+            found = self._client.describe_consumer_groups([group], request_timeout=self._timeout)[
+                group
+            ].result()
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return []
+            self._fail(exc, f"describing group {group!r}")
+        return sorted(
+            (
+                GroupMember(
+                    m.member_id,
+                    f"{m.client_id}@{m.host}",
+                    frozenset(
+                        TopicPartition(tp.topic, tp.partition)
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])
+                    ),
+                )
+                for m in found.members or []
+            ),
+            key=lambda m: m.member_id,
+        )
+
+    def reset_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        live = self.group_members(group)
+        if live:
+            raise GroupBusy(_busy(group, len(live)))
+        request = ConsumerGroupTopicPartitions(
+            group, [_RdPartition(tp.topic, tp.partition, int(o)) for tp, o in offsets.items()]
+        )
+        try:
+            result = self._client.alter_consumer_group_offsets(
+                [request], request_timeout=self._timeout
+            )[group].result()
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            # The broker refuses too when a member joined since the check above.
+            if err is not None and err.code() in (
+                KafkaError.UNKNOWN_MEMBER_ID,
+                KafkaError.REBALANCE_IN_PROGRESS,
+            ):
+                raise GroupBusy(_busy(group, 1)) from exc
+            self._fail(exc, f"resetting the offsets of group {group!r}")
+        for tp in result.topic_partitions or []:
+            if tp.error is not None:
+                raise BrokerError(
+                    f"resetting {tp.topic}[{tp.partition}] of group {group!r} failed: "
+                    f"{tp.error.str()}"
+                )
+
     def close(self) -> None:
         self._closed = True
 
 
 def _policy(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _busy(group: str, members: int) -> str:
+    return (
+        f"group {group!r} has {members} live member(s); stop its consumers (every process of "
+        "the service) before resetting its offsets, so none commits over the reset"
+    )
