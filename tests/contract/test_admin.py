@@ -110,3 +110,21 @@ def test_invalid_partitions_or_config(
     with pytest.raises(InvalidTopic):
         backend.admin.create_topic(TopicSpec(name, partitions, config))
     assert name not in backend.admin.list_topics()
+
+
+def test_alter_topic_grows_partitions_and_sets_config_but_never_shrinks(backend: Backend) -> None:
+    admin = backend.admin
+    name = backend.unique("alter")
+    admin.create_topic(TopicSpec(name, 1, {"cleanup.policy": "delete", "retention.ms": "60000"}))
+
+    admin.alter_topic(name, partitions=3, config={"retention.ms": "120000"})
+
+    wait_until(lambda: admin.describe_topic(name).partitions == 3, backend.join_timeout)
+    info = admin.describe_topic(name)
+    assert info.config["retention.ms"] == "120000"
+    assert info.config["cleanup.policy"] == "delete"
+    assert sorted(admin.offsets(name)) == [0, 1, 2]
+    with pytest.raises(InvalidTopic, match="cannot lose partitions"):
+        admin.alter_topic(name, partitions=2)
+    with pytest.raises(UnknownTopic):
+        admin.alter_topic(backend.unique("absent"), config={"retention.ms": "1"})

@@ -71,6 +71,15 @@ class Admin(Protocol):
         """Delete a topic and its records. Raises UnknownTopic."""
         ...
 
+    def alter_topic(
+        self, name: str, *, partitions: int | None = None, config: Mapping[str, str] | None = None
+    ) -> None:
+        """Grow a topic to ``partitions`` and set the ``config`` entries given (others stay).
+
+        Raises UnknownTopic, or InvalidTopic for fewer partitions than it has or a bad setting.
+        """
+        ...
+
     def describe_topic(self, name: str) -> TopicInfo:
         """Partition count and config of a topic. Raises UnknownTopic."""
         ...

@@ -21,6 +21,7 @@ from ferryman.broker.embedded.wakeup import Notifier
 from ferryman.errors import (
     ClientClosed,
     GroupBusy,
+    InvalidTopic,
     TopicExists,
     TopicMismatch,
     UnknownPartition,
@@ -123,6 +124,35 @@ class EmbeddedAdmin:
             for table in ("partitions", "offsets", "owners"):
                 conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
             conn.execute("DELETE FROM topics WHERE name = ?", (name,))
+            bump_topics_version(conn)
+
+        self._store.check_file()
+        with self._lock:
+            write(self._c(), self._store.path, body)
+        self._notifier.notify()
+
+    def alter_topic(
+        self, name: str, *, partitions: int | None = None, config: Mapping[str, str] | None = None
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            have, settings = load_topic(conn, self._store, name)
+            wanted = {**settings, **(config or {})}
+            check_config(name, wanted)
+            more = have if partitions is None else partitions
+            check_partitions(name, more)
+            if more < have:
+                raise InvalidTopic(
+                    f"topic {name!r} has {have} partitions; a topic cannot lose partitions "
+                    f"(their records would go): declare partitions={have} or more"
+                )
+            conn.execute(
+                "UPDATE topics SET partitions = ?, config = ? WHERE name = ?",
+                (more, json.dumps(wanted, sort_keys=True), name),
+            )
+            conn.executemany(
+                "INSERT INTO partitions(topic, partition) VALUES (?, ?)",
+                [(name, p) for p in range(have, more)],
+            )
             bump_topics_version(conn)
 
         self._store.check_file()

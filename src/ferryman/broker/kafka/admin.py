@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as _RdPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, NewPartitions
 from confluent_kafka.admin._config import ConfigResource, ConfigSource
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
@@ -150,6 +150,38 @@ class KafkaAdmin:
             if topic is None or topic.error is not None:
                 return
             time.sleep(0.05)
+
+    def alter_topic(
+        self, name: str, *, partitions: int | None = None, config: Mapping[str, str] | None = None
+    ) -> None:
+        self._check_open()
+        have = self.describe_topic(name).partitions
+        if partitions is not None and partitions < have:
+            raise InvalidTopic(
+                f"topic {name!r} has {have} partitions; a topic cannot lose partitions "
+                f"(their records would go): declare partitions={have} or more"
+            )
+        try:
+            if config:
+                entries = [
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in config.items()
+                ]
+                resource = ConfigResource(
+                    ConfigResource.Type.TOPIC, name, incremental_configs=entries
+                )
+                self._client.incremental_alter_configs([resource], request_timeout=self._timeout)[
+                    resource
+                ].result()
+            if partitions is not None and partitions > have:
+                self._client.create_partitions(
+                    [NewPartitions(name, partitions)],
+                    operation_timeout=self._timeout,
+                    request_timeout=self._timeout,
+                )[name].result()
+                self._wait_for_leaders(name, partitions)
+        except KafkaException as exc:
+            self._fail(exc, f"altering topic {name!r}", name)
 
     def describe_topic(self, name: str) -> TopicInfo:
         self._check_open()
