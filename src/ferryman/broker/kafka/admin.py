@@ -11,7 +11,7 @@ from confluent_kafka import TopicPartition as _RdPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, NewPartitions
 from confluent_kafka.admin._config import ConfigResource, ConfigSource
 from confluent_kafka.admin._listoffsets import OffsetSpec
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.cimpl import NewPartitions, NewTopic
 
 from ferryman.broker.base import GroupMember
 from ferryman.broker.kafka._errors import (
