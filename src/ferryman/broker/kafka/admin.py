@@ -8,8 +8,13 @@ from typing import Any, NoReturn
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as _RdPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, NewPartitions
-from confluent_kafka.admin._config import ConfigResource, ConfigSource
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+)
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
