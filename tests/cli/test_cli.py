@@ -133,11 +133,11 @@ def test_topics_prints_whole_names_and_only_settings_made_on_the_topic(broker_ur
 def test_topics_on_a_narrow_terminal_prints_whole_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ferryman.cli.info
+    import ferryman.cli.topics
 
     url = f"embedded:{tmp_path / 'broker.db'}"
     long_name, plain = make_topics(url)
-    monkeypatch.setattr(ferryman.cli.info, "_on_terminal", lambda: True)
+    monkeypatch.setattr(ferryman.cli.topics, "_on_terminal", lambda: True)
     monkeypatch.setenv("COLUMNS", "200")
     wide = invoke("topics", "--broker", url)
     assert "┃" in wide.stdout  # a table when the names fit

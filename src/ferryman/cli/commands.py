@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from ferryman.cli import (
     demo,  # noqa: F401
+    dlq,  # noqa: F401
+    groups,  # noqa: F401
     info,  # noqa: F401
     registry,  # noqa: F401
     relay,  # noqa: F401
     republish,  # noqa: F401
     run,  # noqa: F401
+    tail,  # noqa: F401
+    topics,  # noqa: F401
 )

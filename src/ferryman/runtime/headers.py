@@ -23,6 +23,9 @@ DLQ_EXCEPTION_TYPE = "ferryman.dlq.exception-type"
 DLQ_EXCEPTION_MESSAGE = "ferryman.dlq.exception-message"
 DLQ_TRACEBACK = "ferryman.dlq.traceback"
 DLQ_ATTEMPTS = "ferryman.dlq.attempts"
+REPLAYED_FROM = "ferryman.replayed-from"
+"""On a dead letter sent back by ``ferryman dlq replay``: the ``<topic>.dlq[partition]@offset``
+it was replayed from."""
 
 KIND_REPLY = b"reply"
 """``ferryman.reply-kind`` of a reply."""
