@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ferryman.cli.app import BrokerUrl, Debug, app, debugging, fail, reporting
+from ferryman.cli.app import BrokerUrl, Debug, RegistryUrl, app, debugging, fail, reporting
 from ferryman.cli.ops import Json, admin_of, offsets_at, parse_position, print_json, read_range
 from ferryman.errors import ConfigError, GroupBusy, UnknownTopic
 from ferryman.records import TopicPartition
@@ -22,7 +22,11 @@ Group = Annotated[str, typer.Argument(help="The consumer group (a service's grou
 
 @groups_app.command("list")
 def list_groups(
-    ctx: typer.Context, broker: BrokerUrl = None, as_json: Json = False, debug: Debug = False
+    ctx: typer.Context,
+    broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
+    as_json: Json = False,
+    debug: Debug = False,
 ) -> None:
     """List the consumer groups, with live members and total lag."""
     with reporting("groups list", debugging(ctx, debug)), admin_of(broker) as admin:
@@ -60,6 +64,7 @@ def describe(
     ctx: typer.Context,
     group: Group,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -175,6 +180,7 @@ def reset(
         bool, typer.Option("--dry-run", help="Show the new offsets; change nothing.")
     ] = False,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:

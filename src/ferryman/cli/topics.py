@@ -33,19 +33,21 @@ Services = Annotated[list[str], typer.Argument(help="Services as module:attribut
 def topics(
     ctx: typer.Context,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     show_all: ShowAll = False,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
     """List the broker's topics: partitions, records, and the settings made on each topic."""
     if ctx.invoked_subcommand is None:
-        list_topics(ctx, broker, show_all, as_json, debug)
+        list_topics(ctx, broker, registry, show_all, as_json, debug)
 
 
 @topics_app.command("list")
 def list_topics(
     ctx: typer.Context,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     show_all: ShowAll = False,
     as_json: Json = False,
     debug: Debug = False,
@@ -221,12 +223,17 @@ def _compare(spec: TopicSpec, info: TopicInfo) -> Change | None:
 
 
 def _plan(
-    ctx: typer.Context, command: str, services: list[str], broker: str | None, debug: bool
+    ctx: typer.Context,
+    command: str,
+    services: list[str],
+    where: tuple[str | None, str | None],
+    debug: bool,
 ) -> list[Change]:
     from ferryman.cli.app import set_locations
 
+    broker, registry = where
     with reporting(command, debugging(ctx, debug)):
-        set_locations(broker, None, None)
+        set_locations(broker, registry, None)
         specs = declared_specs(services, debugging(ctx, debug))
         with admin_of(broker) as admin:
             return plan_changes(admin, specs)
@@ -258,11 +265,12 @@ def plan(
     ctx: typer.Context,
     services: Services,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Show what `topics apply` would change to bring the broker to the declared topics."""
-    changes = _plan(ctx, "topics plan", services, broker, debug)
+    changes = _plan(ctx, "topics plan", services, (broker, registry), debug)
     _show(changes, as_json)
 
 
@@ -271,12 +279,13 @@ def apply(
     ctx: typer.Context,
     services: Services,
     broker: BrokerUrl = None,
+    registry: RegistryUrl = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Apply the plan: create missing topics, grow partitions, set settings (after a yes)."""
-    changes = _plan(ctx, "topics apply", services, broker, debug)
+    changes = _plan(ctx, "topics apply", services, (broker, registry), debug)
     _show(changes, as_json)
     refused = [c.topic for c in changes if c.action == "refused"]
     if refused:
