@@ -98,10 +98,7 @@ def dead_letters(op: Any, dlq: str, where: list[str] | None = None) -> list[Dead
         raise ConfigError(f"{dlq!r} is not a dead-letter topic; name it as <topic>.dlq")
     tests = _where(where or [])
     admin = op.broker.admin()
-    try:
-        bounds = admin.offsets(dlq)
-    finally:
-        admin.close()
+    bounds = admin.offsets(dlq)
     ranges = {TopicPartition(dlq, p): (b.earliest, b.latest) for p, b in bounds.items()}
     decoder = Decoder(op.registry) if any(f == "key" for f, _ in tests) else None
     found = []

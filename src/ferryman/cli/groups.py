@@ -105,40 +105,37 @@ def describe(
 
 def _describe(broker: Any, group: str) -> dict[str, Any]:
     admin = broker.admin()
-    try:
-        members = admin.group_members(group)
-        committed = admin.committed(group)
-        owner = {tp: m.member_id for m in members for tp in m.assignment}
-        topics = sorted({tp.topic for tp in committed} | {tp.topic for tp in owner})
-        if not topics and not members:
-            raise ConfigError(
-                f"group {group!r} has no members and no committed offsets; "
-                "`ferryman groups list` shows the groups there are"
+    members = admin.group_members(group)
+    committed = admin.committed(group)
+    owner = {tp: m.member_id for m in members for tp in m.assignment}
+    topics = sorted({tp.topic for tp in committed} | {tp.topic for tp in owner})
+    if not topics and not members:
+        raise ConfigError(
+            f"group {group!r} has no members and no committed offsets; "
+            "`ferryman groups list` shows the groups there are"
+        )
+    partitions = []
+    for topic in topics:
+        try:
+            bounds = admin.offsets(topic)
+        except UnknownTopic:
+            continue
+        for p, b in sorted(bounds.items()):
+            tp = TopicPartition(topic, p)
+            done = committed.get(tp)
+            lag = max(b.latest - max(b.earliest if done is None else done, b.earliest), 0)
+            partitions.append(
+                {
+                    "topic": topic,
+                    "partition": p,
+                    "committed": done,
+                    "earliest": b.earliest,
+                    "latest": b.latest,
+                    "lag": lag,
+                    "lag_seconds": _lag_seconds(broker, tp, done, b.latest) if lag else 0.0,
+                    "member": owner.get(tp),
+                }
             )
-        partitions = []
-        for topic in topics:
-            try:
-                bounds = admin.offsets(topic)
-            except UnknownTopic:
-                continue
-            for p, b in sorted(bounds.items()):
-                tp = TopicPartition(topic, p)
-                done = committed.get(tp)
-                lag = max(b.latest - max(b.earliest if done is None else done, b.earliest), 0)
-                partitions.append(
-                    {
-                        "topic": topic,
-                        "partition": p,
-                        "committed": done,
-                        "earliest": b.earliest,
-                        "latest": b.latest,
-                        "lag": lag,
-                        "lag_seconds": _lag_seconds(broker, tp, done, b.latest) if lag else 0.0,
-                        "member": owner.get(tp),
-                    }
-                )
-    finally:
-        admin.close()
     return {
         "group": group,
         "members": [
@@ -193,23 +190,20 @@ def reset(
         opened = open_broker(broker_location(broker))
         try:
             admin = opened.admin()
-            try:
-                live = admin.group_members(group)
-                if live and not dry_run:
-                    raise GroupBusy(
-                        f"group {group!r} has {len(live)} live member(s); stop its consumers "
-                        "(every process of the service) and reset again"
-                    )
-                bounds = admin.offsets(topic)
-                parts = sorted(bounds) if partition is None else [partition]
-                if partition is not None and partition not in bounds:
-                    fail("groups reset", f"topic {topic!r} has no partition {partition}", 2)
-                before = admin.committed(group, topic)
-                new = offsets_at(opened, topic, parts, position)
-                if not dry_run:
-                    admin.reset_offsets(group, new)
-            finally:
-                admin.close()
+            live = admin.group_members(group)
+            if live and not dry_run:
+                raise GroupBusy(
+                    f"group {group!r} has {len(live)} live member(s); stop its consumers "
+                    "(every process of the service) and reset again"
+                )
+            bounds = admin.offsets(topic)
+            parts = sorted(bounds) if partition is None else [partition]
+            if partition is not None and partition not in bounds:
+                fail("groups reset", f"topic {topic!r} has no partition {partition}", 2)
+            before = admin.committed(group, topic)
+            new = offsets_at(opened, topic, parts, position)
+            if not dry_run:
+                admin.reset_offsets(group, new)
         finally:
             opened.close()
     rows = [

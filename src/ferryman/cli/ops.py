@@ -77,10 +77,7 @@ def admin_of(broker: str | None) -> Iterator[Admin]:
     opened = open_broker(broker_location(broker))
     try:
         admin = opened.admin()
-        try:
-            yield admin
-        finally:
-            admin.close()
+        yield admin
     finally:
         opened.close()
 
@@ -200,10 +197,7 @@ def offsets_at(
 ) -> dict[TopicPartition, int]:
     """The offset each partition has at ``position`` (an offset is kept within the log)."""
     admin = broker.admin()
-    try:
-        bounds = admin.offsets(topic)
-    finally:
-        admin.close()
+    bounds = admin.offsets(topic)
     out: dict[TopicPartition, int] = {}
     for p in partitions:
         tp, b = TopicPartition(topic, p), bounds[p]

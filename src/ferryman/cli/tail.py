@@ -39,8 +39,15 @@ def tail(
         ),
     ] = None,
     count: Annotated[
-        int, typer.Option("-n", help="How many records to print; 0: every one.", min=0)
-    ] = 10,
+        int | None,
+        typer.Option(
+            "-n",
+            help="How many records: the last N (default 10) without --from; at most N from "
+            "--from (default all, --follow included). 0: every one.",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     key: Annotated[
         str | None, typer.Option("--key", help="Only records whose key (as text) is this.")
     ] = None,
@@ -59,10 +66,7 @@ def tail(
     with reporting("tail", debugging(ctx, debug)), operating(broker, registry) as op:
         position = parse_position(start) if start is not None else None
         admin = op.broker.admin()
-        try:
-            bounds = admin.offsets(topic)
-        finally:
-            admin.close()
+        bounds = admin.offsets(topic)
         parts = sorted(bounds)
         if partition is not None:
             if partition not in bounds:
@@ -70,11 +74,14 @@ def tail(
                     f"topic {topic!r} has partitions {parts[0]}..{parts[-1]}, not {partition}"
                 )
             parts = [partition]
+        if position is None and count is None:
+            count = 10
         if position is None and (key is None or count == 0):
             # Like tail(1): the last records; each partition's last ``count`` hold them all.
+            last = count or 0
             starts = {
-                TopicPartition(topic, p): max(bounds[p].earliest, bounds[p].latest - count)
-                if count
+                TopicPartition(topic, p): max(bounds[p].earliest, bounds[p].latest - last)
+                if last
                 else bounds[p].earliest
                 for p in parts
             }
@@ -87,13 +94,15 @@ def tail(
         def chosen(record: Record) -> bool:
             return wanted is None or _key_text(decoder.decode(record.key)) == wanted
 
-        if position is None and count and not follow:
+        if position is None and count:
             # Last ``count`` over all partitions: by time, as they happened.
             found = [r for r in read_range(op.broker, ranges) if chosen(r)]
             found.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
             for record in found[-count:]:
                 _print(record, decoder, as_json)
-            return
+            if not follow:
+                return
+            ranges = {tp: (end, end) for tp, (_, end) in ranges.items()}
         printed = 0
         try:
             for record in read_range(op.broker, ranges, follow=follow):
@@ -101,7 +110,7 @@ def tail(
                     continue
                 _print(record, decoder, as_json)
                 printed += 1
-                if count and printed >= count and not follow:
+                if count and printed >= count and position is not None:
                     break
         except KeyboardInterrupt:
             pass
@@ -243,8 +252,9 @@ class Encoder:
             out.write(bytes((0,)) + schema_id.to_bytes(4, "big"))
             fastavro.schemaless_writer(out, parsed, datum)
         except (ValidationError, ValueError, TypeError, AttributeError) as exc:
+            text = "; ".join(map(str, exc.errors)) if isinstance(exc, ValidationError) else str(exc)
             raise SchemaError(
                 f"{where}: the {part} does not fit {self.topic}-{part} (schema id {schema_id}): "
-                f"{exc}"
+                f"{' '.join(text.split())}"
             ) from None
         return out.getvalue()

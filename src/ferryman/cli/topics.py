@@ -84,11 +84,8 @@ def describe(
     """One topic: offsets per partition, its settings, and its key and value subjects."""
     with reporting("topics describe", debugging(ctx, debug)), operating(broker, registry) as op:
         admin = op.broker.admin()
-        try:
-            info = admin.describe_topic(topic)
-            offsets = admin.offsets(topic)
-        finally:
-            admin.close()
+        info = admin.describe_topic(topic)
+        offsets = admin.offsets(topic)
         subjects: dict[str, Any] = {}
         for part in ("key", "value"):
             try:
