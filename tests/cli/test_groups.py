@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from tests.waiting import eventually
 
@@ -37,7 +38,7 @@ def test_groups_list_describe_and_a_reset_refused_while_live(place: Place) -> No
         async with svc:
             await eventually(lambda: len(seen) == 6, place.timeout, lambda: seen)
 
-            def described() -> object:
+            def described() -> Any:
                 data = json_of(place.invoke("groups", "describe", group, "--json"))
                 parts = data["partitions"]
                 done = len(parts) == 2 and all(p["lag"] == 0 for p in parts)

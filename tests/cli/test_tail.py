@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from tests.waiting import eventually
 
@@ -134,7 +135,7 @@ def test_tail_follow_prints_records_as_they_arrive(place: Place) -> None:
     customers = fm.EntityTopic(place.name("followed"), Customer, partitions=1)
     publish(place, customers, 1)
 
-    async def main() -> list[object]:
+    async def main() -> list[Any]:
         follower = asyncio.create_task(
             asyncio.to_thread(
                 place.invoke,

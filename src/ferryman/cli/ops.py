@@ -17,12 +17,13 @@ from uuid import UUID
 
 import typer
 
-from ferryman.broker import Broker, open_broker
-from ferryman.broker.base import Admin, Consumer
+from ferryman.broker import open_broker
+from ferryman.broker.base import Admin, Broker, Consumer
 from ferryman.errors import ConfigError, DecodeError, SchemaError, SchemaNotFound
 from ferryman.records import Headers, Record, TopicPartition
-from ferryman.schema import Registry, open_registry
+from ferryman.schema.open import open_registry
 from ferryman.schema.parsing import parse
+from ferryman.schema.registry import Registry
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
