@@ -19,7 +19,7 @@ import typer
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Admin, Broker, Consumer
-from ferryman.errors import ConfigError, DecodeError, SchemaError, SchemaNotFound
+from ferryman.errors import ConfigError, DecodeError, SchemaNotFound
 from ferryman.records import Headers, Record, TopicPartition
 from ferryman.schema.open import open_registry
 from ferryman.schema.parsing import parse
@@ -55,15 +55,10 @@ class Operator:
 @contextmanager
 def operating(broker: str | None, registry: str | None) -> Iterator[Operator]:
     """Open the broker and registry that ``--broker``/``--registry`` (else FERRYMAN_*) name."""
-    from ferryman.config import broker_location, registry_location
+    from ferryman.config import resolve_locations
 
-    where = broker_location(broker)
-    if registry is None:
-        import os
-
-        registry = os.environ.get("FERRYMAN_REGISTRY", "").strip() or "embedded"
-    url = registry_location(registry, where)
-    operator = Operator(open_broker(where), url)
+    where = resolve_locations(broker, registry)
+    operator = Operator(open_broker(where.broker), where.registry)
     try:
         yield operator
     finally:
@@ -257,17 +252,16 @@ def read_range(
 
 
 def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout."""
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def json_line(data: Any) -> None:
+    """``data`` as one JSON line, flushed at once (for ``--follow`` piped to another tool)."""
     sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 
 
 def time_text(ms: int) -> str:
+    """Epoch milliseconds as an ISO-8601 UTC time."""
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
-
-
-def schema_error(where: str, exc: Exception) -> SchemaError:
-    return SchemaError(f"{where}: {exc}")
