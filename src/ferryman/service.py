@@ -30,9 +30,11 @@ from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.handlers import Route, handler_route, is_async
 from ferryman.runtime.headers import MESSAGE_ID, SOURCE, new_id
+from ferryman.runtime.snapshot import Progress, latest_state
 from ferryman.runtime.threads import in_thread
 from ferryman.stores.database import Database
 from ferryman.stores.mirror import Mirror
+from ferryman.stores.reconcile import Drift, compare
 from ferryman.stores.routes import (
     MirrorLag,
     StoreRun,
@@ -247,6 +249,24 @@ class Service:
                 latest = {p: o.latest for p, o in admin.offsets(name).items()}
                 lags[name] = mirror_lag(conn, self.database, self.group, name, latest)
         return lags
+
+    def reconcile(self, topic: str | None = None, progress: Progress | None = None) -> list[Drift]:
+        """Compare each mirror (or ``topic``'s) with its topic's latest state, read from the
+        log; ``progress(read, total)`` follows the read. Blocking."""
+        if topic is not None and topic not in self._mirrors:
+            raise ConfigError(
+                f"service {self.name!r} has no mirror of {topic!r}; its mirrors: "
+                f"{', '.join(sorted(self._mirrors)) or 'none'}"
+            )
+        drifts: list[Drift] = []
+        for name in [topic] if topic is not None else sorted(self._mirrors):
+            mirror = self._mirrors[name]
+            latest = latest_state(
+                self._conn.broker, self._conn.admin, self._conn.serde, mirror.topic, progress
+            )
+            with self.database.engine.connect() as conn:
+                drifts.append(compare(conn, mirror, latest))
+        return drifts
 
     # -- producing -----------------------------------------------------------------------
 

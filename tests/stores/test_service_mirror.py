@@ -345,3 +345,40 @@ def test_a_handler_may_take_the_message_and_a_session_annotated_by_type(env: Env
             await eventually(lambda: len(rows(svc, log)) == 5, env.timeout, lambda: rows(svc, log))
 
     run(main())
+
+
+def test_reconcile_finds_missing_extra_and_differing_keys(env: Env) -> None:
+    topic = env.topic()
+    changes: list[Customer | int] = [Customer(i, f"c{i}") for i in range(20)] + [3]
+
+    async def main() -> None:
+        producer = env.service("owner")
+        svc = env.service("copy")
+        mirror = svc.mirror(topic)
+        async with producer, svc:
+            await publish_all(producer, topic, changes)
+            want = final_state(changes)
+            await eventually(
+                lambda: rows(svc, mirror.table) == want,
+                env.timeout,
+                lambda: rows(svc, mirror.table),
+            )
+        [clean] = await asyncio.to_thread(svc.reconcile)
+        assert (clean.keys, clean.rows, clean.drifted) == (19, 19, False)
+        with svc.database.begin() as conn:
+            conn.execute(update(mirror.table).where(mirror.table.c.id == 7).values(name="x"))
+            conn.execute(mirror.table.delete().where(mirror.table.c.id.in_([1, 2])))
+            conn.execute(mirror.table.insert().values(id=3, name="ghost", tier="standard"))
+        seen: list[tuple[int, int]] = []
+        [drift] = await asyncio.to_thread(
+            svc.reconcile, topic.name, lambda done, total: seen.append((done, total))
+        )
+        assert (drift.missing, drift.extra, drift.differing) == (2, 1, 1)
+        assert (drift.missing_samples, drift.extra_samples, drift.differing_samples) == (
+            [1, 2],
+            [3],
+            [7],
+        )
+        assert seen[-1] == (len(changes), len(changes))
+
+    run(main())

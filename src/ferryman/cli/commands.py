@@ -5,6 +5,7 @@ from __future__ import annotations
 from ferryman.cli import (
     demo,  # noqa: F401
     info,  # noqa: F401
+    reconcile,  # noqa: F401
     registry,  # noqa: F401
     run,  # noqa: F401
 )
