@@ -11,12 +11,11 @@ import pytest
 from sqlalchemy import Column, Integer, Table, func, select
 
 import ferryman as fm
-from ferryman.errors import ConfigError
+from ferryman.errors import ConfigError, PoisonedRecord
 from ferryman.records import TopicPartition
 from ferryman.stores import Database, Mirror
 from ferryman.stores.routes import (
     MirrorLag,
-    PoisonedRun,
     StoreRun,
     TransactionalRun,
     mirror_lag,
@@ -128,7 +127,7 @@ def test_a_mirror_run_with_a_poisoned_record_rolls_back_whole(database: Database
     ]
     handled, exc = run(items)
     assert handled == 0
-    assert isinstance(exc, PoisonedRun)
+    assert isinstance(exc, PoisonedRecord)
     assert "customers[0]@1" in str(exc)
     assert "bad customer" in str(exc)
     assert count(database, mirror.table) == 0

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from ferryman.errors import ConfigError, StoreError
+from ferryman.errors import ConfigError, PoisonedRecord
 from ferryman.records import TopicPartition
 from ferryman.stores.database import Database
 from ferryman.stores.mirror import Applied, MirrorRecord
@@ -63,11 +63,6 @@ class MirrorLag(NamedTuple):
     seconds: float | None
 
 
-class PoisonedRun(StoreError):
-    """A record of the run could not be applied; the run was rolled back (the policy retries,
-    then isolates the record)."""
-
-
 def stored_offsets(
     database: Database, group: str
 ) -> Callable[[set[TopicPartition]], dict[TopicPartition, int]]:
@@ -98,7 +93,7 @@ class StoreRun:
                 if applied.poisoned:  # roll back: the policy isolates the record, then skips it
                     first = applied.poisoned[0]
                     r = first.record
-                    raise PoisonedRun(
+                    raise PoisonedRecord(
                         f"{self.store!r} could not apply {r.topic}[{r.partition}]@{r.offset} "
                         f"(key {r.key!r}): {type(first.error).__name__}: {first.error}"
                     ) from first.error
