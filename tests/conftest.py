@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from tests.registry_server import RegistryServer
 
 
 def in_ci() -> bool:
@@ -81,6 +82,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url.render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A running `ferryman registry serve` on a registry file of this test's own; it can be
+    stopped and started again on the same port (``stop()``, ``start()``)."""
+    server = RegistryServer(tmp_path / "served-registry.db").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_report_header() -> list[str]:

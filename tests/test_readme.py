@@ -6,10 +6,10 @@ import asyncio
 import importlib
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests.waiting import eventually
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -35,12 +35,15 @@ def test_readme_service_handles_an_event(
 
         async def main() -> str:
             seen = ""
+
+            def printed() -> bool:
+                nonlocal seen
+                seen += capsys.readouterr().out
+                return "order o-1 for 1250" in seen
+
             async with example.orders:
                 await example.orders.emit(example.order_placed, example.OrderPlaced("o-1", 7, 1250))
-                deadline = time.monotonic() + 30
-                while "order o-1 for 1250" not in seen and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    seen += capsys.readouterr().out
+                await eventually(printed, 30, lambda: f"the handler's line; printed: {seen!r}")
             return seen
 
         assert "order o-1 for 1250" in asyncio.run(main())

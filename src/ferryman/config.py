@@ -201,6 +201,8 @@ class ServiceConfig:
     A schema registry that cannot be reached is no fault of the record: decoding waits for it
     with the same back-off, ``registry_retries`` times before stopping the service with
     RegistryError, or forever with None (the default); such a record is never dead-lettered.
+    ``relay``: run an outbox relay inside the service: True always, False never (run
+    ``ferryman relay`` instead), None (default) when the service uses its outbox.
     """
 
     group: str | None = None
@@ -222,6 +224,7 @@ class ServiceConfig:
     create_topics: bool = True
     consumer_config: Mapping[str, str] = field(default_factory=dict)
     producer_config: Mapping[str, str] = field(default_factory=dict)
+    relay: bool | None = None
 
     def __post_init__(self) -> None:
         if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
@@ -255,6 +258,11 @@ class ServiceConfig:
         _seconds(self, "shutdown_timeout", 0)
         _seconds(self, "commit_interval", 0, above=True)
         _number(self, "backoff_multiplier", 1, "a number >= 1 (1 keeps the back-off constant)")
+        if self.relay is not None and not isinstance(self.relay, bool):
+            raise ConfigError(
+                f"relay={self.relay!r}: write True (always run an outbox relay in the service), "
+                "False (never: run `ferryman relay`) or None (when the service uses its outbox)"
+            )
         if not isinstance(self.create_topics, bool):
             raise ConfigError(f"create_topics={self.create_topics!r}: write True or False")
         for name in ("consumer_config", "producer_config"):

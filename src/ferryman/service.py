@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import signal
-import time
+import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
+from sqlalchemy import Connection, Table
+from sqlalchemy.orm import Session
+
 from ferryman.broker.base import Broker
 from ferryman.config import Locations, ServiceConfig, resolve_locations
-from ferryman.errors import ConfigError, SchemaError
+from ferryman.errors import ConfigError
 from ferryman.records import RecordMetadata, TopicPartition, TopicSpec
 from ferryman.rpc.requester import PendingReply, Requester
 from ferryman.rpc.responder import responder_route
@@ -28,12 +30,16 @@ from ferryman.runtime.connections import Connections
 from ferryman.runtime.consumer import ConsumerLoop
 from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.delivery import Delivery
+from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
 from ferryman.runtime.handlers import Route, handler_route, is_async
-from ferryman.runtime.headers import MESSAGE_ID, SOURCE, new_id
 from ferryman.runtime.snapshot import Progress, latest_state
 from ferryman.runtime.threads import in_thread
 from ferryman.stores.database import Database
 from ferryman.stores.mirror import Mirror
+from ferryman.stores.outbox import OutboxRecord
+from ferryman.stores.poller import TablePoller
+from ferryman.stores.polling import TablePublisher
+from ferryman.stores.producing import OutboxWriter
 from ferryman.stores.reconcile import Drift, compare
 from ferryman.stores.routes import (
     MirrorLag,
@@ -44,14 +50,15 @@ from ferryman.stores.routes import (
     session_parameter,
     stored_offsets,
 )
+from ferryman.stores.source import EntitySource
 from ferryman.stores.tables import Transform
+from ferryman.stores.workers import OutboxWorkers
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic, Topic
 
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
-_FROM_VALUE = object()
 MIRROR_BATCH = 5000
 """Records of one partition a mirror applies per transaction, at most (fewer when fewer wait)."""
 TRANSACTION_CHUNK = 64
@@ -100,6 +107,14 @@ class Service:
         self._db: Database | None = None
         self._mirrors: dict[str, Mirror] = {}
         self._create_tables: list[Mirror] = []
+        self._outboxes = OutboxWorkers(
+            lambda: self.database,
+            lambda: self._conn.producer,
+            lambda topic: self._conn.admin.describe_topic(topic).partitions,
+            self._encode_for_outbox,
+            relay=self.config.relay,
+            name=name,
+        )
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, broker={self.locations.broker!r})"
@@ -300,38 +315,23 @@ class Service:
     ) -> Delivery[RecordMetadata]:
         if self._topics.get(topic.name) is not topic:
             self._declare(topic)
-        if value is None and key is _FROM_VALUE:
-            raise SchemaError(
-                f"{topic.kind} {topic.name!r} carries {topic.model.__name__}, not None; pass a "
-                f"{topic.model.__name__}"
-                + (
-                    ", or delete(topic, key=...) to delete an entity (a tombstone)"
-                    if isinstance(topic, EntityTopic)
-                    else ""
-                )
-            )
-        when = timestamp_ms(timestamp)
-        if timestamp is not None and not allow_expired:
-            _check_retention(topic, when)
-        self._conn.ensure_topics(topic.specs())
-        serde = self._conn.serde
-        payload = None if value is None else serde.encode_value(topic, value)
-        if key is _FROM_VALUE:  # after encode_value, which checked the value's type
-            key = topic.key_of(value)
-        raw_key = serde.encode_key(topic, key)
-        extra = tuple(
-            (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()
+        record = encode_record(
+            self._conn.serde,
+            topic,
+            value,
+            key,
+            headers,
+            timestamp,
+            self._source,
+            allow_expired,
+            prepare=lambda: self._conn.ensure_topics(topic.specs()),
         )
         future = self._conn.producer.send(
             topic.name,
-            payload,
-            key=raw_key,
-            headers=(
-                (MESSAGE_ID, new_id().encode()),
-                (SOURCE, self._source),
-                *extra,
-            ),
-            timestamp=when,
+            record.value,
+            key=record.key,
+            headers=record.headers,
+            timestamp=record.timestamp_ms,
         )
         return Delivery(future, f"{'delete' if value is None else 'send'} to {topic.name!r}")
 
@@ -345,8 +345,8 @@ class Service:
         allow_expired: bool = False,
     ) -> Delivery[RecordMetadata]:
         """Upsert an entity: ``await`` the Delivery (or ``.result()``) for where it landed."""
-        _expect(topic, EntityTopic, "publish", "emit")
-        return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
+        expect_kind(topic, EntityTopic, "publish", "emit")
+        return self._send(topic, value, FROM_VALUE, headers, timestamp, allow_expired)
 
     def delete(
         self,
@@ -358,7 +358,7 @@ class Service:
         allow_expired: bool = False,
     ) -> Delivery[RecordMetadata]:
         """Delete the entity with ``key``: a tombstone (null value) under its key."""
-        _expect(topic, EntityTopic, "delete", "emit")
+        expect_kind(topic, EntityTopic, "delete", "emit")
         return self._send(topic, None, key, headers, timestamp, allow_expired)
 
     def emit(
@@ -371,12 +371,120 @@ class Service:
         allow_expired: bool = False,
     ) -> Delivery[RecordMetadata]:
         """Emit an event; ``timestamp`` is when it happened (default: now)."""
-        _expect(topic, EventTopic, "emit", "publish")
-        return self._send(topic, value, _FROM_VALUE, headers, timestamp, allow_expired)
+        expect_kind(topic, EventTopic, "emit", "publish")
+        return self._send(topic, value, FROM_VALUE, headers, timestamp, allow_expired)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for every queued record; returns how many are still unacknowledged."""
         return self._conn.flush(timeout)
+
+    # -- outbox, relay, entity sources, table pollers (docs/outbox.md) ------------------
+
+    def outbox(self, session: Session | Connection) -> OutboxWriter:
+        """``publish``/``delete``/``emit`` into ``session``'s transaction: the records are sent
+        by the relay after it commits, and never if it rolls back."""
+        return self._outboxes.writer(session)
+
+    def source(
+        self,
+        topic: EntityTopic[T],
+        from_: type[Any],
+        *,
+        watch: Collection[str] | None = None,
+        to_value: Callable[[Any], T] | None = None,
+    ) -> None:
+        """Publish ORM model ``from_``'s rows as entity ``topic`` through the outbox, from the
+        flushes of sessions on this service's database: insert/update an upsert, delete a
+        tombstone; with ``watch``, only changes to those columns publish."""
+        self._declare(topic)
+        self._outboxes.add_source(
+            EntitySource(
+                topic,
+                from_,
+                encode=self._encode_for_outbox,
+                write=self._outboxes.write,
+                owns=self._outboxes.owns,
+                watch=watch,
+                to_value=to_value,
+            )
+        )
+
+    def republish(self, topic: EntityTopic[Any] | str) -> int:
+        """Backfill: write every row of ``topic``'s (or the topic named so) source table into
+        the outbox as an upsert, in one transaction; returns how many rows."""
+        if not isinstance(topic, str):
+            expect_kind(topic, EntityTopic, "republish", "source")
+        count = self._outboxes.republish(topic if isinstance(topic, str) else topic.name)
+        self._outboxes.used()
+        return count
+
+    def poll_table(
+        self,
+        table: Table,
+        topic: Topic[T],
+        *,
+        updated_at: str = "updated_at",
+        id: str = "id",
+        every: float = 1.0,
+        safety_delay: float = 5.0,
+        to_value: Callable[[Any], T] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """While the service runs, publish ``table``'s rows changed past an ``(updated_at, id)``
+        watermark to ``topic`` every ``every`` seconds, through the outbox (one transaction with
+        the watermark); rows newer than ``safety_delay`` seconds wait for the next poll."""
+        self._declare(topic)
+        poller = TablePoller(
+            self.database,
+            table,
+            updated_at=updated_at,
+            id=id,
+            safety_delay=safety_delay,
+            name=name,
+        )
+        self._outboxes.add_publisher(TablePublisher(poller, topic, every=every, to_value=to_value))
+
+    def run_relay(self, stop: threading.Event) -> None:
+        """Run only this service's outbox relay, in this thread, until ``stop`` is set."""
+        try:
+            self._outboxes.run_relay(stop)
+        finally:
+            self._conn.close()
+            if self._db is not None:
+                self._db.dispose()
+
+    def _encode_for_outbox(
+        self,
+        call: str,
+        topic: Any,
+        arg: Any,
+        headers: Mapping[str, bytes | str] | None,
+        timestamp: datetime | float | None,
+        allow_expired: bool,
+    ) -> OutboxRecord:
+        """The record ``call`` (publish, delete, emit) would send, checked as a direct send is,
+        with the topic created or checked so that its partition count is known."""
+        if call == "emit":
+            expect_kind(topic, EventTopic, "emit", "publish")
+        else:
+            expect_kind(topic, EntityTopic, call, "emit")
+        if self._topics.get(topic.name) is not topic:
+            self._declare(topic)
+        value, key = (None, arg) if call == "delete" else (arg, FROM_VALUE)
+        record = encode_record(
+            self._conn.serde,
+            topic,
+            value,
+            key,
+            headers,
+            timestamp,
+            self._source,
+            allow_expired,
+            prepare=lambda: self._conn.ensure_topics(topic.specs()),
+        )
+        return OutboxRecord(
+            record.topic, record.key, record.value, record.headers, record.timestamp_ms
+        )
 
     # -- request/response --------------------------------------------------------------
 
@@ -398,7 +506,7 @@ class Service:
         Raises RequestTimeout past ``timeout`` seconds, RemoteError when the responder raised.
         With ``ack=True`` the responder also sends a receipt: ``await pending.accepted``.
         """
-        _expect(topic, RequestTopic, "request", "emit")
+        expect_kind(topic, RequestTopic, "request", "emit")
         self._declare(topic)
         return self._requester_started().request(topic, value, timeout, ack)
 
@@ -421,6 +529,7 @@ class Service:
             await asyncio.to_thread(self._conn.ensure_topics, self.topic_specs())
         await asyncio.to_thread(self._prepare_database)
         self._started = True
+        await asyncio.to_thread(self._outboxes.start)
         if self._routes:
             self._consumer = ConsumerLoop(
                 self._conn, self.group, self._routes, self.config, self._fatal
@@ -442,6 +551,7 @@ class Service:
         requester, self._requester = self._requester, None
         if requester is not None:
             await asyncio.to_thread(requester.close)
+        await asyncio.to_thread(self._outboxes.stop)
         await asyncio.to_thread(self._conn.close)
         if self._db is not None:
             await asyncio.to_thread(self._db.dispose)
@@ -526,63 +636,5 @@ async def run_services(services: Sequence[Service]) -> None:
             raise svc.failure
 
 
-def _expect(topic: Any, kind: type, call: str, other: str) -> None:
-    if not isinstance(topic, kind):
-        raise ConfigError(
-            f"{call}() takes a {kind.__name__}, got {topic!r}; use {other}() for that kind of topic"
-            if not isinstance(topic, RequestTopic)
-            else f"{call}() takes a {kind.__name__}, got {topic!r}; use request() for requests"
-        )
-
-
 def _type_name(t: type | None) -> str:
     return "no key" if t is None else t.__name__
-
-
-def _check_retention(topic: Topic[Any], timestamp: int) -> None:
-    """Refuse a record older than its topic's time retention: the next retention pass would
-    delete it, possibly before anyone read it."""
-    if "delete" not in topic.config.get("cleanup.policy", "delete").split(","):
-        return
-    retention = int(topic.config.get("retention.ms", "-1"))
-    if retention < 0:
-        return
-    age = int(time.time() * 1000) - timestamp
-    if age > retention:
-        raise ConfigError(
-            f"{topic.kind} {topic.name!r} keeps records for retention.ms={retention} "
-            f"({_duration(retention)}), but this record's timestamp is {_duration(age)} old: "
-            "the next retention pass would delete it, possibly before anyone reads it. For a "
-            "backfill, declare the topic with a longer retention (config={'retention.ms': ...}), "
-            "or pass allow_expired=True to send it anyway"
-        )
-
-
-def _duration(ms: int) -> str:
-    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000)):
-        if ms >= size:
-            return f"{ms / size:.1f} {unit}"
-    return f"{ms / 1000:.1f} seconds"
-
-
-def timestamp_ms(when: datetime | float | int | None) -> int:
-    """Milliseconds since the epoch of ``when`` (a datetime, or epoch ms); now when None.
-
-    Raises ConfigError for what is not a time: NaN, infinities, negative or non-numbers."""
-    if when is None:
-        return int(time.time() * 1000)
-    if isinstance(when, datetime):
-        ms = when.timestamp() * 1000
-    elif isinstance(when, int | float) and not isinstance(when, bool):
-        ms = when
-    else:
-        raise ConfigError(
-            f"timestamp={when!r} is not a time: pass a datetime or epoch milliseconds "
-            "(an int >= 0), or omit it for now"
-        )
-    if not math.isfinite(ms) or ms < 0:
-        raise ConfigError(
-            f"timestamp={when!r} is not a time a record can carry: pass a datetime at or after "
-            "1970-01-01 UTC or epoch milliseconds >= 0 (finite), or omit it for now"
-        )
-    return int(ms)

@@ -7,12 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded.cleaner import Cleaner, pid_namespace
@@ -222,10 +222,11 @@ def test_the_background_cleaner_runs_without_being_asked(tmp_path: Path) -> None
     try:
         broker.admin().create_topic(TopicSpec("c", 1, {"cleanup.policy": "compact"}))
         send(broker, "c", [(b"k", b"1"), (b"k", b"2")])
-        deadline = time.monotonic() + 30
-        while [r.value for r in read_all(broker, "c")] != [b"2"]:
-            assert time.monotonic() < deadline, "the background cleaner never compacted"
-            time.sleep(0.05)
+        wait_until(
+            lambda: [r.value for r in read_all(broker, "c")] == [b"2"],
+            30,
+            "a background compaction",
+        )
     finally:
         broker.close()
 
@@ -400,10 +401,7 @@ def test_closing_the_broker_stops_a_background_pass_between_partitions(tmp_path:
         assert started.wait(30), "the background cleaner never ran"
         stopping = threading.Thread(target=broker.close)
         stopping.start()
-        deadline = time.monotonic() + 30
-        while not broker._stop.is_set():
-            assert time.monotonic() < deadline, "close() never began"
-            time.sleep(0.01)
+        wait_until(lambda: broker.closed, 30, "close() to begin")
         release.set()
         stopping.join(60)
         assert not stopping.is_alive()

@@ -12,11 +12,12 @@ import textwrap
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.waiting import eventually, wait_until
 
 from ferryman.broker.base import Consumer
 from ferryman.broker.embedded import EmbeddedBroker, storage
@@ -165,13 +166,6 @@ def lock_warnings(caplog: pytest.LogCaptureFixture) -> int:
     return sum("locked by another writer" in r.getMessage() for r in caplog.records)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -194,7 +188,7 @@ def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
             got.extend(r.value for r in consumer.poll(0.1))
             return len(got) >= count
 
-        wait_for(lambda: poll_until(1), 30, "no record")
+        wait_until(lambda: poll_until(1), 30, "the first record")
         with hold_the_lock(path) as holder:
             failures: list[BaseException] = []
 
@@ -207,7 +201,7 @@ def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
             committer = threading.Thread(target=commit)
             committer.start()
             during = producer.send("t", b"during the lock")
-            wait_for(lambda: failures or lock_warnings(caplog) >= 4, 60, "no lock warning")
+            wait_until(lambda: failures or lock_warnings(caplog) >= 4, 60, "lock warnings")
             assert not failures
             assert committer.is_alive()
             assert not during.done()
@@ -216,7 +210,7 @@ def test_commits_and_records_wait_out_a_lock_held_past_the_busy_timeout(
         assert not failures
         assert broker.admin().committed("g") == {tp: 1}
         assert during.result(30).offset == 1
-        wait_for(lambda: poll_until(2), 30, "the record produced during the lock")
+        wait_until(lambda: poll_until(2), 30, "the record produced during the lock")
         assert got == [b"before", b"during the lock"]
         assert str(path) in caplog.records[0].getMessage()
     finally:
@@ -238,10 +232,10 @@ def test_a_lock_longer_than_a_session_does_not_make_members_expire_each_other(
         members = [broker.consumer("g", config=session) for _ in range(2)]
         for m in members:
             m.subscribe(["t"])
-        wait_for(
+        wait_until(
             lambda: [len(m.assignment()) for m in members if not m.poll(0.05)] == [1, 1],
             30,
-            "the two members never split the partitions",
+            "the two members to split the partitions",
         )
 
         def generation() -> int:
@@ -262,14 +256,14 @@ def test_a_lock_longer_than_a_session_does_not_make_members_expire_each_other(
             for t in committers:
                 t.start()
             # each warning is one BUSY_TIMEOUT of waiting: twelve of them outlast the session
-            wait_for(lambda: lock_warnings(caplog) >= 12, 60, "no lock warning")
+            wait_until(lambda: lock_warnings(caplog) >= 12, 60, "lock warnings")
             release(holder)
             released = time.monotonic()
         for t in committers:
             t.join(30)
         assert not failures
         # let three sessions pass with every member beating: nobody is expired
-        wait_for(lambda: time.monotonic() > released + 3, 10, "")
+        wait_until(lambda: time.monotonic() > released + 3, 10, "three sessions to pass")
         assert generation() == before
         assert broker.admin().committed("g") == {TopicPartition("t", p): 0 for p in range(2)}
     finally:
@@ -304,12 +298,6 @@ def test_a_service_survives_a_two_minute_lock_and_then_handles_new_records(
             go.wait(30)
         handled.append(t.seq)
 
-    async def eventually(check: Callable[[], object], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, what
-            await asyncio.sleep(0.05)
-
     def committed() -> dict[TopicPartition, int]:
         reader = EmbeddedBroker(path, cleaner_interval=None)
         try:
@@ -320,7 +308,7 @@ def test_a_service_survives_a_two_minute_lock_and_then_handles_new_records(
     async def main() -> None:
         async with service:
             await service.emit(ticks, Tick(1))
-            await eventually(entered.is_set, 30, "the first record was not handled")
+            await eventually(entered.is_set, 30, "the first record to be handled")
             with hold_the_lock(path) as holder:
                 locked_at = time.monotonic()
                 # its offset must now wait in memory for the lock, and a new record with it
@@ -329,14 +317,14 @@ def test_a_service_survives_a_two_minute_lock_and_then_handles_new_records(
                 await eventually(
                     lambda: time.monotonic() - locked_at > 120 and lock_warnings(caplog) >= 4,
                     200,
-                    "not locked for 120 s",
+                    "120 s under the lock",
                 )
                 assert not second.done()
                 release(holder)
             await second
             await eventually(lambda: handled == [1, 2], 60, f"handled {handled}")
             await eventually(
-                lambda: committed() == {TopicPartition("ticks", 0): 2}, 60, "not committed"
+                lambda: committed() == {TopicPartition("ticks", 0): 2}, 60, "offset 2 committed"
             )
 
     asyncio.run(main())

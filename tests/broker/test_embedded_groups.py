@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import closing
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded.consumer import EmbeddedConsumer
@@ -22,11 +22,15 @@ def settle(
     consumers: list[EmbeddedConsumer], done: Callable[[], bool], timeout: float = 30
 ) -> None:
     """Poll every member in turn until ``done()``, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, [c.assignment() for c in consumers]
+
+    def step() -> bool:
+        if done():
+            return True
         for c in consumers:
             c.poll(0.05)
+        return False
+
+    wait_until(step, timeout, lambda: [c.assignment() for c in consumers])
 
 
 def tps(*partitions: int) -> set[TopicPartition]:
@@ -133,7 +137,7 @@ def test_a_dead_member_is_expired_after_the_wall_clock_was_set_back(
     with closing(sqlite3.connect(broker.path)) as conn, conn:
         conn.execute(
             "UPDATE members SET heartbeat_ms = heartbeat_ms + 3600000 WHERE member_id = ?",
-            (dead._member_id,),
+            (dead.member_id,),
         )
     settle([live], lambda: live.assignment() == tps(0, 1, 2, 3), timeout=10)
 

@@ -12,7 +12,6 @@ import pytest
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.broker.embedded import producer as producer_module
 from ferryman.broker.embedded import storage as storage_module
-from ferryman.broker.embedded.queued import QueuedRecord
 from ferryman.broker.partitioner import partition_for
 from ferryman.errors import BrokerError, ClientClosed, ConfigError, ProduceError, StorageError
 from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
@@ -209,14 +208,23 @@ def test_a_header_name_too_long_to_store_is_refused_clearly(broker: EmbeddedBrok
 
 
 def test_a_failing_writer_fails_its_records_instead_of_leaving_them_pending(
-    broker: EmbeddedBroker,
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     producer = broker.producer()
     producer.send("t", b"ok", partition=0).result(10)
-    # a record the writer cannot encode (as a bug in it would) must not hang its sender
-    producer._pending.append(QueuedRecord(threading.Condition(), "t", 0, 1 << 70, None, b"", b""))
+    # an error the writer does not expect (as a bug in it would raise) must not hang its sender
+    real_write = storage_module.write
+    failed: list[bool] = []
+
+    def buggy_once(conn: Any, path: Any, body: Any, **kw: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return real_write(conn, path, body, **kw)
+
+    monkeypatch.setattr(producer_module, "write", buggy_once)
     doomed = producer.send("t", b"same batch", partition=0)
-    with pytest.raises(ProduceError):
+    with pytest.raises(ProduceError, match="too large"):
         doomed.result(30)
     assert producer.send("t", b"next batch", partition=0).result(30).offset == 1
 

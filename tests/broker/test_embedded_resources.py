@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 
 from ferryman.broker.embedded import EmbeddedBroker
@@ -19,7 +21,7 @@ def test_two_hundred_clients_come_and_go_without_leaking(tmp_path: Path) -> None
     try:
         broker.admin().create_topic(TopicSpec("t", 2))
 
-        def cycle(i: int) -> None:
+        def cycle(i: int) -> list[weakref.ref[object]]:
             producer = broker.producer()
             producer.send("t", b"%d" % i, partition=0).result(10)
             producer.close()
@@ -31,16 +33,19 @@ def test_two_hundred_clients_come_and_go_without_leaking(tmp_path: Path) -> None
             reader.assign([TopicPartition("t", 0)])
             assert reader.poll(10)
             reader.close()
-            broker.admin().close()
+            admin = broker.admin()
+            admin.close()
+            return [weakref.ref(c) for c in (producer, member, reader, admin)]
 
         cycle(-1)  # the first cycle opens what stays open for the broker's life
         fds, threads = open_fds(), threading.active_count()
-        for i in range(200):
-            cycle(i)
+        closed = [ref for i in range(200) for ref in cycle(i)]
         assert open_fds() == fds
         assert threading.active_count() == threads
         broker.admin().close()  # the broker drops closed clients when it makes a new one
-        assert len(broker._clients) == 2, "closed clients are still held by the broker"
+        gc.collect()
+        held = [ref() for ref in closed if ref() is not None]
+        assert not held, f"{len(held)} closed clients are still held, e.g. {held[0]!r}"
     finally:
         broker.close()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker import open_broker
 from ferryman.broker.embedded import EmbeddedBroker, storage
@@ -155,9 +155,7 @@ def test_a_file_deleted_or_replaced_under_running_clients_fails_them_loudly(
         reader = broker.consumer("g")
         reader.subscribe(["t"])
         producer.send("t", b"before").result(10)
-        deadline = time.monotonic() + 30
-        while not reader.poll(0.1):
-            assert time.monotonic() < deadline
+        wait_until(lambda: reader.poll(0.1), 30, "the record produced before")
         if what == "deleted":
             path.unlink()
         else:
@@ -186,10 +184,11 @@ def test_the_wal_is_copied_back_into_the_file_while_the_broker_runs(tmp_path: Pa
             producer.send("t", b"x" * 1000)
         assert producer.flush(60) == 0
         # commits do not checkpoint (that would stall producers); the background thread does
-        deadline = time.monotonic() + 30
-        while path.stat().st_size < 5_000_000:
-            assert time.monotonic() < deadline, "the WAL was never checkpointed"
-            time.sleep(0.05)
+        wait_until(
+            lambda: path.stat().st_size >= 5_000_000,
+            30,
+            lambda: f"the WAL checkpointed: the file is {path.stat().st_size} bytes",
+        )
     finally:
         broker.close()
 
@@ -213,10 +212,11 @@ def test_the_wal_is_cut_back_once_readers_that_held_it_move_on(
         assert producer.flush(60) == 0
         assert wal.stat().st_size > 4 << 20
         reader.execute("COMMIT")
-        deadline = time.monotonic() + 30
-        while wal.stat().st_size > 1 << 20:
-            assert time.monotonic() < deadline, f"the WAL stayed {wal.stat().st_size} bytes"
-            time.sleep(0.05)
+        wait_until(
+            lambda: wal.stat().st_size <= 1 << 20,
+            30,
+            lambda: f"the WAL cut back: it is {wal.stat().st_size} bytes",
+        )
     finally:
         reader.close()
         broker.close()

@@ -16,9 +16,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 from typer.testing import CliRunner, Result
 
 from ferryman.broker import open_broker
+from ferryman.broker.embedded.admin import EmbeddedAdmin
 from ferryman.cli import app, main
 from ferryman.config import broker_location
 from ferryman.errors import ConfigError
@@ -303,10 +305,7 @@ def wait_for_group(broker_url: str, group: str, topic: str) -> None:
     broker = open_broker(broker_location(broker_url))
     try:
         admin = broker.admin()
-        deadline = time.monotonic() + 60
-        while topic not in admin.list_topics():
-            assert time.monotonic() < deadline, f"{topic} not created on {broker_url}"
-            time.sleep(0.05)
+        wait_until(lambda: topic in admin.list_topics(), 60, f"{topic} created on {broker_url}")
     finally:
         broker.close()
 
@@ -329,3 +328,20 @@ def test_the_summary_hides_registry_credentials() -> None:
     text = summary(svc)
     assert "secret" not in text
     assert "https://***@registry:8081" in text
+
+
+def test_topics_skips_a_topic_deleted_while_it_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process may delete a topic between the listing and its description: the listing
+    # goes on without it rather than failing with UnknownTopic.
+    path = tmp_path / "broker.db"
+    broker = open_broker(f"embedded:{path}")
+    broker.admin().create_topic(TopicSpec("stays", 1))
+    broker.close()
+    real = EmbeddedAdmin.list_topics
+    monkeypatch.setattr(EmbeddedAdmin, "list_topics", lambda self: [*real(self), "vanished"])
+    result = invoke("topics", "--broker", f"embedded:{path}")
+    assert result.exit_code == 0, result.output
+    assert "stays" in result.stdout
+    assert "vanished" not in result.stdout

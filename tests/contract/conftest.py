@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Admin, Broker, Consumer, OffsetReset, Producer
 from ferryman.broker.embedded import EmbeddedBroker
 from ferryman.records import Record, TopicPartition, TopicSpec
 
-from .helpers import POLL, assert_increasing, by_partition, partitions_of, wait_until
+from .helpers import POLL, assert_increasing, by_partition, partitions_of
 
 FILLER_KEY = b"__contract.roll__"
 """Key of the records the Kafka cleaner trigger appends; tests that read a cleaned log skip it."""

@@ -1,41 +1,21 @@
-"""Small helpers for the contract suite: wait on a condition with a deadline, produce, consume.
+"""Small helpers for the contract suite: produce, consume, poll several members together.
 
-Nothing here sleeps for a fixed time to let something happen: every wait is a loop on a
-condition that gives up, with a description of what it last saw, when its deadline passes.
+Every wait goes through ``tests.waiting.wait_until``: a loop on a condition that gives up, with
+a description of what it last saw, when its deadline passes.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+
+from tests.waiting import wait_until
 
 from ferryman.broker.base import Consumer, Producer
 from ferryman.records import Headers, Record, RecordMetadata, TopicPartition
 
-T = TypeVar("T")
-
 POLL = 0.1
 """How long one poll may block inside a wait loop; short so several members can take turns."""
-
-
-def wait_until(
-    condition: Callable[[], T],
-    timeout: float,
-    describe: Callable[[], object] | str = "",
-    interval: float = 0.02,
-) -> T:
-    """Call ``condition`` until it returns something truthy, and return that; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            what = describe() if callable(describe) else describe
-            raise AssertionError(f"condition not met within {timeout} s; last seen: {what}")
-        time.sleep(interval)
 
 
 def produce_n(

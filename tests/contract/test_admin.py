@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.errors import InvalidTopic, TopicExists, TopicMismatch, UnknownTopic
 from ferryman.records import TopicSpec
 
 from .conftest import Backend
-from .helpers import wait_until
 
 
 def test_create_describe_list_delete(backend: Backend) -> None:

@@ -10,11 +10,12 @@ import random
 import time
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.records import Record, TopicPartition
 
 from .conftest import FILLER_KEY, Backend
-from .helpers import consume_all, poll_together, produce_n, wait_until
+from .helpers import consume_all, poll_together, produce_n
 
 HOUR_MS = 3_600_000
 

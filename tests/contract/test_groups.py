@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker.base import Consumer
 from ferryman.errors import CommitFailed
 from ferryman.records import Record, TopicPartition
 
 from .conftest import FAST_SESSION, Backend
-from .helpers import POLL, consume_all, partitions_of, poll_together, produce_n, wait_until
+from .helpers import POLL, consume_all, partitions_of, poll_together, produce_n
 
 
 class Member:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_until
 
 from .conftest import Backend
-from .helpers import by_partition, produce_n, wait_until
+from .helpers import by_partition, produce_n
 
 WORKER = Path(__file__).with_name("proc_worker.py")
 

@@ -13,14 +13,15 @@ import logging
 import os
 import signal
 import threading
-import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from tests.waiting import wait_until
 
 from ferryman.broker.kafka import KafkaBroker
 from ferryman.records import Record, RecordMetadata, TopicPartition, TopicSpec
@@ -34,22 +35,10 @@ IN_FLIGHT = 2_000
 KILL_AFTER = TOTAL // 3
 
 
-def wait_for(condition: object, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     """Wait until ``condition()`` holds. A metadata request that times out (the cluster is busy
     electing leaders just after the kill, CI found one) counts as "not yet", not as a failure."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    last_error: KafkaException | None = None
-    while True:
-        try:
-            if condition():
-                return
-        except KafkaException as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            said = f" (last error: {last_error})" if last_error is not None else ""
-            raise AssertionError(f"not within {timeout} s: {what}{said}")
-        time.sleep(0.1)
+    wait_until(condition, timeout, what, interval=0.1, ignore=(KafkaException,))
 
 
 def partition_state(admin: AdminClient, topic: str) -> dict[int, tuple[int, list[int]]]:

@@ -1,20 +1,22 @@
 """Fixtures for runtime tests: a backend (embedded always, Kafka when available) and helpers.
 
+Waiting is ``tests.waiting`` (``eventually`` in async test bodies).
+
 Every test gets unique topic and service names, so the Kafka cluster can be shared.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.waiting import wait_until
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Admin, Broker
@@ -75,31 +77,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def eventually(
-    check: Callable[[], T], timeout: float, what: str | Callable[[], object] = ""
-) -> T:
-    """Wait until ``check()`` is truthy, with a deadline; fail saying what was last seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            seen = what() if callable(what) else what
-            raise AssertionError(f"not within {timeout}s: {seen}")
-        await asyncio.sleep(0.01)
-
-
 def read(broker: Broker, topic: str, count: int, timeout: float) -> list[Record]:
     """The first ``count`` records of partition 0 of ``topic``, waiting up to ``timeout``."""
     consumer = broker.consumer(None)
     try:
         consumer.assign([TopicPartition(topic, 0)])
         got: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
-            assert time.monotonic() < deadline, f"only {len(got)} of {count} records in {topic}"
+
+        def enough() -> bool:
             got.extend(consumer.poll(0.1, count))
+            return len(got) >= count
+
+        wait_until(enough, timeout, lambda: f"{count} records in {topic}, got {len(got)}")
         return got
     finally:
         consumer.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from tests.waiting import eventually
+
 from ferryman.records import TopicPartition
 from ferryman.topics import EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 
 @dataclass

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.waiting import eventually
 
 from ferryman.records import Record, Row
 from ferryman.runtime.serde import Serde
 from ferryman.topics import EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from tests.waiting import eventually
 
 from ferryman.broker import open_broker
 from ferryman.broker.base import Broker
@@ -19,7 +20,7 @@ from ferryman.runtime.headers import MESSAGE_ID
 from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EventTopic
 
-from .conftest import Env, eventually, read, run
+from .conftest import Env, read, run
 
 
 @dataclass

@@ -7,10 +7,12 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
+from tests.waiting import eventually
+
 from ferryman.service import Service
 from ferryman.topics import EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.waiting import eventually
 
 from ferryman.broker import open_broker
 from ferryman.config import resolve_locations
@@ -25,7 +26,7 @@ from ferryman.runtime.headers import CORRELATION_ID, REPLY_TO
 from ferryman.service import Service
 from ferryman.topics import EventTopic, RequestTopic
 
-from .conftest import Env, eventually, read, run
+from .conftest import Env, read, run
 
 
 @dataclass

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from tests.waiting import eventually
 
 from ferryman.runtime.message import Message
 from ferryman.schema import EmbeddedRegistry, open_registry
 from ferryman.schema.parsing import AvroSchema
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 
 @dataclass

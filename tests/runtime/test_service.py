@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pydantic
 import pytest
+from tests.waiting import eventually
 
 from ferryman.errors import ConfigError, SchemaError, TopicMismatch
 from ferryman.records import TopicSpec
@@ -20,7 +21,7 @@ from ferryman.runtime.headers import SOURCE
 from ferryman.runtime.message import Message
 from ferryman.topics import DAY_MS, EntityTopic, EventTopic
 
-from .conftest import Env, eventually, run
+from .conftest import Env, run
 
 
 @dataclass

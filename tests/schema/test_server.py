@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.registry_server import RegistryServer
 
 from ferryman.schema import EmbeddedRegistry, avro_schema
 from ferryman.schema.guard import DEFAULT_MAX_BODY
 from ferryman.schema.server import create_app
 
-from .conftest import start_server, stop_server
 from .schema_models import CustomerV1, CustomerV2, CustomerV3
 
 CT = "application/vnd.schemaregistry.v1+json"
@@ -120,14 +119,16 @@ def test_config_and_compatibility_test(api: httpx.Client, topic: str) -> None:
 
 def test_serve_defaults_to_the_file_beside_the_embedded_broker(tmp_path: Path) -> None:
     broker = tmp_path / "state" / "broker.db"
-    env = {**os.environ, "FERRYMAN_BROKER": f"embedded:{broker}"}
-    env.pop("FERRYMAN_REGISTRY", None)
-    proc, url = start_server(None, env)
+    served = RegistryServer(
+        None, env={"FERRYMAN_BROKER": f"embedded:{broker}", "FERRYMAN_REGISTRY": None}
+    ).start()
     try:
-        r = httpx.post(f"{url}/subjects/beside-value/versions", json={"schema": V1}, timeout=10)
+        r = httpx.post(
+            f"{served.url}/subjects/beside-value/versions", json={"schema": V1}, timeout=10
+        )
         assert r.status_code == 200
     finally:
-        stop_server(proc)
+        served.stop()
     with EmbeddedRegistry(broker.parent / "registry.db") as registry:
         assert registry.subjects() == ["beside-value"]
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +13,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from tests.registry_server import SERVE, RegistryServer, free_port
 
 from ferryman.errors import ConfigError
 from ferryman.schema import HttpRegistry, avro_schema
@@ -26,63 +25,28 @@ from ferryman.schema.guard import (
     parse_size,
 )
 
-from .conftest import SERVE, free_port, stop_server
 from .schema_models import CustomerV1
 
 V1 = json.dumps(avro_schema(CustomerV1))
 CT = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 
 
-class Served:
-    """A `ferryman registry serve` process started with extra options."""
-
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        port = free_port()
-        command = [sys.executable, "-c", SERVE, "registry", "serve", "--port", str(port)]
-        command += ["--path", str(tmp_path / "registry.db"), *args]
-        environ = {k: v for k, v in os.environ.items() if k != "FERRYMAN_REGISTRY_AUTH"}
-        self.proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**environ, **(env or {})},
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        self.stderr = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                httpx.get(self.url + "/", timeout=1.0)  # any answer, even a 401, means it is up
-                return
-            except httpx.TransportError:
-                time.sleep(0.05)  # polling interval while the server starts
-        self.stop()
-        pytest.fail(f"`ferryman registry serve` did not start: {self.stderr}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        _, err = self.proc.communicate(timeout=10)
-        self.stderr = err.decode(errors="replace")
-
-
 class Serve(Protocol):
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Served: ...
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> RegistryServer: ...
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers on ``tmp_path``'s registry file; stops any still running afterwards."""
-    started: list[Served] = []
+    started: list[RegistryServer] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Served:
-        started.append(Served(tmp_path, *args, env=env))
-        return started[-1]
+    def start(*args: str, env: dict[str, str] | None = None) -> RegistryServer:
+        started.append(RegistryServer(tmp_path / "registry.db", *args, env=env))
+        return started[-1].start()
 
     yield start
     for served in started:
-        if served.proc.returncode is None:
-            stop_server(served.proc)
+        served.stop()
 
 
 def test_basic_auth_with_confluents_client(serve: Serve) -> None:

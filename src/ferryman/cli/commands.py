@@ -7,5 +7,7 @@ from ferryman.cli import (
     info,  # noqa: F401
     reconcile,  # noqa: F401
     registry,  # noqa: F401
+    relay,  # noqa: F401
+    republish,  # noqa: F401
     run,  # noqa: F401
 )

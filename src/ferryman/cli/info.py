@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ferryman.cli.app import BrokerUrl, Debug, app, debugging, ferryman_version, reporting
+from ferryman.errors import UnknownTopic
 
 
 @app.command()
@@ -66,8 +67,11 @@ def _describe(broker: Any, show_all: bool) -> list[dict[str, Any]]:
         admin = broker.admin()
         rows = []
         for name in admin.list_topics():
-            info = admin.describe_topic(name)
-            offsets = admin.offsets(name)
+            try:
+                info = admin.describe_topic(name)
+                offsets = admin.offsets(name)
+            except UnknownTopic:
+                continue  # deleted between the listing and its description: not there any more
             config = {
                 k: v for k, v in sorted(info.config.items()) if show_all or k not in info.defaults
             }

@@ -95,14 +95,14 @@ def summary(service: Service) -> str:
         [
             f"ferryman run: service {service.name!r}, group {service.group!r}",
             f"  broker    {where.broker}",
-            f"  registry  {_without_password(where.registry)}",
+            f"  registry  {without_password(where.registry)}",
             f"  handles   {', '.join(handled) or '(nothing: no handlers)'}",
             f"  produces  {', '.join(produced) or '(no dead letters or replies)'}",
         ]
     )
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` with the user part (``user:password@``) of its authority masked, for printing."""
     return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", url)
 

@@ -59,6 +59,11 @@ class EmbeddedBroker:
     def path(self) -> str:
         return str(self._store.path)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has begun: no new clients, and the cleaner stops between partitions."""
+        return self._closed
+
     def _track(self, client: EmbeddedAdmin | EmbeddedProducer | EmbeddedConsumer) -> None:
         with self._lock:
             if self._closed:
@@ -122,7 +127,8 @@ class EmbeddedBroker:
                 return
             self._closed = True
             clients, self._clients = self._clients, []
-        self._stop.set()
+            # under the lock, so that whoever sees `closed` knows the cleaner was told to stop
+            self._stop.set()
         if self._cleaning is not None:
             self._cleaning.join()
         for client in reversed(clients):

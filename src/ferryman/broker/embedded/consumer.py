@@ -404,6 +404,12 @@ class EmbeddedConsumer:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def member_id(self) -> str:
+        """This member's id in its group, as the broker file's ``members`` table names it (for
+        logs, and a test hook to act on this member's row)."""
+        return self._member_id
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this consumer is closed; ask the broker for a new one")
