@@ -25,7 +25,8 @@ from ferryman.errors import ConfigError
 
 DEFAULT_BROKER = DEFAULT_BROKER_URL
 DEFAULT_REGISTRY = "embedded"
-DEFAULT_DATABASE = "sqlite:///.ferryman/database.db"
+DEFAULT_DATABASE_NAME = "database"
+"""The default database file's name when no service is named (``<service>.db`` otherwise)."""
 REGISTRY_FILE = "registry.db"
 KAFKA_ENV_PREFIX = "FERRYMAN_KAFKA_"
 
@@ -135,13 +136,27 @@ def database_location(database: str) -> str:
     return database
 
 
+def default_database(broker: BrokerLocation, service: str | None) -> str:
+    """An SQLite file of the service's own: services sharing a broker never share a database."""
+    directory = broker.path.parent if isinstance(broker, EmbeddedLocation) else Path(".ferryman")
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in service or "") or (
+        DEFAULT_DATABASE_NAME
+    )
+    return f"sqlite:///{directory / name}.db"
+
+
 def resolve_locations(
     broker: str | None = None,
     registry: str | object | None = None,
     database: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    service: str | None = None,
 ) -> Locations:
     """Arguments first, then ``FERRYMAN_BROKER``/``_REGISTRY``/``_DATABASE``, then the defaults.
+
+    The default database is an SQLite file per service, ``<service>.db``, beside the embedded
+    broker's file (``.ferryman/`` by default; ``.ferryman/`` of the working directory on Kafka).
 
     ``registry`` may be a registry opened in code (any non-string): it is used as it is.
     """
@@ -156,7 +171,9 @@ def resolve_locations(
     return Locations(
         broker=where,
         registry=url,
-        database=database_location(_pick(database, "FERRYMAN_DATABASE", DEFAULT_DATABASE, env)),
+        database=database_location(
+            _pick(database, "FERRYMAN_DATABASE", default_database(where, service), env)
+        ),
     )
 
 

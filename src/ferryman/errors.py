@@ -25,7 +25,8 @@ Every error a user can meet says what was wrong and what to do about it::
      │    ├── RegistryError           the schema registry failed or cannot be reached
      │    └── DecodeError             a consumed message cannot be decoded (carries its coordinates)
      ├── StoreError                  the service's database refused or cannot hold what a store writes
-     │    └── MirrorSchemaError       a mirror's table lacks columns its topic's model needs
+     │    ├── MirrorSchemaError       a mirror's table lacks columns its topic's model needs
+     │    └── PoisonedRecord          a record a mirror cannot apply (its run rolled back)
      ├── HandlerError                a handler failed and the service is set to stop on error
      ├── RecordRejected              a record that can never be handled: dead-lettered, not retried
      ├── RequestTimeout              no reply to a request within its timeout
@@ -144,6 +145,11 @@ class DecodeError(SchemaError):
 
 class StoreError(FerrymanError):
     """The service's database refused, or cannot hold, what a store (mirror, offsets) writes."""
+
+
+class PoisonedRecord(StoreError):
+    """A record a mirror cannot apply (its transform raised, or the database refused its row):
+    its run was rolled back, to be retried, then applied record by record; it is dead-lettered."""
 
 
 class MirrorSchemaError(StoreError):

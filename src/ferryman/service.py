@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import threading
 import uuid
@@ -30,19 +31,39 @@ from ferryman.runtime.consumer import ConsumerLoop
 from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
-from ferryman.runtime.handlers import Route, handler_route
+from ferryman.runtime.handlers import Route, handler_route, is_async
+from ferryman.runtime.snapshot import Progress, latest_state
+from ferryman.runtime.threads import in_thread
 from ferryman.stores.database import Database
+from ferryman.stores.mirror import Mirror
 from ferryman.stores.outbox import OutboxRecord
 from ferryman.stores.poller import TablePoller
 from ferryman.stores.polling import TablePublisher
 from ferryman.stores.producing import OutboxWriter
+from ferryman.stores.reconcile import Drift, compare
+from ferryman.stores.routes import (
+    MirrorLag,
+    StoreRun,
+    TransactionalRun,
+    mirror_lag,
+    other_positionals,
+    session_parameter,
+    stored_offsets,
+)
 from ferryman.stores.source import EntitySource
+from ferryman.stores.tables import Transform
 from ferryman.stores.workers import OutboxWorkers
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic, Topic
 
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+
+MIRROR_BATCH = 5000
+"""Records of one partition a mirror applies per transaction, at most (fewer when fewer wait)."""
+TRANSACTION_CHUNK = 64
+"""Records a transactional handler handles per transaction (one record at a time after a
+failure, so only the failing record is dead-lettered)."""
 
 
 class Service:
@@ -66,6 +87,7 @@ class Service:
             broker if isinstance(broker, str) else None,
             registry,
             database,
+            service=name,
         )
         self.instance_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._conn = Connections(
@@ -83,8 +105,10 @@ class Service:
         self._started = False
         self.failure: BaseException | None = None
         self._db: Database | None = None
+        self._mirrors: dict[str, Mirror] = {}
+        self._create_tables: list[Mirror] = []
         self._outboxes = OutboxWorkers(
-            self._database,
+            lambda: self.database,
             lambda: self._conn.producer,
             lambda topic: self._conn.admin.describe_topic(topic).partitions,
             self._encode_for_outbox,
@@ -110,7 +134,11 @@ class Service:
         """Handle ``topic``'s records: ``fn(value)``, or ``fn(values)`` with ``batch=N``."""
 
         def register(fn: F) -> F:
-            self._add_route(handler_route(topic, fn, batch))
+            session = session_parameter(fn)
+            if session is not None:
+                self._add_route(self._transactional_route(topic, fn, batch, session))
+            else:
+                self._add_route(handler_route(topic, fn, batch))
             return fn
 
         return register
@@ -139,6 +167,121 @@ class Service:
         if self._started:
             raise ConfigError(f"service {self.name!r} is running: register handlers before start()")
         self._routes[name] = route
+
+    # -- the service's database: mirrors and transactional handlers (stores) -------------
+
+    @property
+    def database(self) -> Database:
+        """The service's own database (``database=`` / FERRYMAN_DATABASE; by default an SQLite
+        file ``<service>.db`` beside the embedded broker): ``engine``, ``sessions``, ``metadata``."""
+        if self._db is None:
+            self._db = Database(self.locations.database)
+        return self._db
+
+    def mirror(
+        self,
+        topic: EntityTopic[Any],
+        into: Any = None,
+        *,
+        table: str | None = None,
+        rename: Mapping[str, str] | None = None,
+        exclude: Collection[str] = (),
+        transform: Transform | None = None,
+        create_table: bool = True,
+    ) -> Mirror:
+        """Keep ``topic`` as a table of the service's database, effectively once (see
+        docs/stores.md); the table is created at start unless ``create_table=False``."""
+        mirror = Mirror(
+            self.database,
+            topic,
+            into,
+            table=table,
+            rename=rename,
+            exclude=exclude,
+            transform=transform,
+        )
+        run = StoreRun(self.database, mirror, self.group)
+        self._add_route(
+            Route(
+                topic,
+                functools.partial(in_thread, run),
+                MIRROR_BATCH,
+                repr(mirror),
+                "message",
+                isolate=True,
+                stored_offsets=stored_offsets(self.database, self.group),
+            )
+        )
+        self._mirrors[topic.name] = mirror
+        if create_table:
+            self._create_tables.append(mirror)
+        return mirror
+
+    def _transactional_route(
+        self, topic: Topic[Any], fn: Callable[..., Any], batch: int | None, session: str
+    ) -> Route:
+        if is_async(fn):
+            raise ConfigError(
+                f"handler {fn.__qualname__} asks for a database session but is async; sessions "
+                "are blocking: write it as a plain def (it runs in a worker thread)"
+            )
+        run = TransactionalRun(
+            self.database,
+            fn,
+            self.group,
+            batch=batch is not None,
+            with_message=other_positionals(fn, session) == 2,
+            session_param=session,
+        )
+        return Route(
+            topic,
+            functools.partial(in_thread, run),
+            batch or TRANSACTION_CHUNK,
+            getattr(fn, "__qualname__", repr(fn)),
+            "message",
+            isolate=batch is None,  # a user's batch is dead-lettered whole, as without a session
+            stored_offsets=stored_offsets(self.database, self.group),
+        )
+
+    def _prepare_database(self) -> None:
+        """Create ferryman's offsets table and the mirrors' missing tables; then check that
+        every mirror's table has the columns it writes (MirrorSchemaError otherwise)."""
+        if not self._mirrors and not any(r.stored_offsets for r in self._routes.values()):
+            return
+        db = self.database
+        db.create_missing([db.offsets.table, *(m.table for m in self._create_tables)])
+        with db.engine.connect() as conn:
+            for mirror in self._mirrors.values():
+                mirror.check(conn)
+
+    def lag(self) -> dict[str, MirrorLag]:
+        """Each mirror's lag: records not applied yet, and seconds since the last applied
+        record's timestamp (0 when caught up). Blocking: it asks the broker and the database."""
+        admin = self._conn.admin
+        lags: dict[str, MirrorLag] = {}
+        with self.database.engine.connect() as conn:
+            for name in sorted(self._mirrors):
+                latest = {p: o.latest for p, o in admin.offsets(name).items()}
+                lags[name] = mirror_lag(conn, self.database, self.group, name, latest)
+        return lags
+
+    def reconcile(self, topic: str | None = None, progress: Progress | None = None) -> list[Drift]:
+        """Compare each mirror (or ``topic``'s) with its topic's latest state, read from the
+        log; ``progress(read, total)`` follows the read. Blocking."""
+        if topic is not None and topic not in self._mirrors:
+            raise ConfigError(
+                f"service {self.name!r} has no mirror of {topic!r}; its mirrors: "
+                f"{', '.join(sorted(self._mirrors)) or 'none'}"
+            )
+        drifts: list[Drift] = []
+        for name in [topic] if topic is not None else sorted(self._mirrors):
+            mirror = self._mirrors[name]
+            latest = latest_state(
+                self._conn.broker, self._conn.admin, self._conn.serde, mirror.topic, progress
+            )
+            with self.database.engine.connect() as conn:
+                drifts.append(compare(conn, mirror, latest))
+        return drifts
 
     # -- producing -----------------------------------------------------------------------
 
@@ -292,7 +435,7 @@ class Service:
         the watermark); rows newer than ``safety_delay`` seconds wait for the next poll."""
         self._declare(topic)
         poller = TablePoller(
-            self._database(),
+            self.database,
             table,
             updated_at=updated_at,
             id=id,
@@ -309,12 +452,6 @@ class Service:
             self._conn.close()
             if self._db is not None:
                 self._db.dispose()
-
-    def _database(self) -> Database:
-        # Built from the service's database location on first use.
-        if self._db is None:
-            self._db = Database(self.locations.database)
-        return self._db
 
     def _encode_for_outbox(
         self,
@@ -390,6 +527,7 @@ class Service:
         self._stopped = asyncio.Event()
         if self.config.create_topics:
             await asyncio.to_thread(self._conn.ensure_topics, self.topic_specs())
+        await asyncio.to_thread(self._prepare_database)
         self._started = True
         await asyncio.to_thread(self._outboxes.start)
         if self._routes:
@@ -414,9 +552,9 @@ class Service:
         if requester is not None:
             await asyncio.to_thread(requester.close)
         await asyncio.to_thread(self._outboxes.stop)
-        if self._db is not None:
-            self._db.dispose()
         await asyncio.to_thread(self._conn.close)
+        if self._db is not None:
+            await asyncio.to_thread(self._db.dispose)
         self._started = False
         if self._stopped is not None:
             self._stopped.set()

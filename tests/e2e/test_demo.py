@@ -25,4 +25,10 @@ def test_demo_exits_zero_and_shows_each_pattern(tmp_path: Path) -> None:
     assert "ZeroDivisionError" not in out
     assert "KeyError" in out
     assert "order event(s)" in out
+    # The orders service's copy of the customers is a mirror table, printed at the end: the
+    # customers published, less the one deleted by tombstone.
+    copy = out[out.rindex("customers_copy") :]  # the table's title, last
+    assert "Ada" in copy
+    assert "Grace" in copy
+    assert "Linus" not in copy
     assert not (tmp_path / ".ferryman").exists(), "the demo must not write to the working directory"

@@ -39,6 +39,21 @@ def test_defaults_are_embedded_under_dot_ferryman(
     assert loc.database == f"sqlite:///{tmp_path / '.ferryman' / 'database.db'}"
 
 
+def test_the_default_database_is_a_file_per_service_beside_the_embedded_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_locations(environ={}, service="orders").database == (
+        f"sqlite:///{tmp_path / '.ferryman' / 'orders.db'}"
+    )
+    beside = resolve_locations(
+        f"embedded:{tmp_path / 'b' / 'broker.db'}", service="a/b", environ={}
+    )
+    assert beside.database == f"sqlite:///{tmp_path / 'b' / 'a_b.db'}"
+    on_kafka = resolve_locations("kafka://k:9092", "http://r:8081", service="orders", environ={})
+    assert on_kafka.database == f"sqlite:///{tmp_path / '.ferryman' / 'orders.db'}"
+
+
 def test_environment_beats_defaults() -> None:
     env = {
         "FERRYMAN_BROKER": "kafka://k1:9092",

@@ -41,7 +41,8 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
     for c in people:
         await demo.customers.publish(customers_topic, c)
         say("customers", f"published customer {c.id} {c.name!r}")
-    await _until(lambda: len(demo.known_customers) == 3, "orders' copy of the customers")
+    await _until(lambda: len(demo.customer_copy()) == 3, "orders' copy of the customers")
+    say("orders", "its mirror table customers_copy holds customers 1, 2 and 3")
 
     for n, (customer_id, sku, quantity) in enumerate(ORDERS, start=1):
         say("orders", f"asks pricing for a quote: {quantity} x {sku} (with a receipt ack)")
@@ -51,7 +52,7 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
         await pending.accepted
         say("orders", f"quote request {n} accepted by pricing")
         q = await pending
-        name = demo.known_customers[customer_id].name
+        name = demo.customer_copy()[customer_id][0]
         event = OrderPlaced(f"o-{n}", customer_id, sku, quantity, q.total)
         await demo.orders.emit(orders_topic, event)
         say("orders", f"order o-{n}: {name} buys {quantity} x {sku} for {q.total} -> event")
@@ -63,7 +64,9 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
 
     await demo.customers.delete(customers_topic, key=3)
     say("customers", "deleted customer 3 (tombstone)")
-    await _until(lambda: 3 not in demo.known_customers, "the tombstone reaching orders")
+    await _until(lambda: 3 not in demo.customer_copy(), "the tombstone reaching orders")
+    say("orders", "customer 3 deleted (tombstone) -> its row left the mirror table")
+    demo.copied = demo.customer_copy()
     await _until(lambda: demo.events_seen == len(ORDERS), "analytics seeing every order")
 
 
@@ -94,6 +97,10 @@ def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -
         table.add_row(str(customer_id), f"{total:.2f}")
     console.print()
     console.print(table)
+    copy = Table("id", "name", "tier", title="orders' mirror table customers_copy")
+    for customer_id, (name, tier) in sorted(demo.copied.items()):
+        copy.add_row(str(customer_id), name, tier)
+    console.print(copy)
     console.print(
         f"[bold green]ok[/]: {len(ORDERS)} orders priced by request/response, emitted as events "
         "and counted by analytics; customers mirrored as entities, one deleted by tombstone."

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
 from ferryman.config import ServiceConfig
-from ferryman.runtime.message import Message
 from ferryman.service import Service
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
@@ -46,6 +47,9 @@ customers_topic = EntityTopic("demo.customers", Customer, key="id", partitions=3
 quotes_topic = RequestTopic("demo.pricing.quote", QuoteRequest, reply=Quote, partitions=3)
 orders_topic = EventTopic("demo.orders.placed", OrderPlaced, partition_key="order_id", partitions=3)
 
+CUSTOMER_COPY = "customers_copy"
+"""The orders service's mirror table of the customers."""
+
 PRICES = {"kettle": 24.0, "teapot": 31.5, "mug": 6.25}
 DISCOUNT = {"standard": 1.0, "gold": 0.9}
 
@@ -60,13 +64,20 @@ class Demo:
     orders: Service
     pricing: Service
     analytics: Service
-    known_customers: dict[int, Customer] = field(default_factory=dict)
+    copied: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """The orders service's mirror table of the customers, as the demo ended."""
     revenue: dict[int, float] = field(default_factory=dict)
     events_seen: int = 0
 
     @property
     def services(self) -> list[Service]:
         return [self.customers, self.orders, self.pricing, self.analytics]
+
+    def customer_copy(self) -> dict[int, tuple[str, str]]:
+        """The orders service's copy of the customers: its mirror table, read now."""
+        table = self.orders.database.metadata.tables[CUSTOMER_COPY]
+        with self.orders.database.engine.connect() as conn:
+            return {r.id: (r.name, r.tier) for r in conn.execute(select(table))}
 
 
 def build(broker: str, say: Say) -> Demo:
@@ -79,14 +90,9 @@ def build(broker: str, say: Say) -> Demo:
         analytics=Service("analytics", broker=broker, config=fast),
     )
 
-    @demo.orders.on(customers_topic)
-    def mirror_customer(customer: Customer | None, msg: Message[Customer]) -> None:
-        if customer is None:
-            demo.known_customers.pop(msg.key, None)
-            say("orders", f"customer {msg.key} deleted (tombstone) -> dropped from its copy")
-        else:
-            demo.known_customers[customer.id] = customer
-            say("orders", f"customer {customer.id} {customer.name!r} ({customer.tier}) -> its copy")
+    # The orders service keeps its own copy of the customers: a table in its own database
+    # (an SQLite file beside the broker's), upserted per record, a tombstone deleting the row.
+    demo.orders.mirror(customers_topic, table=CUSTOMER_COPY)
 
     @demo.pricing.responder(quotes_topic)
     async def quote(req: QuoteRequest) -> Quote:

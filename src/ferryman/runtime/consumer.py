@@ -19,17 +19,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from ferryman.broker import KafkaLocation
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
-from ferryman.errors import CommitFailed, ConfigError, DecodeError, RegistryError
-from ferryman.records import Record, RecordBatch, Row, TopicPartition
+from ferryman.errors import CommitFailed, DecodeError, RegistryError
+from ferryman.records import Record, Row, TopicPartition
+from ferryman.runtime.assignment import seek_pending, stored_positions
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
 from ferryman.runtime.decoding import (
@@ -41,6 +41,7 @@ from ferryman.runtime.decoding import (
 from ferryman.runtime.handlers import Outcome, Route, RunItems
 from ferryman.runtime.offsets import Offsets
 from ferryman.runtime.policy import Abandoned, FailurePolicy, Item
+from ferryman.runtime.watchdog import max_poll_interval
 from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
@@ -48,29 +49,10 @@ log = logging.getLogger("ferryman.runtime")
 CHUNK = 64
 """Records handed to a one-at-a-time handler per step (one thread hop for sync handlers)."""
 POLL_TIMEOUT = 0.1
-DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 UNDECODABLE_LOG_INTERVAL = 60.0
 """Seconds between warnings about undecodable records of one partition (the rest are counted)."""
 
 _partition_of = itemgetter(0, 1)
-
-
-def max_poll_interval(connections: Connections, config: ServiceConfig) -> float:
-    """Seconds a handler may hold its records before its member leaves the group: Kafka's
-    ``max.poll.interval.ms``, from the service's consumer_config or FERRYMAN_KAFKA_*."""
-    raw = config.consumer_config.get("max.poll.interval.ms")
-    broker = connections.locations.broker
-    if raw is None and isinstance(broker, KafkaLocation):
-        raw = broker.config.get("max.poll.interval.ms")
-    try:
-        ms = int(raw if raw is not None else DEFAULT_MAX_POLL_INTERVAL_MS)
-    except ValueError:
-        raise ConfigError(
-            f"max.poll.interval.ms={raw!r}: write a whole number of milliseconds, e.g. 300000"
-        ) from None
-    if ms < 1:
-        raise ConfigError(f"max.poll.interval.ms={raw!r}: write a number of milliseconds >= 1")
-    return ms / 1000
 
 
 @dataclass(eq=False)
@@ -142,6 +124,7 @@ class ConsumerLoop:
         self.failure: BaseException | None = None
         self._undecodable = UndecodableLog(log, UNDECODABLE_LOG_INTERVAL)
         self._busy: dict[TopicPartition, float] = {}
+        self._seeks: dict[TopicPartition, int] = {}  # read on assignment, sought after the poll
         self._max_poll_interval = max_poll_interval(connections, config)
         self.dead_lettered = 0
         self.handled = 0
@@ -244,18 +227,20 @@ class ConsumerLoop:
                 if now - last_commit >= self._config.commit_interval:
                     self._commit(consumer)
                     last_commit = now
-                records = consumer.poll(POLL_TIMEOUT, self._config.poll_records)
-                if records:
-                    self._hand_over(consumer, records)
+                rows: Sequence[Row] = consumer.poll(POLL_TIMEOUT, self._config.poll_records).rows
+                if self._seeks:  # routes that keep their offsets resume from them
+                    rows = seek_pending(consumer, self._seeks, rows)
+                if rows:
+                    self._hand_over(consumer, rows)
                 self.polls += 1
         except BaseException as exc:
             self._fail(exc)
 
-    def _hand_over(self, consumer: Consumer, records: RecordBatch) -> None:
+    def _hand_over(self, consumer: Consumer, records: Sequence[Row]) -> None:
         """Group the rows by partition (once; a poll's rows come in runs of one partition),
         count them in flight, pause the partitions that reach ``max_in_flight``."""
         by_partition: dict[tuple[str, int], list[Row]] = {}
-        for where, run in groupby(records.rows, _partition_of):
+        for where, run in groupby(records, _partition_of):
             rows = by_partition.get(where)
             if rows is None:
                 by_partition[where] = list(run)
@@ -333,6 +318,7 @@ class ConsumerLoop:
 
     def _assigned(self, partitions: set[TopicPartition]) -> None:
         log.debug("group %s: assigned %s", self.group, sorted(partitions))
+        self._seeks.update(stored_positions(self._routes, partitions))  # sought after the poll
 
     def _revoked(self, partitions: set[TopicPartition]) -> None:
         consumer = self._consumer
@@ -458,6 +444,7 @@ class ConsumerLoop:
             self._timed(part.tp, route.run),
             items,
             all_or_none=route.batch is not None,
+            isolate=route.isolate,
         )
 
     def _timed(self, tp: TopicPartition, run: RunItems) -> RunItems:

@@ -11,11 +11,12 @@ so they never block the loop, and one that never returns does not keep the proce
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ferryman.errors import ConfigError
+from ferryman.records import TopicPartition
 from ferryman.runtime.threads import in_thread
 from ferryman.topics import Topic
 
@@ -23,6 +24,9 @@ Outcome = tuple[int, BaseException | None]
 """How many items, from the front, were handled, and the exception that stopped the rest."""
 
 RunItems = Callable[[list[Any]], Awaitable[Outcome]]
+
+StoredOffsets = Callable[[set[TopicPartition]], Mapping[TopicPartition, int]]
+"""Where a route's partitions resume on assignment, when it keeps its offsets itself."""
 
 Input = Literal["value", "message", "message-lazy-key"]
 """What a route's ``run`` gets per record: the decoded value alone (the cheapest), a Message
@@ -33,13 +37,18 @@ with its key decoded, or a Message whose key is decoded only if read."""
 class Route:
     """How the consumer loop handles one topic: ``batch`` None means one item at a time, in
     which case ``run`` may handle several in a row and stops at the first failure; with a
-    batch, ``run`` handles all of them or none."""
+    batch, ``run`` handles all of them or none; ``isolate`` then applies a run that keeps
+    failing record by record, so only the failing one is dead-lettered (a mirror's
+    transaction). ``stored_offsets``: the offsets the route keeps (in its database), sought on
+    assignment instead of the group's."""
 
     topic: Topic[Any]
     run: RunItems
     batch: int | None = None
     name: str = ""
     input: Input = "value"
+    isolate: bool = False
+    stored_offsets: StoredOffsets | None = None
 
 
 def _wants_message(fn: Callable[..., Any]) -> bool:

@@ -7,12 +7,12 @@ declares lives on the service's ``MetaData``, so a user's Alembic ``env.py`` can
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,12 +40,15 @@ class Database:
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.offsets = OffsetStore(self.metadata)
 
-    def create_missing(self) -> list[str]:
-        """Create the tables of ``metadata`` that the database lacks; never alter existing ones
-        (that is a migration's job). Returns the names of the tables created."""
+    def create_missing(self, tables: Collection[Table] | None = None) -> list[str]:
+        """Create the tables of ``metadata`` (or just ``tables``) that the database lacks; never
+        alter existing ones (that is a migration's job). Returns the names of those created."""
         with self.engine.begin() as conn:
             present = set(inspect(conn).get_table_names())
-            missing = [t for t in self.metadata.sorted_tables if t.name not in present]
+            wanted = self.metadata.sorted_tables
+            if tables is not None:
+                wanted = [t for t in wanted if t in set(tables)]
+            missing = [t for t in wanted if t.name not in present]
             self.metadata.create_all(conn, tables=missing, checkfirst=True)
         return [t.name for t in missing]
 

@@ -162,6 +162,16 @@ class Mirror:
         """Raise MirrorSchemaError when the live table lacks columns this mirror writes."""
         check_table(conn, self.table)
 
+    def expected(self, key: Any, value: Any) -> tuple[Any, Row | None]:
+        """The key (as stored) and row this mirror writes for ``value`` under ``key`` (None: no
+        row), for comparing the table with its topic; raises what the mapping raises."""
+        if self._key_convert is not None:
+            key = self._key_convert(key)
+        row = None if value is None else self._to_row(value)
+        if row is not None and self._transformed:
+            row = self._checked(row, key)
+        return key, row
+
     def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied:
         """Apply one poll's ``records`` of the topic and save the offsets, in ``conn``'s
         transaction. Poisoned records are returned, not raised; their offsets are saved too, so

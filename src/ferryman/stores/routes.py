@@ -1,0 +1,229 @@
+"""What the consumer loop runs for the database's routes: mirrors and transactional handlers.
+
+Each run takes one partition's decoded records (anything with ``topic``, ``partition``,
+``offset``, ``key``, ``value`` and ``timestamp``, such as the runtime's Message) and applies them
+in one transaction with their offsets in ``ferryman_offsets``, so a redelivered record changes
+nothing: effectively once. A run returns ``(handled, error)`` as the runtime's routes do: all of
+the records, or none of them with the error (the transaction rolled back); the failure policy
+retries, then applies the records one by one and dead-letters only the one that fails.
+
+``stored_offsets`` is where reading starts on assignment: the database's offsets, not the group's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from ferryman.errors import ConfigError, PoisonedRecord
+from ferryman.records import TopicPartition
+from ferryman.stores.database import Database
+from ferryman.stores.mirror import Applied, MirrorRecord
+
+Outcome = tuple[int, BaseException | None]
+"""How many records, from the front, were applied, and the error that stopped the rest."""
+
+
+class Consumed(Protocol):
+    """A decoded record as the consumer loop hands it over (the runtime's Message is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> Any: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+class Applier(Protocol):
+    """A store that applies a run of decoded records in the caller's transaction and saves
+    their offsets there: ``Mirror`` and ``JoinedTable`` parts."""
+
+    def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied: ...
+
+
+class MirrorLag(NamedTuple):
+    """How far a mirror is behind its topic: ``offsets`` not applied yet (summed over
+    partitions) and ``seconds`` since the timestamp of the last record applied (0 when caught
+    up, None before the first record)."""
+
+    offsets: int
+    seconds: float | None
+
+
+def stored_offsets(
+    database: Database, group: str
+) -> Callable[[set[TopicPartition]], dict[TopicPartition, int]]:
+    """Where reading starts on assignment: the next offsets stored in ``database``."""
+
+    def load(partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        with database.engine.connect() as conn:
+            return database.offsets.load(conn, group, partitions)
+
+    return load
+
+
+class StoreRun:
+    """Applies runs of one topic's records through ``store`` (a Mirror), one transaction each."""
+
+    def __init__(self, database: Database, store: Applier, group: str) -> None:
+        self.database = database
+        self.store = store
+        self.group = group
+
+    def __call__(self, items: Sequence[Consumed]) -> Outcome:
+        records = [
+            MirrorRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in items
+        ]
+        try:
+            with self.database.begin() as conn:
+                applied = self.store.apply(conn, records, self.group)
+                if applied.poisoned:  # roll back: the policy isolates the record, then skips it
+                    first = applied.poisoned[0]
+                    r = first.record
+                    raise PoisonedRecord(
+                        f"{self.store!r} could not apply {r.topic}[{r.partition}]@{r.offset} "
+                        f"(key {r.key!r}): {type(first.error).__name__}: {first.error}"
+                    ) from first.error
+        except Exception as exc:
+            return 0, exc
+        return len(items), None
+
+
+class TransactionalRun:
+    """Calls a handler with a session per run of records; the session commits with the
+    records' offsets, and records applied before (by offset) are skipped."""
+
+    def __init__(
+        self,
+        database: Database,
+        fn: Callable[..., Any],
+        group: str,
+        *,
+        batch: bool,
+        with_message: bool,
+        session_param: str,
+    ) -> None:
+        self.database = database
+        self.fn = fn
+        self.group = group
+        self.batch = batch
+        self.with_message = with_message
+        self.session_param = session_param
+
+    def __call__(self, items: Sequence[Consumed]) -> Outcome:
+        try:
+            with self.database.sessions() as session, session.begin():
+                conn = session.connection()
+                partitions = {TopicPartition(m.topic, m.partition) for m in items}
+                stored = self.database.offsets.load(conn, self.group, partitions, lock=True)
+                fresh = [
+                    m
+                    for m in items
+                    if m.offset >= stored.get(TopicPartition(m.topic, m.partition), -1)
+                ]
+                self._call(fresh, session)
+                session.flush()
+                offsets: dict[TopicPartition, int] = {}
+                stamps: dict[TopicPartition, int] = {}
+                for m in fresh:
+                    tp = TopicPartition(m.topic, m.partition)
+                    offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+                    stamps[tp] = m.timestamp
+                self.database.offsets.save(conn, self.group, offsets, stamps)
+        except Exception as exc:
+            return 0, exc
+        return len(items), None
+
+    def _call(self, items: list[Consumed], session: Session) -> None:
+        kw = {self.session_param: session}
+        if self.batch:
+            if not items:
+                return
+            values = [m.value for m in items]
+            if self.with_message:
+                self.fn(values, list(items), **kw)
+            else:
+                self.fn(values, **kw)
+            return
+        for m in items:
+            if self.with_message:
+                self.fn(m.value, m, **kw)
+            else:
+                self.fn(m.value, **kw)
+
+
+def session_parameter(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s parameter that asks for a database session: one named ``session``
+    or annotated ``sqlalchemy.orm.Session``; None when it asks for none."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: fall back to its text
+        hints = {}
+    for name, p in params.items():
+        hint = hints.get(name, p.annotation)
+        if isinstance(hint, type) and issubclass(hint, Session):
+            return name
+        if isinstance(hint, str) and hint.rsplit(".", 1)[-1] == "Session":
+            return name
+    return "session" if "session" in params else None
+
+
+def other_positionals(fn: Callable[..., Any], session_param: str) -> int:
+    """How many positional parameters ``fn`` takes besides the session: 1 (the value) or 2 (the
+    value and the Message)."""
+    params = [
+        p
+        for name, p in inspect.signature(fn).parameters.items()
+        if name != session_param
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.default is p.empty
+    ]
+    if len(params) not in (1, 2):
+        raise ConfigError(
+            f"handler {getattr(fn, '__qualname__', fn)!r} takes {len(params)} positional "
+            "parameter(s) besides the session; write fn(event, session) or "
+            "fn(event, message, session)"
+        )
+    return len(params)
+
+
+def mirror_lag(
+    conn: Connection,
+    database: Database,
+    group: str,
+    topic: str,
+    latest: Mapping[int, int],
+    now: float | None = None,
+) -> MirrorLag:
+    """The lag of ``group``'s mirror of ``topic``, whose partitions end at ``latest`` (the
+    high watermarks), from the offsets and timestamps stored with the rows."""
+    stored = database.offsets.load(conn, group, [TopicPartition(topic, p) for p in latest])
+    behind = sum(max(0, end - stored.get(TopicPartition(topic, p), 0)) for p, end in latest.items())
+    stamps = [
+        ms for tp, ms in database.offsets.timestamps(conn, group).items() if tp.topic == topic
+    ]
+    now = time.time() if now is None else now
+    if not stamps:
+        seconds = None
+    elif not behind:
+        seconds = 0.0  # caught up: the table is as fresh as the topic, however old its last record
+    else:
+        seconds = max(0.0, now - max(stamps) / 1000)
+    return MirrorLag(behind, seconds)
