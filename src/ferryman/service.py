@@ -192,7 +192,7 @@ class Service:
                 functools.partial(in_thread, run),
                 MIRROR_BATCH,
                 repr(mirror),
-                "message",
+                "keyed",
                 isolate=True,
                 stored_offsets=stored_offsets(self.database, self.group),
             )
