@@ -54,7 +54,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FROM_VALUE = object()
 MIRROR_BATCH = 5000
 """Records of one partition a mirror applies per transaction, at most (fewer when fewer wait)."""
-TRANSACTION_CHUNK = 64
+TRANSACTION_CHUNK = 500
 """Records a transactional handler handles per transaction (one record at a time after a
 failure, so only the failing record is dead-lettered)."""
 
