@@ -15,7 +15,7 @@ in the database:
   the model, Mirror.apply (offset check, compaction, upsert, delete, offsets) per partition run.
 
 Then N events through ``@svc.on(topic)`` with a sync handler that does nothing, plain and with a
-``session`` parameter (one transaction per run of 64 records, offsets stored with it).
+``session`` parameter (one transaction per run of up to 500 records, offsets stored with it).
 """
 
 from __future__ import annotations

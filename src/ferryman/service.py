@@ -61,7 +61,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MIRROR_BATCH = 5000
 """Records of one partition a mirror applies per transaction, at most (fewer when fewer wait)."""
-TRANSACTION_CHUNK = 64
+TRANSACTION_CHUNK = 500
 """Records a transactional handler handles per transaction (one record at a time after a
 failure, so only the failing record is dead-lettered)."""
 
@@ -207,7 +207,7 @@ class Service:
                 functools.partial(in_thread, run),
                 MIRROR_BATCH,
                 repr(mirror),
-                "message",
+                "keyed",
                 isolate=True,
                 stored_offsets=stored_offsets(self.database, self.group),
             )

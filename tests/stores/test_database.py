@@ -92,3 +92,21 @@ def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> Non
     finally:
         other.close()
         db.dispose()
+
+
+def test_threads_take_turns_to_write_to_sqlite_and_not_to_postgresql(database: Database) -> None:
+    import threading
+
+    entered = threading.Event()
+    with database.turn():
+        # A second writer of the process waits for the turn on SQLite (its busy handler would
+        # sleep instead); PostgreSQL takes writers in parallel.
+        def second() -> None:
+            with database.turn():
+                entered.set()
+
+        waiter = threading.Thread(target=second, daemon=True)
+        waiter.start()
+        assert entered.wait(0.5) == (database.dialect == "postgresql")
+    assert entered.wait(10)
+    waiter.join(10)

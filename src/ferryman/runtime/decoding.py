@@ -41,6 +41,10 @@ def route_decoders(serde: Serde, route: Route) -> Decoders:
         return Decoders(
             serde.value_decoder(topic, lookup=False), serde.value_decoder(topic, lookup=True)
         )
+    if route.input == "keyed":
+        return Decoders(
+            serde.keyed_decoder(topic, lookup=False), serde.keyed_decoder(topic, lookup=True)
+        )
     key = route.input == "message"
     return Decoders(
         functools.partial(serde.decode, topic, key=key, lookup=False),

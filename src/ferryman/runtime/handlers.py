@@ -28,9 +28,10 @@ RunItems = Callable[[list[Any]], Awaitable[Outcome]]
 StoredOffsets = Callable[[set[TopicPartition]], Mapping[TopicPartition, int]]
 """Where a route's partitions resume on assignment, when it keeps its offsets itself."""
 
-Input = Literal["value", "message", "message-lazy-key"]
+Input = Literal["value", "message", "message-lazy-key", "keyed"]
 """What a route's ``run`` gets per record: the decoded value alone (the cheapest), a Message
-with its key decoded, or a Message whose key is decoded only if read."""
+with its key decoded, a Message whose key is decoded only if read, or a ``Keyed`` tuple
+(coordinates, key, value: what a mirror applies, no Message built)."""
 
 
 @dataclass(frozen=True, slots=True)

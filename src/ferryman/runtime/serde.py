@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ferryman.errors import DecodeError, RegistryError, SchemaError
 from ferryman.records import Record, Row
@@ -22,6 +22,17 @@ CodecFactory = Callable[[type[Any], str], Codec]
 
 REPLY_COMPATIBILITY = "FORWARD_TRANSITIVE"
 """Replies are written by the responder and read by older requesters: new data, old readers."""
+
+
+class Keyed(NamedTuple):
+    """A consumed record with its key and value decoded (value None: a tombstone)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any
+    timestamp: int
 
 
 class Serde:
@@ -117,6 +128,29 @@ class Serde:
 
         return value_of
 
+    def keyed_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Row], Keyed]:
+        """A row as ``Keyed`` (coordinates, key and value decoded, as a mirror applies them),
+        with shared contexts as ``value_decoder``: no Message per record."""
+        value_of = self.value_decoder(topic, lookup=lookup)
+        if topic.key_type is None:
+            return lambda row: Keyed(row[0], row[1], row[2], row[3], value_of(row), row[6])
+        codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
+        decode = codec.decode
+        shared = SerdeContext(topic.name, "key", lookup=lookup)
+
+        def keyed(row: Row) -> Keyed:
+            raw, key = row[3], None
+            if raw is not None:
+                try:
+                    key = decode(raw, shared)
+                except (RegistryError, SchemaLookupNeeded):
+                    raise
+                except Exception:
+                    key = _decode_again(topic, codec, row, raw, lookup, "key")
+            return Keyed(row[0], row[1], row[2], key, value_of(row), row[6])
+
+        return keyed
+
     def decode_value(self, topic: Topic[Any], record: Record, *, lookup: bool = True) -> Any:
         """The value of ``record`` (None for a tombstone); DecodeError, with coordinates, if it
         cannot be decoded; RegistryError, passed through, if the registry cannot be asked;
@@ -165,10 +199,12 @@ def _ctx(record: Row, field: Field, lookup: bool = True) -> SerdeContext:
     return SerdeContext(record[0], field, record[5], record[1], record[2], lookup)
 
 
-def _decode_again(topic: Topic[Any], codec: Codec, record: Row, raw: bytes, lookup: bool) -> Any:
+def _decode_again(
+    topic: Topic[Any], codec: Codec, record: Row, raw: bytes, lookup: bool, field: Field = "value"
+) -> Any:
     """Decode with the record's full context, so a failure carries its coordinates."""
     try:
-        return codec.decode(raw, _ctx(record, "value", lookup))
+        return codec.decode(raw, _ctx(record, field, lookup))
     except (DecodeError, RegistryError, SchemaLookupNeeded):
         raise
     except Exception as exc:  # a codec bug or a corrupt record must not stop the consumer

@@ -7,6 +7,7 @@ declares lives on the service's ``MetaData``, so a user's Alembic ``env.py`` can
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,10 @@ class Database:
         self.metadata = metadata if metadata is not None else MetaData()
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.offsets = OffsetStore(self.metadata)
+        # SQLite has one writer at a time, and a writer that finds the file locked sleeps in
+        # its busy handler (up to 100 ms a time): the consumer loop's threads that write in
+        # parallel (a mirror's partitions) take turns here instead (see ``turn``).
+        self._turn = threading.Lock() if self.dialect == "sqlite" else None
 
     def create_missing(self, tables: Collection[Table] | None = None) -> list[str]:
         """Create the tables of ``metadata`` (or just ``tables``) that the database lacks; never
@@ -57,6 +62,27 @@ class Database:
         """A connection in a transaction: committed when the block ends, rolled back on error."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction, as ``begin``: committed when the block ends."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """This thread's turn to write, among the threads of this process that take turns (on
+        SQLite; PostgreSQL writers run in parallel). Waiting is bounded by the busy timeout,
+        after which the write goes ahead and meets SQLite's own locking."""
+        if self._turn is None:
+            yield
+            return
+        mine = self._turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            yield
+        finally:
+            if mine:
+                self._turn.release()
 
     def dispose(self) -> None:
         """Close the pooled connections (the Database can still be used; it reconnects)."""
@@ -109,6 +135,11 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a power cut may undo
+            # the last transactions, but rows and their offsets go together (one transaction),
+            # so a mirror resumes consistently from what survived; a crash of the process
+            # loses nothing.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

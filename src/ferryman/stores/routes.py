@@ -84,11 +84,11 @@ class StoreRun:
         self.group = group
 
     def __call__(self, items: Sequence[Consumed]) -> Outcome:
-        records = [
-            MirrorRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in items
-        ]
+        make = MirrorRecord._make
+        # The loop's Keyed tuples have MirrorRecord's fields in its order.
+        records = [make(m) if isinstance(m, tuple) else _record_of(m) for m in items]
         try:
-            with self.database.begin() as conn:
+            with self.database.turn(), self.database.begin() as conn:
                 applied = self.store.apply(conn, records, self.group)
                 if applied.poisoned:  # roll back: the policy isolates the record, then skips it
                     first = applied.poisoned[0]
@@ -100,6 +100,10 @@ class StoreRun:
         except Exception as exc:
             return 0, exc
         return len(items), None
+
+
+def _record_of(m: Consumed) -> MirrorRecord:
+    return MirrorRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
 class TransactionalRun:
@@ -125,7 +129,7 @@ class TransactionalRun:
 
     def __call__(self, items: Sequence[Consumed]) -> Outcome:
         try:
-            with self.database.sessions() as session, session.begin():
+            with self.database.turn(), self.database.session() as session:
                 conn = session.connection()
                 partitions = {TopicPartition(m.topic, m.partition) for m in items}
                 stored = self.database.offsets.load(conn, self.group, partitions, lock=True)

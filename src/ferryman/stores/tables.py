@@ -166,15 +166,24 @@ class RowMapper:
 
     def __init__(self, columns: list[FieldColumn]) -> None:
         self.columns = columns
+        self._plain = [(fc.field, fc.column) for fc in columns if fc.convert is None]
+        self._converted = [
+            (fc.field, fc.column, fc.convert) for fc in columns if fc.convert is not None
+        ]
+        # isinstance(value, Mapping) is an ABC check of a microsecond; it runs per row mirrored,
+        # so its answer is kept per type.
+        self._mapping: dict[type, bool] = {}
 
     def __call__(self, value: Any) -> Row:
-        get: Callable[[str], Any] = (
-            value.__getitem__ if isinstance(value, Mapping) else value.__getattribute__
-        )
-        row: Row = {}
-        for fc in self.columns:
-            v = get(fc.field)
-            row[fc.column] = v if fc.convert is None or v is None else fc.convert(v)
+        kind = type(value)
+        is_mapping = self._mapping.get(kind)
+        if is_mapping is None:
+            is_mapping = self._mapping[kind] = isinstance(value, Mapping)
+        get: Callable[[str], Any] = value.__getitem__ if is_mapping else value.__getattribute__
+        row: Row = {column: get(name) for name, column in self._plain}
+        for name, column, convert in self._converted:
+            v = get(name)
+            row[column] = v if v is None else convert(v)
         return row
 
 
