@@ -15,13 +15,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ferryman.broker.embedded import EmbeddedBroker
+from ferryman.broker import open_broker
+from ferryman.broker.base import Broker
 from ferryman.records import TopicPartition, TopicSpec
 from ferryman.stores import Database, Outbox, OutboxRecord, Relay
 
@@ -38,10 +40,10 @@ class Rollback(Exception):
     """The writer's chosen failure: its transaction rolls back."""
 
 
-def writer(url: str, number: int, out: str) -> None:
+def writer(url: str, number: int, out: str, topic: str) -> None:
     """Commit TRANSACTIONS transactions, a fifth of them rolled back; record what committed."""
     database = Database(url)
-    outbox = Outbox(database, {TOPIC: PARTITIONS})
+    outbox = Outbox(database, {topic: PARTITIONS})
     rng = random.Random(number)
     committed: list[str] = []
     for i in range(TRANSACTIONS):
@@ -49,7 +51,7 @@ def writer(url: str, number: int, out: str) -> None:
         key = f"w{number}-k{i % 3}".encode()
         try:
             with database.begin() as conn:
-                outbox.write(conn, OutboxRecord(TOPIC, key, ident.encode(), (("id", b"x"),)))
+                outbox.write(conn, OutboxRecord(topic, key, ident.encode(), (("id", b"x"),)))
                 if rng.random() < ROLLBACK_SHARE:
                     raise Rollback
         except Rollback:
@@ -59,25 +61,36 @@ def writer(url: str, number: int, out: str) -> None:
     database.dispose()
 
 
-def relay(url: str, broker_path: str) -> None:
+def relay(url: str, broker_url: str) -> None:
     """Relay until killed."""
     database = Database(url)
-    broker = EmbeddedBroker(broker_path, cleaner_interval=None)
-    producer = broker.producer()
+    producer = open_broker(broker_url).producer()
     Relay(database, producer, batch=200, lease_seconds=1.0, poll_interval=0.02).run(
         threading.Event()
     )
 
 
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def soak_broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the relays publish: an embedded file, or the test Kafka (CI runs both)."""
+    if request.param == "kafka":
+        bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+        return f"kafka://{bootstrap}"
+    return f"embedded:{tmp_path / 'broker.db'}"
+
+
 @pytest.mark.slow
 def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
-    database_url: str, tmp_path: Path, record_property: Callable[[str, object], None]
+    database_url: str,
+    soak_broker_url: str,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
-    broker_path = str(tmp_path / "broker.db")
-    broker = EmbeddedBroker(broker_path, cleaner_interval=None)
-    broker.admin().create_topic(TopicSpec(TOPIC, PARTITIONS))
+    topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"  # fresh on a shared Kafka
+    broker = open_broker(soak_broker_url)
+    broker.admin().create_topic(TopicSpec(topic, PARTITIONS))
     database = Database(database_url)
-    Outbox(database, {TOPIC: PARTITIONS})
+    Outbox(database, {topic: PARTITIONS})
     database.create_missing()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     me = str(Path(__file__).resolve())
@@ -85,9 +98,9 @@ def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
     def start(*args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, me, *args], env=env)
 
-    relays = [start("relay", database_url, broker_path) for _ in range(RELAYS)]
+    relays = [start("relay", database_url, soak_broker_url) for _ in range(RELAYS)]
     outs = [str(tmp_path / f"writer{n}.json") for n in range(WRITERS)]
-    writers = [start("writer", database_url, str(n), outs[n]) for n in range(WRITERS)]
+    writers = [start("writer", database_url, str(n), outs[n], topic) for n in range(WRITERS)]
     kills = 0
     try:
         while kills < KILLS or any(w.poll() is None for w in writers):
@@ -96,7 +109,7 @@ def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
                 victim = random.randrange(RELAYS)
                 relays[victim].send_signal(signal.SIGKILL)
                 relays[victim].wait()
-                relays[victim] = start("relay", database_url, broker_path)
+                relays[victim] = start("relay", database_url, soak_broker_url)
                 kills += 1
         assert all(w.returncode == 0 for w in writers), "a writer failed"
         remaining = _wait_for_empty_outbox(database)
@@ -109,7 +122,7 @@ def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
         database.dispose()
 
     committed = [ident for out in outs for ident in json.loads(Path(out).read_text())]
-    published, per_key = _read(broker)
+    published, per_key = _read(broker, topic)
     broker.close()
     counts = Counter(published)
     lost = set(committed) - set(counts)
@@ -137,14 +150,17 @@ def _wait_for_empty_outbox(database: Database, timeout: float = 60.0) -> int:
         time.sleep(0.1)
 
 
-def _read(broker: EmbeddedBroker) -> tuple[list[str], dict[str, list[int]]]:
-    ends = {p: o.latest for p, o in broker.admin().offsets(TOPIC).items()}
+def _read(broker: Broker, topic: str) -> tuple[list[str], dict[str, list[int]]]:
+    offsets = broker.admin().offsets(topic)
+    ends = {p: o.latest for p, o in offsets.items()}
     reader = broker.consumer(None)
-    reader.assign([TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
+    reader.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    for p, o in offsets.items():
+        reader.seek(TopicPartition(topic, p), o.earliest)
     published: list[str] = []
     per_key: dict[str, list[int]] = defaultdict(list)
     deadline = time.monotonic() + 60
-    while any(reader.position(TopicPartition(TOPIC, p)) < end for p, end in ends.items()):
+    while any(reader.position(TopicPartition(topic, p)) < end for p, end in ends.items()):
         assert time.monotonic() < deadline, "reading the topic back timed out"
         for record in reader.poll(0.1, 5000):
             ident = (record.value or b"").decode()
@@ -156,6 +172,6 @@ def _read(broker: EmbeddedBroker) -> tuple[list[str], dict[str, list[int]]]:
 
 if __name__ == "__main__":
     if sys.argv[1] == "writer":
-        writer(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        writer(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:
         relay(sys.argv[2], sys.argv[3])
