@@ -33,6 +33,9 @@ FLOORS: dict[str, int] = {
     "ferryman.rpc": 5,
     "ferryman.stores": 6,
     "ferryman.service": 7,
+    # Inside service: the database side, then the Service that composes it.
+    "ferryman.service.data": 0,
+    "ferryman.service.core": 1,
     "ferryman.demo": 8,
     "ferryman.testing": 8,
     "ferryman.cli": 9,

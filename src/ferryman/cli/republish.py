@@ -35,7 +35,7 @@ def republish(
 
     A relay (inside the running service, or `ferryman relay`) then publishes them.
     """
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
     debug = debugging(ctx, debug)
     with reporting("republish", debug):

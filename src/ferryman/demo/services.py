@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from ferryman.config import ServiceConfig
-from ferryman.service import Service
+from ferryman.service.core import Service
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 
