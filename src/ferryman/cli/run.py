@@ -121,7 +121,8 @@ def run(
     --broker, --registry and --database apply to the services that do not name their own in code.
     """
     from ferryman.config import broker_location
-    from ferryman.service.core import Service, run_services
+    from ferryman.service.core import Service
+    from ferryman.service.running import run_services
 
     debug = debugging(ctx, debug)
     with reporting("run", debug):

@@ -2,19 +2,17 @@
 
 A Service composes: Connections (broker, registry, codecs, opened on first use), the handler
 routes, a ConsumerLoop (started with the service when it has routes) and a Requester (started on
-the first request). ``run_services`` runs services until SIGTERM/SIGINT.
+the first request); the database side is a ServiceData (service/data.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
@@ -33,7 +31,9 @@ from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
 from ferryman.runtime.handlers import Route, handler_route
 from ferryman.runtime.snapshot import Progress
 from ferryman.service.data import ServiceData
+from ferryman.service.running import run_services
 from ferryman.stores.database import Database
+from ferryman.stores.joins import JoinedTable, KeyMap
 from ferryman.stores.mirror import Mirror
 from ferryman.stores.producing import OutboxWriter
 from ferryman.stores.reconcile import Drift
@@ -94,6 +94,9 @@ class Service:
             known=lambda topic: self._topics.get(topic.name) is topic,
             source=self._source,
             relay=self.config.relay,
+            send=lambda topic, key, value: self._send(
+                topic, value, FROM_VALUE if value is not None else key, None, None
+            ),
         )
 
     def __repr__(self) -> str:
@@ -158,7 +161,7 @@ class Service:
 
     def mirror(
         self,
-        topic: EntityTopic[Any],
+        topic: Topic[Any],
         into: Any = None,
         *,
         table: str | None = None,
@@ -166,9 +169,14 @@ class Service:
         exclude: Collection[str] = (),
         transform: Transform | None = None,
         create_table: bool = True,
-    ) -> Mirror:
-        """Keep ``topic`` as a table of the service's database, effectively once (see
-        docs/stores.md); the table is created at start unless ``create_table=False``."""
+        fields: Sequence[str] | Mapping[str, str] | None = None,
+        key: str | KeyMap | None = None,
+        required: bool = True,
+    ) -> Mirror | JoinedTable:
+        """Keep entity ``topic`` as a table of the service's database, effectively once (see
+        docs/stores.md); the table is created at start unless ``create_table=False``. With
+        ``fields``, ``topic`` writes only those columns of ``into``'s row ``key`` (a field, or a
+        function of the value; default the record key): a part of a join (docs/joins.md)."""
         return self._data.mirror(
             topic,
             into,
@@ -177,6 +185,9 @@ class Service:
             exclude=exclude,
             transform=transform,
             create_table=create_table,
+            fields=fields,
+            key=key,
+            required=required,
         )
 
     def lag(self) -> dict[str, MirrorLag]:
@@ -294,20 +305,39 @@ class Service:
     def source(
         self,
         topic: EntityTopic[T],
-        from_: type[Any],
+        from_: Any,
         *,
         watch: Collection[str] | None = None,
         to_value: Callable[[Any], T] | None = None,
+        every: float | str | None = None,
+        build: Callable[[Any, Any], T | None] | None = None,
+        debounce: float | str = 0.0,
+        incomplete: Literal["skip", "defaults"] = "skip",
     ) -> None:
         """Publish ORM model ``from_``'s rows as entity ``topic`` through the outbox, from the
-        flushes of sessions on this service's database: insert/update an upsert, delete a
-        tombstone; with ``watch``, only changes to those columns publish."""
-        self._data.source(topic, from_, watch=watch, to_value=to_value)
+        flushes of sessions on this service's database (``watch``: only those columns). When
+        ``from_`` is a joined table, republish its changed rows ``every`` seconds ("1s",
+        "500ms") as ``build(row, children)`` (docs/joins.md)."""
+        self._data.source(
+            topic,
+            from_,
+            watch=watch,
+            to_value=to_value,
+            every=every,
+            build=build,
+            debounce=debounce,
+            incomplete=incomplete,
+        )
 
-    def republish(self, topic: EntityTopic[Any] | str) -> int:
-        """Backfill: write every row of ``topic``'s (or the topic named so) source table into
-        the outbox as an upsert, in one transaction; returns how many rows."""
-        return self._data.republish(topic)
+    def republish(
+        self,
+        topic: EntityTopic[Any] | str,
+        where: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Backfill: write every row of ``topic``'s source table into the outbox, or publish
+        every row (matching SQL ``where``) of its joined table now; returns how many rows."""
+        return self._data.republish(topic, where, progress)
 
     def poll_table(
         self,
@@ -454,42 +484,6 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-async def run_services(services: Sequence[Service]) -> None:
-    """Run ``services`` until a signal or until one fails; then stop all of them.
-
-    A failure (HandlerError with ``on_error='stop'``, a lost broker) is raised after every
-    service stopped.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Signal handlers can only be set from the main thread; elsewhere the caller stops us.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    started: list[Service] = []
-    try:
-        for svc in services:
-            await svc.start()
-            started.append(svc)
-        waits = [asyncio.ensure_future(svc.wait()) for svc in started]
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(stopper, *waits, return_exceptions=True)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        for svc in reversed(started):
-            await svc.stop()
-    for svc in started:
-        if svc.failure is not None:
-            raise svc.failure
 
 
 def _type_name(t: type | None) -> str:

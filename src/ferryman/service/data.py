@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
@@ -23,7 +23,9 @@ from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
 from ferryman.runtime.handlers import Route, is_async
 from ferryman.runtime.snapshot import Progress, latest_state
 from ferryman.runtime.threads import in_thread
+from ferryman.service.joins import SendEntity, ServiceJoins
 from ferryman.stores.database import Database
+from ferryman.stores.joins import JoinedTable, KeyMap
 from ferryman.stores.mirror import Mirror
 from ferryman.stores.outbox import OutboxRecord
 from ferryman.stores.poller import TablePoller
@@ -39,7 +41,7 @@ from ferryman.stores.routes import (
     stored_offsets,
 )
 from ferryman.stores.source import EntitySource
-from ferryman.stores.tables import Transform
+from ferryman.stores.tables import Transform, field_columns, table_of
 from ferryman.stores.workers import OutboxWorkers
 from ferryman.topics import EntityTopic, EventTopic, Topic
 
@@ -67,6 +69,7 @@ class ServiceData:
         known: Callable[[Topic[Any]], bool],
         source: bytes,
         relay: bool | None,
+        send: SendEntity,
     ) -> None:
         self.name = name
         self._database_url = database_url
@@ -80,6 +83,8 @@ class ServiceData:
         self.mirrors: dict[str, Mirror] = {}
         self._create_tables: list[Mirror] = []
         self._has_stored_offsets = False
+        self._runs: dict[str, StoreRun] = {}
+        self.joins = ServiceJoins(lambda: self.database, send, name)
         self.outboxes = OutboxWorkers(
             lambda: self.database,
             lambda: self._conn.producer,
@@ -116,7 +121,7 @@ class ServiceData:
 
     def mirror(
         self,
-        topic: EntityTopic[Any],
+        topic: Topic[Any],
         into: Any,
         *,
         table: str | None,
@@ -124,11 +129,17 @@ class ServiceData:
         exclude: Collection[str],
         transform: Transform | None,
         create_table: bool,
-    ) -> Mirror:
-        """Route ``topic`` into a Mirror of the service's database."""
-        mirror = Mirror(
+        fields: Sequence[str] | Mapping[str, str] | None = None,
+        key: str | KeyMap | None = None,
+        required: bool = True,
+    ) -> Mirror | JoinedTable:
+        """Route ``topic`` into a Mirror of the service's database, or, with ``fields`` (or
+        into a table that is joined already), into its part of a JoinedTable."""
+        if fields is not None or self.joins.is_joined(into):
+            return self._part(topic, into, fields, key, rename, exclude, transform, required)
+        mirror = Mirror(  # Mirror refuses a topic that is not an entity topic
             self.database,
-            topic,
+            cast("EntityTopic[Any]", topic),
             into,
             table=table,
             rename=rename,
@@ -138,9 +149,47 @@ class ServiceData:
         run = StoreRun(self.database, mirror, self._group())
         self._store_route(topic, run, MIRROR_BATCH, repr(mirror), isolate=True)
         self.mirrors[topic.name] = mirror
+        self._runs[topic.name] = run
         if create_table:
             self._create_tables.append(mirror)
         return mirror
+
+    def _part(
+        self,
+        topic: Topic[Any],
+        into: Any,
+        fields: Sequence[str] | Mapping[str, str] | None,
+        key: str | KeyMap | None,
+        rename: Mapping[str, str] | None,
+        exclude: Collection[str],
+        transform: Transform | None,
+        required: bool,
+    ) -> JoinedTable:
+        """``topic`` as a part of the joined table on ``into``; without ``fields``, the owner
+        part (every field of its model but the key). An earlier plain mirror into that table
+        becomes its owner part."""
+        if into is None or transform is not None:
+            raise ConfigError(
+                f"mirror of {topic.name!r} with fields=: name the joined table with into= (a "
+                "Table or ORM class) and map fields with fields= or rename=, not transform="
+            )
+        name = table_of(into).name
+        plain = [m for m in self.mirrors.values() if m.table.name == name]
+        joined = self.joins.table(into)
+        for m in plain:  # the first mirror into the table owns it
+            self.joins.part(m.topic, into, _model_fields(m.topic), None, owner=True, required=True)
+            self._runs[m.topic.name].store = joined
+            del self.mirrors[m.topic.name]
+        if fields is None:
+            expect_kind(topic, EntityTopic, "mirror", "on")
+            fields = _model_fields(cast("EntityTopic[Any]", topic), rename, exclude)
+            self.joins.part(topic, into, fields, key, owner=True, required=True)
+        else:
+            self.joins.part(topic, into, fields, key, owner=False, required=required)
+        run = StoreRun(self.database, joined, self._group())
+        self._store_route(topic, run, MIRROR_BATCH, repr(joined), isolate=True)
+        self._runs[topic.name] = run
+        return joined
 
     def transactional_route(
         self, topic: Topic[Any], fn: Callable[..., Any], batch: int | None, session: str
@@ -169,7 +218,14 @@ class ServiceData:
         if not self.mirrors and not self._has_stored_offsets:
             return
         db = self.database
-        db.create_missing([db.offsets.table, *(m.table for m in self._create_tables)])
+        joined = [j.table for j in self.joins.tables.values()]
+        if joined:
+            joined += [*{j.dirty for j in self.joins.tables.values()}]
+            joined += [*{j.join_keys for j in self.joins.tables.values()}]
+        db.create_missing([db.offsets.table, *(m.table for m in self._create_tables), *joined])
+        for t in self.joins.tables.values():
+            if t.table.metadata is not db.metadata:  # the user's own MetaData: create it there
+                t.table.metadata.create_all(db.engine, tables=[t.table], checkfirst=True)
         with db.engine.connect() as conn:
             for mirror in self.mirrors.values():
                 mirror.check(conn)
@@ -179,7 +235,7 @@ class ServiceData:
         admin = self._conn.admin
         lags: dict[str, MirrorLag] = {}
         with self.database.engine.connect() as conn:
-            for name in sorted(self.mirrors):
+            for name in sorted({*self.mirrors, *self.joins.parts}):
                 latest = {p: o.latest for p, o in admin.offsets(name).items()}
                 lags[name] = mirror_lag(conn, self.database, self._group(), name, latest)
         return lags
@@ -214,9 +270,30 @@ class ServiceData:
         *,
         watch: Collection[str] | None,
         to_value: Callable[[Any], T] | None,
+        every: float | str | None = None,
+        build: Callable[[Any, Any], Any] | None = None,
+        debounce: float | str = 0.0,
+        incomplete: Literal["skip", "defaults"] = "skip",
     ) -> None:
-        """Publish ORM model ``from_``'s rows as ``topic`` through the outbox."""
+        """Publish ORM model ``from_``'s rows as ``topic`` through the outbox; or, when
+        ``from_`` is a joined table, republish its changed rows every ``every`` seconds."""
         self._declare(topic)
+        if self.joins.is_joined(from_):
+            expect_kind(topic, EntityTopic, "source", "emit")
+            if every is None:
+                raise ConfigError(
+                    f"source({topic.name!r}, from_={table_of(from_).name}) is a joined table: "
+                    "say how often to republish it, e.g. every='1s'"
+                )
+            self.joins.source(
+                topic, from_, every=every, build=build, debounce=debounce, incomplete=incomplete
+            )
+            return
+        if every is not None or build is not None:
+            raise ConfigError(
+                f"every=/build= republish a joined table, and {from_!r} is not one: mirror "
+                "topics into it with fields=[...] first, or leave every=/build= out"
+            )
         self.outboxes.add_source(
             EntitySource(
                 topic,
@@ -229,10 +306,22 @@ class ServiceData:
             )
         )
 
-    def republish(self, topic: EntityTopic[Any] | str) -> int:
-        """Backfill ``topic``'s source table into the outbox; returns how many rows."""
+    def republish(
+        self,
+        topic: EntityTopic[Any] | str,
+        where: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Backfill ``topic``'s source table into the outbox, or publish its joined table's
+        rows (those matching SQL ``where``); returns how many rows."""
         if not isinstance(topic, str):
             expect_kind(topic, EntityTopic, "republish", "source")
+        name = topic if isinstance(topic, str) else topic.name
+        if name in self.joins.republishers:
+            self.prepare()
+            return self.joins.backfill(name, where, progress)
+        if where is not None:
+            raise ConfigError(f"where= filters a joined table's backfill; {name!r} is no such")
         count = self.outboxes.republish(topic if isinstance(topic, str) else topic.name)
         self.outboxes.used()
         return count
@@ -301,14 +390,24 @@ class ServiceData:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the threads that run inside the service (relay, pollers)."""
+        """Start the threads that run inside the service (relay, pollers, republishers)."""
         self.outboxes.start()
+        self.joins.start()
 
     def stop(self) -> None:
-        """Stop those threads (the pollers, then the relay)."""
+        """Stop those threads (the republishers, the pollers, then the relay)."""
+        self.joins.stop()
         self.outboxes.stop()
 
     def close(self) -> None:
         """Dispose of the database's engine, if it was opened."""
         if self._db is not None:
             self._db.dispose()
+
+
+def _model_fields(
+    topic: EntityTopic[Any], rename: Mapping[str, str] | None = None, exclude: Collection[str] = ()
+) -> dict[str, str]:
+    """Every field of ``topic``'s model but its key, as field -> column."""
+    columns = field_columns(topic.model, rename=rename, exclude=exclude)
+    return {c.field: c.column for c in columns if c.field != topic.key}
