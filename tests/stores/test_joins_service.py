@@ -208,3 +208,30 @@ def test_every_needs_a_joined_table_and_a_joined_table_needs_every(
         svc.source(enriched, from_=view)
     with pytest.raises(ConfigError, match="'1s', '500ms'"):
         svc.source(enriched, from_=view, every="soon")
+
+
+def test_republish_backfills_the_joined_rows_matching_where(embedded_world: World) -> None:
+    cat = Catalog(embedded_world)
+
+    async def populate() -> None:
+        async with cat.writer, cat.service:
+            for d in [cat.writer.publish(cat.products, Product(i, f"p{i}", i)) for i in range(5)]:
+                await d
+            await eventually(
+                lambda: len(cat.joined()) == 5, 30, "5 joined products", ignore=(fm.FerrymanError,)
+            )
+
+    asyncio.run(populate())
+    before = embedded_world.count(cat.enriched.name)
+    seen: list[tuple[int, int]] = []
+    try:
+        count = cat.service.republish(
+            cat.enriched.name, where="id < 3", progress=lambda n, t: seen.append((n, t)), rate=100
+        )
+    finally:
+        asyncio.run(cat.service.stop())
+    assert count == 3
+    assert seen[-1] == (3, 3)
+    assert embedded_world.count(cat.enriched.name) == before + 3
+    with pytest.raises(ConfigError, match="where= and rate="):
+        cat.writer.republish(cat.enriched, where="id < 3")

@@ -334,10 +334,16 @@ class Service:
         topic: EntityTopic[Any] | str,
         where: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        rate: float | None = None,
     ) -> int:
         """Backfill: write every row of ``topic``'s source table into the outbox, or publish
-        every row (matching SQL ``where``) of its joined table now; returns how many rows."""
-        return self._data.republish(topic, where, progress)
+        every row (matching SQL ``where``, ``rate`` a second) of its joined table now."""
+        return self._data.republish(topic, where, progress, rate)
+
+    @property
+    def joined_sources(self) -> list[str]:
+        """The entity topics this service republishes from joined tables."""
+        return sorted(self._data.joins.republishers)
 
     def poll_table(
         self,

@@ -311,17 +311,21 @@ class ServiceData:
         topic: EntityTopic[Any] | str,
         where: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        rate: float | None = None,
     ) -> int:
         """Backfill ``topic``'s source table into the outbox, or publish its joined table's
-        rows (those matching SQL ``where``); returns how many rows."""
+        rows (those matching SQL ``where``, ``rate`` a second); returns how many rows."""
         if not isinstance(topic, str):
             expect_kind(topic, EntityTopic, "republish", "source")
         name = topic if isinstance(topic, str) else topic.name
         if name in self.joins.republishers:
             self.prepare()
-            return self.joins.backfill(name, where, progress)
-        if where is not None:
-            raise ConfigError(f"where= filters a joined table's backfill; {name!r} is no such")
+            return self.joins.backfill(name, where, progress, rate)
+        if where is not None or rate is not None:
+            raise ConfigError(
+                f"where= and rate= shape a joined table's backfill, and {name!r} is not "
+                "republished from one; leave them out to backfill an entity source's table"
+            )
         count = self.outboxes.republish(topic if isinstance(topic, str) else topic.name)
         self.outboxes.used()
         return count

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, cast
@@ -132,23 +133,30 @@ class ServiceJoins:
         topic_name: str,
         where: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        rate: float | None = None,
     ) -> int:
         """Publish every row (or those matching the SQL ``where``) of ``topic_name``'s joined
-        table now, in this thread; ``progress(sent, total)`` follows it. Returns rows marked."""
+        table now, in this thread, at most ``rate`` records a second; ``progress(sent, total)``
+        follows it. Returns the rows marked."""
+        if rate is not None and not rate > 0:
+            raise ConfigError(f"rate={rate!r}: write records per second > 0, or leave it out")
         topic, rep = self.republishers[topic_name]
         condition = None if where is None else cast("ColumnElement[bool]", text(where))
         total = rep.republish_all(condition)
         send = self.sender(topic)
         sent = 0
+        began = time.monotonic()
 
-        def counted(key: Any, value: Any) -> Future[Any]:
+        def paced(key: Any, value: Any) -> Future[Any]:
             nonlocal sent
+            if rate is not None:  # the n-th record waits for its slot in the rate
+                time.sleep(max(0.0, began + sent / rate - time.monotonic()))
             sent += 1
             if progress is not None:
                 progress(sent, total)
             return send(key, value)
 
-        rep.run_once(counted)
+        rep.run_once(paced)
         return total
 
     def start(self) -> None:
