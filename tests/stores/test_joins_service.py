@@ -18,6 +18,7 @@ import ferryman as fm
 from ferryman.errors import ConfigError
 from ferryman.records import TopicPartition
 from ferryman.runtime.snapshot import latest_state
+from ferryman.service.joins import seconds
 
 from .service_helpers import (
     World,
@@ -235,3 +236,14 @@ def test_republish_backfills_the_joined_rows_matching_where(embedded_world: Worl
     assert embedded_world.count(cat.enriched.name) == before + 3
     with pytest.raises(ConfigError, match="where= and rate="):
         cat.writer.republish(cat.enriched, where="id < 3")
+
+
+def test_a_cadence_is_seconds_or_text_with_a_unit() -> None:
+    assert seconds(2, "every") == 2.0
+    assert seconds("1s", "every") == 1.0
+    assert seconds("500ms", "every") == 0.5
+    assert seconds("2m", "every") == 120.0
+    assert seconds("1.5", "every") == 1.5
+    for bad in ["", "1h", "fast", True]:
+        with pytest.raises(ConfigError, match="write seconds"):
+            seconds(bad, "every")  # type: ignore[arg-type]
