@@ -75,7 +75,7 @@ class Catalog:
     """Three sources with different key schemas (int id, assignment id, SKU) and the joined
     output, declared in one World."""
 
-    def __init__(self, world: World, every: str = "200ms") -> None:
+    def __init__(self, world: World, every: str = "200ms", *, owner_last: bool = False) -> None:
         self.products = fm.EntityTopic(world.topic("products"), Product, key="id")
         self.assignments = fm.EntityTopic(world.topic("assignments"), Assignment, key="id")
         self.stock = fm.EntityTopic(world.topic("stock"), Stock, key="sku")
@@ -83,10 +83,13 @@ class Catalog:
         self.writer = world.service("catalog-writer")
         self.service = world.service("catalog")
         view = view_table()
-        self.service.mirror(self.products, into=view)  # the owner: every field but the key
+        if not owner_last:
+            self.service.mirror(self.products, into=view)  # the owner: every field but the key
         self.service.mirror(
             self.assignments, into=view, fields=["category"], key="product_id", required=False
         )
+        if owner_last:
+            self.service.mirror(self.products, into=view)
         self.service.mirror(
             self.stock, into=view, fields={"units": "units"}, key="product_id", required=False
         )
@@ -101,6 +104,10 @@ class Catalog:
 
 def test_the_joined_topic_equals_the_join_of_the_sources_final_states(world: World) -> None:
     asyncio.run(oracle_check(Catalog(world)))
+
+
+def test_the_owner_may_be_declared_after_the_other_parts(embedded_world: World) -> None:
+    asyncio.run(oracle_check(Catalog(embedded_world, owner_last=True)))
 
 
 async def oracle_check(cat: Catalog) -> None:

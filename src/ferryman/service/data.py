@@ -84,6 +84,8 @@ class ServiceData:
         self._create_tables: list[Mirror] = []
         self._has_stored_offsets = False
         self._runs: dict[str, StoreRun] = {}
+        # a plain mirror's field mapping, for when a join makes it the owner part of its table
+        self._renames: dict[str, tuple[Mapping[str, str] | None, Collection[str]]] = {}
         self.joins = ServiceJoins(lambda: self.database, send, name)
         self.outboxes = OutboxWorkers(
             lambda: self.database,
@@ -150,6 +152,7 @@ class ServiceData:
         self._store_route(topic, run, MIRROR_BATCH, repr(mirror), isolate=True)
         self.mirrors[topic.name] = mirror
         self._runs[topic.name] = run
+        self._renames[topic.name] = (rename, exclude)
         if create_table:
             self._create_tables.append(mirror)
         return mirror
@@ -177,7 +180,8 @@ class ServiceData:
         plain = [m for m in self.mirrors.values() if m.table.name == name]
         joined = self.joins.table(into)
         for m in plain:  # the first mirror into the table owns it
-            self.joins.part(m.topic, into, _model_fields(m.topic), None, owner=True, required=True)
+            owned = _model_fields(m.topic, *self._renames[m.topic.name])
+            self.joins.part(m.topic, into, owned, None, owner=True, required=True)
             self._runs[m.topic.name].store = joined
             del self.mirrors[m.topic.name]
         if fields is None:
