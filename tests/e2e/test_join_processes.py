@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from tests.e2e.test_mirror_processes import HERE, World, kill, wait_for, world
+from tests.e2e.test_mirror_processes import CLI, HERE, World, kill, wait_for, world
 
 from ferryman.records import TopicPartition
 from ferryman.service import Service
@@ -186,5 +187,36 @@ def test_two_republishing_instances_publish_each_key_in_order_and_exactly(world:
         exact(world, sources, output)
         assert first.poll() is None
         assert second.poll() is None
+    finally:
+        output.close()
+
+
+def test_ferryman_republish_backfills_a_joined_source_with_a_progress_bar(world: World) -> None:
+    apps = join_apps()
+    proc = world.run("join_apps:catalog")
+    sources = Sources(apps, 500, keys=40, pace=0.0)
+    output = Output(apps)
+    try:
+        sources.start()
+        exact(world, sources, output)
+        kill(proc)
+        before = output.records()
+        # every row with id < 10, a tombstone for those without their owner part
+        wanted = len([k for k in world.table("product_view") if k < 10])
+        republish = subprocess.run(
+            [
+                *(sys.executable, "-c", CLI, "republish", "join_apps:catalog"),
+                *(apps.enriched.name, "--where", "id < 10", "--rate", "1000"),
+            ],
+            cwd=HERE,
+            env=world.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert republish.returncode == 0, republish.stderr[-3000:]
+        assert f"{wanted} rows of {apps.enriched.name!r} published" in republish.stderr
+        wait_for(lambda: output.records() == before + wanted, 30, output.records)
+        assert output.read() == sources.expected()
     finally:
         output.close()
