@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, text
+from sqlalchemy import ColumnElement, Table, text
 
 from ferryman.errors import ConfigError
 from ferryman.stores.database import Database
@@ -73,7 +73,9 @@ class ServiceJoins:
         return self.tables[name]
 
     def is_joined(self, into: Any) -> bool:
-        return into is not None and table_of(into).name in self.tables
+        """Whether ``into`` (anything; a Table or ORM class may be) is a joined table here."""
+        table = into if isinstance(into, Table) else getattr(into, "__table__", None)
+        return isinstance(table, Table) and table.name in self.tables
 
     def part(
         self,
