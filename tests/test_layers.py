@@ -33,6 +33,11 @@ FLOORS: dict[str, int] = {
     "ferryman.rpc": 5,
     "ferryman.stores": 6,
     "ferryman.service": 7,
+    # Inside service: the database side, then the Service that composes it.
+    "ferryman.service.joins": 0,
+    "ferryman.service.running": 0,
+    "ferryman.service.data": 1,
+    "ferryman.service.core": 2,
     "ferryman.demo": 8,
     "ferryman.testing": 8,
     "ferryman.cli": 9,

@@ -31,7 +31,8 @@ from ferryman.records import Record, RecordBatch, RecordMetadata, TopicPartition
 from ferryman.rpc.requester import PendingReply
 from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.message import Message
-from ferryman.service import Service, run_services
+from ferryman.service.core import Service
+from ferryman.service.running import run_services
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 __all__ = [

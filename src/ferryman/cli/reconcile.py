@@ -43,7 +43,7 @@ def reconcile(
     debug: Debug = False,
 ) -> None:
     """Compare mirror tables with their topics: keys missing, extra and differing, and lag."""
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
     debug = debugging(ctx, debug)
     with reporting("reconcile", debug):

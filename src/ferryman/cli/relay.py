@@ -38,7 +38,7 @@ def relay(
 
     Run as many as you like: relays split the outbox's partitions by lease.
     """
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
     debug = debugging(ctx, debug)
     with reporting("relay", debug):

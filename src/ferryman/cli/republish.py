@@ -6,6 +6,8 @@ import asyncio
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ferryman.cli.app import (
     BrokerUrl,
@@ -29,13 +31,21 @@ def republish(
     broker: BrokerUrl = None,
     registry: RegistryUrl = None,
     database: DatabaseUrl = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help="Only the joined table's rows matching this SQL condition."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="At most this many records a second (joined tables).")
+    ] = None,
     debug: Debug = False,
 ) -> None:
-    """Write every row of TOPIC's source table into the service's outbox as an upsert.
+    """Write every row of TOPIC's source table into the service's outbox as an upsert, or
+    publish every row (--where: those matching) of TOPIC's joined table now.
 
-    A relay (inside the running service, or `ferryman relay`) then publishes them.
+    A relay (inside the running service, or `ferryman relay`) publishes an outbox's rows.
     """
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
     debug = debugging(ctx, debug)
     with reporting("republish", debug):
@@ -43,8 +53,24 @@ def republish(
         svc = load_service(service, debug)
         if not isinstance(svc, Service):
             fail("republish", f"{service!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+        joined = topic in svc.joined_sources
         try:
-            count = svc.republish(topic)
+            with Progress(
+                TextColumn(f"republishing {topic}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                disable=not joined,
+            ) as bar:
+                task = bar.add_task("republish", total=None)
+                count = svc.republish(
+                    topic,
+                    where,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                    rate,
+                )
         finally:
             asyncio.run(svc.stop())  # closes what republishing opened
-        typer.echo(f"ferryman republish: {count} rows of {topic!r} written to the outbox", err=True)
+        where_to = "published" if joined else "written to the outbox"
+        typer.echo(f"ferryman republish: {count} rows of {topic!r} {where_to}", err=True)

@@ -26,7 +26,7 @@ from ferryman.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
 
 def load_service(target: str, debug: bool = False) -> object:
@@ -121,7 +121,8 @@ def run(
     --broker, --registry and --database apply to the services that do not name their own in code.
     """
     from ferryman.config import broker_location
-    from ferryman.service import Service, run_services
+    from ferryman.service.core import Service
+    from ferryman.service.running import run_services
 
     debug = debugging(ctx, debug)
     with reporting("run", debug):

@@ -149,7 +149,7 @@ class Change:
 def declared_specs(targets: list[str], debug: bool) -> list[TopicSpec]:
     """The topics the services named by ``targets`` declare, one spec per name."""
     from ferryman.cli.run import load_service
-    from ferryman.service import Service
+    from ferryman.service.core import Service
 
     specs: dict[str, TopicSpec] = {}
     for target in targets:

@@ -13,18 +13,32 @@ from rich.console import Console
 from rich.table import Table
 
 from ferryman.demo.services import (
+    PRICES,
+    CategoryAssignment,
     Customer,
     Demo,
     OrderPlaced,
+    Product,
     QuoteRequest,
+    assignments_topic,
     build,
     customers_topic,
     orders_topic,
+    products_topic,
     quotes_topic,
 )
 from ferryman.errors import FerrymanError, RemoteError
 
-COLORS = {"customers": "cyan", "orders": "green", "pricing": "magenta", "analytics": "yellow"}
+COLORS = {
+    "customers": "cyan",
+    "orders": "green",
+    "pricing": "magenta",
+    "analytics": "yellow",
+    "catalog": "blue",
+    "storefront": "red",
+}
+CATEGORIES = {"kettle": "kitchen", "teapot": "tea", "mug": "tea"}
+PRICE_UPDATES = 50
 ORDERS = [(1, "kettle", 2), (2, "teapot", 1), (3, "mug", 6), (1, "mug", 4), (2, "kettle", 1)]
 
 
@@ -68,6 +82,33 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
     say("orders", "customer 3 deleted (tombstone) -> its row left the mirror table")
     demo.copied = demo.customer_copy()
     await _until(lambda: demo.events_seen == len(ORDERS), "analytics seeing every order")
+    await _catalog(demo, say)
+
+
+async def _catalog(demo: Demo, say: Callable[[str, str], None]) -> None:
+    """Products and category assignments, keyed differently, joined into enriched products."""
+    for sku, price in PRICES.items():
+        await demo.pricing.publish(products_topic, Product(sku, sku, price))
+    say("pricing", f"published products {', '.join(PRICES)} (keyed by sku)")
+    for n, (sku, category) in enumerate(CATEGORIES.items(), start=1):
+        await demo.pricing.publish(assignments_topic, CategoryAssignment(f"asg-{n}", sku, category))
+    say("pricing", "published category assignments asg-1..3 (keyed by assignment id)")
+    await _until(lambda: len(demo.shelf) == len(CATEGORIES), "enriched products on the shelf")
+    before = demo.enriched_records
+    updates = [
+        demo.pricing.publish(products_topic, Product("kettle", "kettle", 24.0 + i / 100))
+        for i in range(1, PRICE_UPDATES + 1)
+    ]
+    for d in updates:
+        await d
+    say("pricing", f"changed the kettle's price {PRICE_UPDATES} times in a burst")
+    final = 24.0 + PRICE_UPDATES / 100
+    await _until(lambda: demo.shelf["kettle"].price == final, "the kettle's last price")
+    say(
+        "storefront",
+        f"{PRICE_UPDATES} price changes reached it as {demo.enriched_records - before} enriched "
+        "record(s): one per second at most",
+    )
 
 
 async def _main(console: Console, directory: Path) -> Demo:
@@ -101,8 +142,13 @@ def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -
     for customer_id, (name, tier) in sorted(demo.copied.items()):
         copy.add_row(str(customer_id), name, tier)
     console.print(copy)
+    shelf = Table("sku", "title", "price", "category", title="storefront's enriched products")
+    for p in sorted(demo.shelf.values(), key=lambda p: p.sku):
+        shelf.add_row(p.sku, p.title, f"{p.price:.2f}", p.category)
+    console.print(shelf)
     console.print(
         f"[bold green]ok[/]: {len(ORDERS)} orders priced by request/response, emitted as events "
-        "and counted by analytics; customers mirrored as entities, one deleted by tombstone."
+        "and counted by analytics; customers mirrored as entities, one deleted by tombstone; products joined with their "
+        "categories and republished once a second."
     )
     return demo

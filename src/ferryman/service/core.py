@@ -2,20 +2,17 @@
 
 A Service composes: Connections (broker, registry, codecs, opened on first use), the handler
 routes, a ConsumerLoop (started with the service when it has routes) and a Requester (started on
-the first request). ``run_services`` runs services until SIGTERM/SIGINT.
+the first request); the database side is a ServiceData (service/data.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import signal
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
@@ -31,39 +28,22 @@ from ferryman.runtime.consumer import ConsumerLoop
 from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.delivery import Delivery
 from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
-from ferryman.runtime.handlers import Route, handler_route, is_async
-from ferryman.runtime.snapshot import Progress, latest_state
-from ferryman.runtime.threads import in_thread
+from ferryman.runtime.handlers import Route, handler_route
+from ferryman.runtime.snapshot import Progress
+from ferryman.service.data import ServiceData
+from ferryman.service.running import run_services
 from ferryman.stores.database import Database
+from ferryman.stores.joins import JoinedTable, KeyMap
 from ferryman.stores.mirror import Mirror
-from ferryman.stores.outbox import OutboxRecord
-from ferryman.stores.poller import TablePoller
-from ferryman.stores.polling import TablePublisher
 from ferryman.stores.producing import OutboxWriter
-from ferryman.stores.reconcile import Drift, compare
-from ferryman.stores.routes import (
-    MirrorLag,
-    StoreRun,
-    TransactionalRun,
-    mirror_lag,
-    other_positionals,
-    session_parameter,
-    stored_offsets,
-)
-from ferryman.stores.source import EntitySource
+from ferryman.stores.reconcile import Drift
+from ferryman.stores.routes import MirrorLag, session_parameter
 from ferryman.stores.tables import Transform
-from ferryman.stores.workers import OutboxWorkers
 from ferryman.topics import EntityTopic, EventTopic, RequestTopic, Topic
 
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-
-MIRROR_BATCH = 5000
-"""Records of one partition a mirror applies per transaction, at most (fewer when fewer wait)."""
-TRANSACTION_CHUNK = 500
-"""Records a transactional handler handles per transaction (one record at a time after a
-failure, so only the failing record is dead-lettered)."""
 
 
 class Service:
@@ -104,16 +84,19 @@ class Service:
         self._stopped: asyncio.Event | None = None
         self._started = False
         self.failure: BaseException | None = None
-        self._db: Database | None = None
-        self._mirrors: dict[str, Mirror] = {}
-        self._create_tables: list[Mirror] = []
-        self._outboxes = OutboxWorkers(
-            lambda: self.database,
-            lambda: self._conn.producer,
-            lambda topic: self._conn.admin.describe_topic(topic).partitions,
-            self._encode_for_outbox,
+        self._data = ServiceData(
+            name,
+            self.locations.database,
+            self._conn,
+            group=lambda: self.group,
+            add_route=self._add_route,
+            declare=self._declare,
+            known=lambda topic: self._topics.get(topic.name) is topic,
+            source=self._source,
             relay=self.config.relay,
-            name=name,
+            send=lambda topic, key, value: self._send(
+                topic, value, FROM_VALUE if value is not None else key, None, None
+            ),
         )
 
     def __repr__(self) -> str:
@@ -136,7 +119,7 @@ class Service:
         def register(fn: F) -> F:
             session = session_parameter(fn)
             if session is not None:
-                self._add_route(self._transactional_route(topic, fn, batch, session))
+                self._data.transactional_route(topic, fn, batch, session)
             else:
                 self._add_route(handler_route(topic, fn, batch))
             return fn
@@ -174,13 +157,11 @@ class Service:
     def database(self) -> Database:
         """The service's own database (``database=`` / FERRYMAN_DATABASE; by default an SQLite
         file ``<service>.db`` beside the embedded broker): ``engine``, ``sessions``, ``metadata``."""
-        if self._db is None:
-            self._db = Database(self.locations.database)
-        return self._db
+        return self._data.database
 
     def mirror(
         self,
-        topic: EntityTopic[Any],
+        topic: Topic[Any],
         into: Any = None,
         *,
         table: str | None = None,
@@ -188,100 +169,36 @@ class Service:
         exclude: Collection[str] = (),
         transform: Transform | None = None,
         create_table: bool = True,
-    ) -> Mirror:
-        """Keep ``topic`` as a table of the service's database, effectively once (see
-        docs/stores.md); the table is created at start unless ``create_table=False``."""
-        mirror = Mirror(
-            self.database,
+        fields: Sequence[str] | Mapping[str, str] | None = None,
+        key: str | KeyMap | None = None,
+        required: bool = True,
+    ) -> Mirror | JoinedTable:
+        """Keep entity ``topic`` as a table of the service's database, effectively once (see
+        docs/stores.md); the table is created at start unless ``create_table=False``. With
+        ``fields``, ``topic`` writes only those columns of ``into``'s row ``key`` (a field, or a
+        function of the value; default the record key): a part of a join (docs/joins.md)."""
+        return self._data.mirror(
             topic,
             into,
             table=table,
             rename=rename,
             exclude=exclude,
             transform=transform,
+            create_table=create_table,
+            fields=fields,
+            key=key,
+            required=required,
         )
-        run = StoreRun(self.database, mirror, self.group)
-        self._add_route(
-            Route(
-                topic,
-                functools.partial(in_thread, run),
-                MIRROR_BATCH,
-                repr(mirror),
-                "keyed",
-                isolate=True,
-                stored_offsets=stored_offsets(self.database, self.group),
-            )
-        )
-        self._mirrors[topic.name] = mirror
-        if create_table:
-            self._create_tables.append(mirror)
-        return mirror
-
-    def _transactional_route(
-        self, topic: Topic[Any], fn: Callable[..., Any], batch: int | None, session: str
-    ) -> Route:
-        if is_async(fn):
-            raise ConfigError(
-                f"handler {fn.__qualname__} asks for a database session but is async; sessions "
-                "are blocking: write it as a plain def (it runs in a worker thread)"
-            )
-        run = TransactionalRun(
-            self.database,
-            fn,
-            self.group,
-            batch=batch is not None,
-            with_message=other_positionals(fn, session) == 2,
-            session_param=session,
-        )
-        return Route(
-            topic,
-            functools.partial(in_thread, run),
-            batch or TRANSACTION_CHUNK,
-            getattr(fn, "__qualname__", repr(fn)),
-            "message",
-            isolate=batch is None,  # a user's batch is dead-lettered whole, as without a session
-            stored_offsets=stored_offsets(self.database, self.group),
-        )
-
-    def _prepare_database(self) -> None:
-        """Create ferryman's offsets table and the mirrors' missing tables; then check that
-        every mirror's table has the columns it writes (MirrorSchemaError otherwise)."""
-        if not self._mirrors and not any(r.stored_offsets for r in self._routes.values()):
-            return
-        db = self.database
-        db.create_missing([db.offsets.table, *(m.table for m in self._create_tables)])
-        with db.engine.connect() as conn:
-            for mirror in self._mirrors.values():
-                mirror.check(conn)
 
     def lag(self) -> dict[str, MirrorLag]:
         """Each mirror's lag: records not applied yet, and seconds since the last applied
         record's timestamp (0 when caught up). Blocking: it asks the broker and the database."""
-        admin = self._conn.admin
-        lags: dict[str, MirrorLag] = {}
-        with self.database.engine.connect() as conn:
-            for name in sorted(self._mirrors):
-                latest = {p: o.latest for p, o in admin.offsets(name).items()}
-                lags[name] = mirror_lag(conn, self.database, self.group, name, latest)
-        return lags
+        return self._data.lag()
 
     def reconcile(self, topic: str | None = None, progress: Progress | None = None) -> list[Drift]:
         """Compare each mirror (or ``topic``'s) with its topic's latest state, read from the
         log; ``progress(read, total)`` follows the read. Blocking."""
-        if topic is not None and topic not in self._mirrors:
-            raise ConfigError(
-                f"service {self.name!r} has no mirror of {topic!r}; its mirrors: "
-                f"{', '.join(sorted(self._mirrors)) or 'none'}"
-            )
-        drifts: list[Drift] = []
-        for name in [topic] if topic is not None else sorted(self._mirrors):
-            mirror = self._mirrors[name]
-            latest = latest_state(
-                self._conn.broker, self._conn.admin, self._conn.serde, mirror.topic, progress
-            )
-            with self.database.engine.connect() as conn:
-                drifts.append(compare(conn, mirror, latest))
-        return drifts
+        return self._data.reconcile(topic, progress)
 
     # -- producing -----------------------------------------------------------------------
 
@@ -383,40 +300,50 @@ class Service:
     def outbox(self, session: Session | Connection) -> OutboxWriter:
         """``publish``/``delete``/``emit`` into ``session``'s transaction: the records are sent
         by the relay after it commits, and never if it rolls back."""
-        return self._outboxes.writer(session)
+        return self._data.outbox(session)
 
     def source(
         self,
         topic: EntityTopic[T],
-        from_: type[Any],
+        from_: Any,
         *,
         watch: Collection[str] | None = None,
         to_value: Callable[[Any], T] | None = None,
+        every: float | str | None = None,
+        build: Callable[[Any, Any], T | None] | None = None,
+        debounce: float | str = 0.0,
+        incomplete: Literal["skip", "defaults"] = "skip",
     ) -> None:
         """Publish ORM model ``from_``'s rows as entity ``topic`` through the outbox, from the
-        flushes of sessions on this service's database: insert/update an upsert, delete a
-        tombstone; with ``watch``, only changes to those columns publish."""
-        self._declare(topic)
-        self._outboxes.add_source(
-            EntitySource(
-                topic,
-                from_,
-                encode=self._encode_for_outbox,
-                write=self._outboxes.write,
-                owns=self._outboxes.owns,
-                watch=watch,
-                to_value=to_value,
-            )
+        flushes of sessions on this service's database (``watch``: only those columns). When
+        ``from_`` is a joined table, republish its changed rows ``every`` seconds ("1s",
+        "500ms") as ``build(row, children)`` (docs/joins.md)."""
+        self._data.source(
+            topic,
+            from_,
+            watch=watch,
+            to_value=to_value,
+            every=every,
+            build=build,
+            debounce=debounce,
+            incomplete=incomplete,
         )
 
-    def republish(self, topic: EntityTopic[Any] | str) -> int:
-        """Backfill: write every row of ``topic``'s (or the topic named so) source table into
-        the outbox as an upsert, in one transaction; returns how many rows."""
-        if not isinstance(topic, str):
-            expect_kind(topic, EntityTopic, "republish", "source")
-        count = self._outboxes.republish(topic if isinstance(topic, str) else topic.name)
-        self._outboxes.used()
-        return count
+    def republish(
+        self,
+        topic: EntityTopic[Any] | str,
+        where: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        rate: float | None = None,
+    ) -> int:
+        """Backfill: write every row of ``topic``'s source table into the outbox, or publish
+        every row (matching SQL ``where``, ``rate`` a second) of its joined table now."""
+        return self._data.republish(topic, where, progress, rate)
+
+    @property
+    def joined_sources(self) -> list[str]:
+        """The entity topics this service republishes from joined tables."""
+        return sorted(self._data.joins.republishers)
 
     def poll_table(
         self,
@@ -433,58 +360,24 @@ class Service:
         """While the service runs, publish ``table``'s rows changed past an ``(updated_at, id)``
         watermark to ``topic`` every ``every`` seconds, through the outbox (one transaction with
         the watermark); rows newer than ``safety_delay`` seconds wait for the next poll."""
-        self._declare(topic)
-        poller = TablePoller(
-            self.database,
+        self._data.poll_table(
             table,
+            topic,
             updated_at=updated_at,
             id=id,
+            every=every,
             safety_delay=safety_delay,
+            to_value=to_value,
             name=name,
         )
-        self._outboxes.add_publisher(TablePublisher(poller, topic, every=every, to_value=to_value))
 
     def run_relay(self, stop: threading.Event) -> None:
         """Run only this service's outbox relay, in this thread, until ``stop`` is set."""
         try:
-            self._outboxes.run_relay(stop)
+            self._data.run_relay(stop)
         finally:
             self._conn.close()
-            if self._db is not None:
-                self._db.dispose()
-
-    def _encode_for_outbox(
-        self,
-        call: str,
-        topic: Any,
-        arg: Any,
-        headers: Mapping[str, bytes | str] | None,
-        timestamp: datetime | float | None,
-        allow_expired: bool,
-    ) -> OutboxRecord:
-        """The record ``call`` (publish, delete, emit) would send, checked as a direct send is,
-        with the topic created or checked so that its partition count is known."""
-        if call == "emit":
-            expect_kind(topic, EventTopic, "emit", "publish")
-        else:
-            expect_kind(topic, EntityTopic, call, "emit")
-        if self._topics.get(topic.name) is not topic:
-            self._declare(topic)
-        value, key = (None, arg) if call == "delete" else (arg, FROM_VALUE)
-        record = encode_record(
-            self._conn.serde,
-            topic,
-            value,
-            key,
-            headers,
-            timestamp,
-            self._source,
-            allow_expired,
-            prepare=lambda: self._conn.ensure_topics(topic.specs()),
-        )
-        return OutboxRecord(
-            record.topic, record.key, record.value, record.headers, record.timestamp_ms
-        )
+            self._data.close()
 
     # -- request/response --------------------------------------------------------------
 
@@ -527,9 +420,9 @@ class Service:
         self._stopped = asyncio.Event()
         if self.config.create_topics:
             await asyncio.to_thread(self._conn.ensure_topics, self.topic_specs())
-        await asyncio.to_thread(self._prepare_database)
+        await asyncio.to_thread(self._data.prepare)
         self._started = True
-        await asyncio.to_thread(self._outboxes.start)
+        await asyncio.to_thread(self._data.start)
         if self._routes:
             self._consumer = ConsumerLoop(
                 self._conn, self.group, self._routes, self.config, self._fatal
@@ -551,10 +444,9 @@ class Service:
         requester, self._requester = self._requester, None
         if requester is not None:
             await asyncio.to_thread(requester.close)
-        await asyncio.to_thread(self._outboxes.stop)
+        await asyncio.to_thread(self._data.stop)
         await asyncio.to_thread(self._conn.close)
-        if self._db is not None:
-            await asyncio.to_thread(self._db.dispose)
+        await asyncio.to_thread(self._data.close)
         self._started = False
         if self._stopped is not None:
             self._stopped.set()
@@ -598,42 +490,6 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-async def run_services(services: Sequence[Service]) -> None:
-    """Run ``services`` until a signal or until one fails; then stop all of them.
-
-    A failure (HandlerError with ``on_error='stop'``, a lost broker) is raised after every
-    service stopped.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Signal handlers can only be set from the main thread; elsewhere the caller stops us.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    started: list[Service] = []
-    try:
-        for svc in services:
-            await svc.start()
-            started.append(svc)
-        waits = [asyncio.ensure_future(svc.wait()) for svc in started]
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(stopper, *waits, return_exceptions=True)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        for svc in reversed(started):
-            await svc.stop()
-    for svc in started:
-        if svc.failure is not None:
-            raise svc.failure
 
 
 def _type_name(t: type | None) -> str:
