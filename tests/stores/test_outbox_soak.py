@@ -84,10 +84,12 @@ def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
     database_url: str,
     soak_broker_url: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
     record_property: Callable[[str, object], None],
 ) -> None:
     topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"  # fresh on a shared Kafka
     broker = open_broker(soak_broker_url)
+    request.addfinalizer(broker.close)  # closed on failure too: a leaked socket warns later
     broker.admin().create_topic(TopicSpec(topic, PARTITIONS))
     database = Database(database_url)
     Outbox(database, {topic: PARTITIONS})
@@ -123,7 +125,6 @@ def test_writers_and_killed_relays_lose_nothing_and_invent_nothing(
 
     committed = [ident for out in outs for ident in json.loads(Path(out).read_text())]
     published, per_key = _read(broker, topic)
-    broker.close()
     counts = Counter(published)
     lost = set(committed) - set(counts)
     phantom = set(counts) - set(committed)
