@@ -267,8 +267,14 @@ start() {
   fi
   save_layout
   if [[ ! -f "$DIR/cluster.id" ]]; then
-    # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$DIR/cluster.id"
+    # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding. One that starts
+    # with '-' reads as an option to kafka-storage (1 in 64 starts failed so): draw again, as
+    # Kafka's own Uuid.randomUuid does.
+    local id="-"
+    while [[ "$id" == -* ]]; do
+      id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
+    printf '%s' "$id" >"$DIR/cluster.id"
   fi
   local n pids=()
   for ((n = 1; n <= BROKERS; n++)); do
