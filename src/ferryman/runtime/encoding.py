@@ -133,3 +133,27 @@ def timestamp_ms(when: datetime | float | int | None) -> int:
             "1970-01-01 UTC or epoch milliseconds >= 0 (finite), or omit it for now"
         )
     return int(ms)
+
+
+def declare_once(declared: dict[str, Topic[Any]], topic: Topic[Any], owner: str) -> None:
+    """Record ``topic`` in ``declared``, refusing a second, different declaration of its name:
+    codecs are cached by name, so it would silently be bound to the first declaration's model."""
+    known = declared.setdefault(topic.name, topic)
+    if known is topic:
+        return
+    if type(known) is not type(topic) or known.model is not topic.model:
+        raise ConfigError(
+            f"service {owner!r} has two declarations of topic {topic.name!r}: "
+            f"{known!r} and {topic!r}; a topic carries one model: declare it once "
+            "(in one module) and import that declaration everywhere"
+        )
+    if known.key_type is not topic.key_type:
+        raise ConfigError(
+            f"service {owner!r} has two declarations of topic {topic.name!r} with "
+            f"different key types ({_type_name(known.key_type)} and "
+            f"{_type_name(topic.key_type)}); declare it once and import that declaration"
+        )
+
+
+def _type_name(t: type | None) -> str:
+    return "no key" if t is None else t.__name__

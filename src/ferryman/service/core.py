@@ -27,7 +27,13 @@ from ferryman.runtime.connections import Connections
 from ferryman.runtime.consumer import ConsumerLoop
 from ferryman.runtime.dead_letters import dlq_spec
 from ferryman.runtime.delivery import Delivery
-from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
+from ferryman.runtime.encoding import (
+    FROM_VALUE,
+    EncodedRecord,
+    declare_once,
+    encode_record,
+    expect_kind,
+)
 from ferryman.runtime.handlers import Route, handler_route
 from ferryman.runtime.snapshot import Progress
 from ferryman.service.data import ServiceData
@@ -91,8 +97,7 @@ class Service:
             group=lambda: self.group,
             add_route=self._add_route,
             declare=self._declare,
-            known=lambda topic: self._topics.get(topic.name) is topic,
-            source=self._source,
+            encode=self._encode,
             relay=self.config.relay,
             send=lambda topic, key, value: self._send(
                 topic, value, FROM_VALUE if value is not None else key, None, None
@@ -203,36 +208,21 @@ class Service:
     # -- producing -----------------------------------------------------------------------
 
     def _declare(self, topic: Topic[Any]) -> None:
-        """Refuse a second, different declaration of a topic name: codecs are cached by name,
-        so it would silently be bound to the first declaration's model."""
-        known = self._topics.setdefault(topic.name, topic)
-        if known is topic:
-            return
-        if type(known) is not type(topic) or known.model is not topic.model:
-            raise ConfigError(
-                f"service {self.name!r} has two declarations of topic {topic.name!r}: "
-                f"{known!r} and {topic!r}; a topic carries one model: declare it once "
-                "(in one module) and import that declaration everywhere"
-            )
-        if known.key_type is not topic.key_type:
-            raise ConfigError(
-                f"service {self.name!r} has two declarations of topic {topic.name!r} with "
-                f"different key types ({_type_name(known.key_type)} and "
-                f"{_type_name(topic.key_type)}); declare it once and import that declaration"
-            )
+        declare_once(self._topics, topic, self.name)
 
-    def _send(
+    def _encode(
         self,
         topic: Topic[Any],
         value: Any,
         key: Any,
         headers: Mapping[str, bytes | str] | None,
         timestamp: datetime | float | None,
-        allow_expired: bool = False,
-    ) -> Delivery[RecordMetadata]:
+        allow_expired: bool,
+    ) -> EncodedRecord:
+        """The record a send would produce, checked and encoded (a direct send and the outbox)."""
         if self._topics.get(topic.name) is not topic:
             self._declare(topic)
-        record = encode_record(
+        return encode_record(
             self._conn.serde,
             topic,
             value,
@@ -243,6 +233,17 @@ class Service:
             allow_expired,
             prepare=lambda: self._conn.ensure_topics(topic.specs()),
         )
+
+    def _send(
+        self,
+        topic: Topic[Any],
+        value: Any,
+        key: Any,
+        headers: Mapping[str, bytes | str] | None,
+        timestamp: datetime | float | None,
+        allow_expired: bool = False,
+    ) -> Delivery[RecordMetadata]:
+        record = self._encode(topic, value, key, headers, timestamp, allow_expired)
         future = self._conn.producer.send(
             topic.name,
             record.value,
@@ -490,7 +491,3 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _type_name(t: type | None) -> str:
-    return "no key" if t is None else t.__name__

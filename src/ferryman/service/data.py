@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ferryman.errors import ConfigError
 from ferryman.runtime.connections import Connections
-from ferryman.runtime.encoding import FROM_VALUE, encode_record, expect_kind
+from ferryman.runtime.encoding import FROM_VALUE, EncodedRecord, expect_kind
 from ferryman.runtime.handlers import Input, Route, is_async
 from ferryman.runtime.snapshot import Progress, latest_state
 from ferryman.runtime.threads import in_thread
@@ -66,8 +66,7 @@ class ServiceData:
         group: Callable[[], str],
         add_route: Callable[[Route], None],
         declare: Callable[[Topic[Any]], None],
-        known: Callable[[Topic[Any]], bool],
-        source: bytes,
+        encode: Callable[..., EncodedRecord],
         relay: bool | None,
         send: SendEntity,
     ) -> None:
@@ -77,8 +76,7 @@ class ServiceData:
         self._group = group
         self._add_route = add_route
         self._declare = declare
-        self._known = known
-        self._source = source
+        self._encode = encode
         self._db: Database | None = None
         self.mirrors: dict[str, Mirror] = {}
         self._create_tables: list[Mirror] = []
@@ -387,20 +385,8 @@ class ServiceData:
             expect_kind(topic, EventTopic, "emit", "publish")
         else:
             expect_kind(topic, EntityTopic, call, "emit")
-        if not self._known(topic):
-            self._declare(topic)
         value, key = (None, arg) if call == "delete" else (arg, FROM_VALUE)
-        record = encode_record(
-            self._conn.serde,
-            topic,
-            value,
-            key,
-            headers,
-            timestamp,
-            self._source,
-            allow_expired,
-            prepare=lambda: self._conn.ensure_topics(topic.specs()),
-        )
+        record = self._encode(topic, value, key, headers, timestamp, allow_expired)
         return OutboxRecord(
             record.topic, record.key, record.value, record.headers, record.timestamp_ms
         )
