@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -16,6 +17,7 @@ from ferryman.broker.kafka._errors import (
     UNAVAILABLE,
     UNKNOWN_TOPIC,
     kafka_error,
+    moving_leader,
     raise_mapped,
     reason,
 )
@@ -271,18 +273,24 @@ class KafkaConsumer:
         return lo if self._reset == "earliest" else hi
 
     def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
-        try:
-            lo, hi = self._consumer.get_watermark_offsets(
-                _RdPartition(partition.topic, partition.partition), timeout=self._timeout
-            )
-        except KafkaException as exc:
-            raise_mapped(
-                exc,
-                f"reading the offsets of {partition}",
-                bootstrap=self._bootstrap,
-                topic=partition.topic,
-            )
-        return int(lo), int(hi)
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                lo, hi = self._consumer.get_watermark_offsets(
+                    _RdPartition(partition.topic, partition.partition), timeout=self._timeout
+                )
+                return int(lo), int(hi)
+            except KafkaException as exc:
+                # A new topic's or a failed-over partition's leader may not be ready yet: ask
+                # again until the timeout, as the admin's offsets() does.
+                if not moving_leader(exc) or time.monotonic() >= deadline:
+                    raise_mapped(
+                        exc,
+                        f"reading the offsets of {partition}",
+                        bootstrap=self._bootstrap,
+                        topic=partition.topic,
+                    )
+                time.sleep(0.05)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._check_open()
