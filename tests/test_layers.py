@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "ferryman.service.core": 2,
     "ferryman.demo": 8,
     "ferryman.testing": 8,
+    "ferryman.system": 8,
     "ferryman.cli": 9,
     # Inside broker: the protocol and the partitioner, then the backends that implement them.
     "ferryman.broker.base": 0,

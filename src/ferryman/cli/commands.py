@@ -12,6 +12,7 @@ from ferryman.cli import (
     relay,  # noqa: F401
     republish,  # noqa: F401
     run,  # noqa: F401
+    schema,  # noqa: F401
     tail,  # noqa: F401
     topics,  # noqa: F401
 )

@@ -140,6 +140,11 @@ def build(broker: str, say: Say) -> Demo:
         storefront=Service("storefront", broker=broker, config=fast),
     )
 
+    # What each service sends, declared so that `ferryman lint` and `ferryman docs` see it.
+    demo.customers.produces(customers_topic)
+    demo.orders.produces(orders_topic, quotes_topic)
+    demo.pricing.produces(products_topic, assignments_topic)
+
     # The orders service keeps its own copy of the customers: a table in its own database
     # (an SQLite file beside the broker's), upserted per record, a tombstone deleting the row.
     demo.orders.mirror(customers_topic, table=CUSTOMER_COPY)

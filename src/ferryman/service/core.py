@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
@@ -52,6 +52,23 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+Role = Literal["produces", "requests", "handles", "mirrors", "responds"]
+"""How a service uses a topic: sends to it (an entity or event topic), sends requests to it,
+or consumes it with a handler, a mirror (or join part), or a responder."""
+
+
+class TopicUse(NamedTuple):
+    """One way a service uses a topic, as tools that read declarations see it (lint, docs)."""
+
+    topic: Topic[Any]
+    role: Role
+    handler: str = ""
+    """The handler's name, for a consuming role."""
+    batch: int | None = None
+    keeps_state: bool = False
+    """The consumer keeps state in its database (a mirror, a join part, a session handler)."""
+
+
 class Service:
     """A named service: publishes entities, emits events, handles topics, requests, responds."""
 
@@ -84,6 +101,8 @@ class Service:
         )
         self._routes: dict[str, Route] = {}
         self._topics: dict[str, Topic[Any]] = {}
+        self._produces: dict[str, Topic[Any]] = {}
+        self._responders: set[str] = set()
         self._consumer: ConsumerLoop | None = None
         self._last_consumer: ConsumerLoop | None = None
         self._requester: Requester | None = None
@@ -140,6 +159,7 @@ class Service:
 
         def register(fn: F) -> F:
             self._add_route(responder_route(topic, fn, self._conn, self.name))
+            self._responders.add(topic.name)
             return fn
 
         return register
@@ -209,6 +229,32 @@ class Service:
 
     def _declare(self, topic: Topic[Any]) -> None:
         declare_once(self._topics, topic, self.name)
+
+    def produces(self, *topics: Topic[Any]) -> None:
+        """Declare the topics this service publishes, emits or sends requests to, so tools see
+        them before the first send (``ferryman lint``, ``docs``, ``schema check``)."""
+        for topic in topics:
+            self._declare(topic)
+            self._produces[topic.name] = topic
+
+    def uses(self) -> list[TopicUse]:
+        """How this service uses each topic it declared: what it sends, what it consumes."""
+        found: list[TopicUse] = []
+        for name, route in self._routes.items():
+            if name in self._responders:
+                found.append(TopicUse(route.topic, "responds", route.name))
+                continue
+            stored = route.stored_offsets is not None
+            role: Role = "mirrors" if stored and route.input == "keyed" else "handles"
+            # A store reads in chunks of its own; only a batch the user asked for counts.
+            batch = None if stored and route.isolate else route.batch
+            found.append(TopicUse(route.topic, role, route.name, batch, stored))
+        for name, topic in self._topics.items():
+            if name in self._routes and name not in self._produces:
+                continue
+            sent: Role = "requests" if isinstance(topic, RequestTopic) else "produces"
+            found.append(TopicUse(topic, sent))
+        return found
 
     def _encode(
         self,
