@@ -5,6 +5,7 @@ from __future__ import annotations
 from ferryman.cli import (
     demo,  # noqa: F401
     dlq,  # noqa: F401
+    docs,  # noqa: F401
     groups,  # noqa: F401
     info,  # noqa: F401
     lint,  # noqa: F401
