@@ -150,3 +150,9 @@ def test_field_changes_by_path() -> None:
         "~ Order.qty: default 1 -> 2",
     ]
     assert field_changes(new, new) == []
+    colour = {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN"]}
+    recoloured = {"type": "enum", "name": "Colour", "symbols": ["RED", "BLUE"]}
+    assert field_changes(colour, recoloured) == [
+        "~ Colour: enum symbols added: BLUE",
+        "~ Colour: enum symbols removed: GREEN",
+    ]

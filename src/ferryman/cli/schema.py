@@ -80,7 +80,7 @@ def list_subjects(
         "versions",
         "latest",
         "id",
-        "compatibility",
+        Column("compatibility", no_wrap=True),
     )
     for r in rows:
         table.add_row(

@@ -130,6 +130,10 @@ def _fields(schema: Any) -> dict[str, Any] | None:
     return None
 
 
+def _is_enum(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "enum"
+
+
 def _type_text(schema: Any) -> str:
     if isinstance(schema, str):
         return schema
@@ -151,6 +155,14 @@ def _type_text(schema: Any) -> str:
 
 def _walk(old: Any, new: Any, path: str, out: list[str]) -> None:
     old_fields, new_fields = _fields(old), _fields(new)
+    if _is_enum(old) and _is_enum(new):
+        gone = [x for x in old["symbols"] if x not in new["symbols"]]
+        added = [x for x in new["symbols"] if x not in old["symbols"]]
+        if added:
+            out.append(f"~ {path}: enum symbols added: {', '.join(added)}")
+        if gone:
+            out.append(f"~ {path}: enum symbols removed: {', '.join(gone)}")
+        return
     if old_fields is None or new_fields is None:
         if canonical(old) != canonical(new):
             out.append(f"~ {path}: {_type_text(old)} -> {_type_text(new)}")
