@@ -4,6 +4,8 @@ models against it (whether each could be registered under its topic kind's rule,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -200,10 +202,31 @@ def _checks(
     system = load_system(command, targets, debugging(ctx, debug))
     reg = _registry(broker, registry)
     try:
-        return reg, [check_subject(reg, d) for d in declared_subjects(system)]
+        declared = declared_subjects(system)
+        with _progress(len(declared), "checking") as advance:
+            checks = []
+            for d in declared:
+                checks.append(check_subject(reg, d))
+                advance()
+        return reg, checks
     except BaseException:
         reg.close()
         raise
+
+
+@contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr while a terminal watches (a registry over HTTP may be slow)."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(
+        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()
+    ) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda: progress.advance(task)
 
 
 VERDICTS = {
@@ -284,17 +307,19 @@ def register(
                     "was registered",
                 )
             out = []
-            for c in checks:
-                schema_id = register_subject(reg, c.declared)
-                version = reg.lookup(c.declared.subject, c.declared.schema).version
-                out.append(
-                    {
-                        "subject": c.declared.subject,
-                        "version": version,
-                        "id": schema_id,
-                        "new": c.verdict != "registered",
-                    }
-                )
+            with _progress(len(checks), "registering") as advance:
+                for c in checks:
+                    schema_id = register_subject(reg, c.declared)
+                    version = reg.lookup(c.declared.subject, c.declared.schema).version
+                    out.append(
+                        {
+                            "subject": c.declared.subject,
+                            "version": version,
+                            "id": schema_id,
+                            "new": c.verdict != "registered",
+                        }
+                    )
+                    advance()
         finally:
             reg.close()
     if as_json:
