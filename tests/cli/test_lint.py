@@ -348,3 +348,48 @@ def test_a_target_that_is_not_a_service(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 2
     assert "not a ferryman Service" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_removed_fields_of_requests_and_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    responder = write(
+        tmp_path,
+        monkeypatch,
+        MODELS
+        + """
+@dataclass
+class LocalAsk:
+    text: str
+    lang: str
+
+
+asks = fm.RequestTopic("asks", LocalAsk, reply=Answer)
+svc = fm.Service("helpdesk")
+
+
+@svc.responder(asks)
+def answer(ask: LocalAsk) -> Answer:
+    return Answer(ask.text)
+""",
+    )
+    requester = write(
+        tmp_path,
+        monkeypatch,
+        MODELS
+        + """
+@dataclass
+class ScoredAnswer:
+    text: str
+    score: float
+
+
+svc = fm.Service("web")
+svc.produces(fm.RequestTopic("asks", Ask, reply=ScoredAnswer))
+""",
+    )
+    found = findings(invoke("lint", f"{responder}:svc", f"{requester}:svc", "--json"))
+    assert {(f["rule"], f["severity"], f["message"].split(",")[0]) for f in found} == {
+        ("removed-field-read", "error", "helpdesk reads LocalAsk.lang"),
+        ("removed-field-read", "error", "web reads the reply ScoredAnswer.score"),
+    }

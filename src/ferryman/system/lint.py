@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ferryman.errors import SchemaNotFound
 from ferryman.schema.models import avro_schema
 from ferryman.schema.registry import Registry
-from ferryman.system.view import System, TopicView
+from ferryman.system.view import System, TopicView, Use
 from ferryman.topics import EntityTopic, EventTopic, model_fields
 
 Severity = Literal["error", "warning"]
@@ -220,28 +220,47 @@ def unkeyed_stateful_event(system: System, ctx: Context) -> Iterator[Finding]:
 @rule("removed-field-read", "error", "removing a field that consumers read")
 def removed_field_read(system: System, ctx: Context) -> Iterator[Finding]:
     for view in system.topics.values():
-        owner = view.topic
-        mine = model_fields(owner.model)
-        for use in view.consumers:
-            if use.topic is owner or use.topic.model is owner.model:
+        senders = [u for u in view.uses if u.sends]
+        readers = view.consumers
+        # Values go from senders to consumers; a request's reply from responders to requesters.
+        pairs: list[tuple[Use, Use, Any, Any, str]] = [
+            (w, r, w.topic.model, r.topic.model, "") for w in senders for r in readers
+        ]
+        if view.kind == "request":
+            pairs += [
+                (
+                    w,
+                    r,
+                    getattr(w.topic, "reply_model", None),
+                    getattr(r.topic, "reply_model", None),
+                    "the reply ",
+                )
+                for w in view.responders
+                for r in view.requesters
+            ]
+        seen: set[tuple[str, str, str]] = set()
+        for writer, reader, written, read, what in pairs:
+            if written is None or read is None or written is read:
                 continue
-            for name, field in _record_fields(use.topic.model).items():
-                if name in mine:
+            has = set(_record_fields(written))
+            for name, field in _record_fields(read).items():
+                if name in has or (reader.service, what, name) in seen:
                     continue
+                seen.add((reader.service, what, name))
                 required = "default" not in field
                 yield Finding(
                     "removed-field-read",
                     "error" if required else "warning",
                     _topic(view),
-                    f"{use.service} reads {use.topic.model.__name__}.{name}, which "
-                    f"{view.owner_use.service}'s {owner.model.__name__} does not have"
+                    f"{reader.service} reads {what}{read.__name__}.{name}, which "
+                    f"{writer.service}'s {written.__name__} does not have"
                     + (
                         ": it cannot decode the records"
                         if required
                         else ": it silently gets the default"
                     ),
-                    f"keep {name} in {owner.model.__name__} (with a default) until no consumer "
-                    f"reads it, or drop it from {use.service}'s model first",
+                    f"keep {name} in {written.__name__} (with a default) until no consumer "
+                    f"reads it, or drop it from {reader.service}'s model first",
                 )
         yield from _removed_since_registered(view, ctx)
 
