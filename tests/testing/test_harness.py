@@ -1,0 +1,143 @@
+"""The ferryman fixture in this repository's own tests: drain, sent, assert_sent, call, clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy.orm import Session
+
+import ferryman as fm
+from ferryman.testing import FakeClock, Harness, assert_sent, call, drain, message, sent
+
+
+@dataclass
+class OrderPlaced:
+    order_id: str
+    customer_id: int
+    total_cents: int
+
+
+@dataclass
+class Invoice:
+    order_id: str
+    amount_cents: int
+    note: str = ""
+
+
+order_placed = fm.EventTopic("testing.orders.placed", OrderPlaced, partition_key="order_id", partitions=3)
+invoices = fm.EventTopic("testing.billing.invoices", Invoice, partition_key="order_id")
+
+
+def billing_service(ferryman: Harness, **config: object) -> fm.Service:
+    billing = ferryman.service("billing", config=fm.ServiceConfig(**config))  # type: ignore[arg-type]
+
+    @billing.on(order_placed)
+    async def invoice(event: OrderPlaced) -> None:
+        await billing.emit(invoices, Invoice(event.order_id, event.total_cents))
+
+    return billing
+
+
+async def test_drain_waits_for_every_handler_and_sent_decodes(ferryman: Harness) -> None:
+    billing = billing_service(ferryman)
+    async with ferryman.started(billing):
+        for i in range(30):
+            await billing.emit(order_placed, OrderPlaced(f"o-{i}", i, 100 * i))
+        await drain()
+        got = sent(invoices)
+        assert sorted(m.value.order_id for m in got if m.value) == sorted(
+            f"o-{i}" for i in range(30)
+        )
+        assert len(sent(order_placed)) == 30
+        m = assert_sent(invoices, Invoice("o-7", 700), key="o-7")
+        assert m.topic == "testing.billing.invoices"
+        assert_sent(invoices, {"amount_cents": 2900})
+        assert_sent(invoices, lambda v: v.amount_cents > 2800)
+
+
+async def test_assert_sent_shows_the_closest_record_and_its_differences(ferryman: Harness) -> None:
+    billing = billing_service(ferryman)
+    async with ferryman.started(billing):
+        await billing.emit(order_placed, OrderPlaced("o-1", 7, 1250))
+        await billing.emit(order_placed, OrderPlaced("o-2", 8, 990))
+        await drain()
+    with pytest.raises(AssertionError) as failed:
+        assert_sent(invoices, Invoice("o-1", 1200, note="paid"), key="o-1")
+    text = str(failed.value)
+    assert "no record sent to 'billing.invoices' matches Invoice(order_id='o-1'" in text
+    assert "2 record(s) were sent" in text
+    assert "amount_cents: expected 1200, sent 1250" in text
+    assert "note: expected 'paid', sent ''" in text
+    assert "order_id" not in text.split("differs in:")[1]  # the same field is not listed
+    with pytest.raises(AssertionError, match=r"nothing was sent to 'nowhere'.*testing.billing.invoices"):
+        assert_sent(fm.EventTopic("nowhere", Invoice), {"order_id": "o-1"})
+
+
+async def test_a_service_made_before_the_test_is_refused(ferryman: Harness) -> None:
+    early = fm.Service("early", broker="embedded:" + str(ferryman.directory / "other.db"))
+    with pytest.raises(fm.ConfigError, match="made before the test began"):
+        async with ferryman.started(early):
+            pass
+
+
+async def test_call_a_handler_directly() -> None:
+    seen: list[tuple[OrderPlaced, object]] = []
+
+    def with_message(event: OrderPlaced, msg: fm.Message[OrderPlaced]) -> None:
+        seen.append((event, msg.key))
+
+    async def just_value(event: OrderPlaced) -> int:
+        return event.total_cents
+
+    assert await call(just_value, OrderPlaced("o-1", 7, 5)) == 5
+    await call(with_message, OrderPlaced("o-2", 7, 5), key="o-2")
+    await call(with_message, message(OrderPlaced("o-3", 7, 5), key="k", topic=order_placed))
+    assert [(e.order_id, k) for e, k in seen] == [("o-2", "o-2"), ("o-3", "k")]
+
+
+async def test_call_a_transactional_handler(ferryman: Harness) -> None:
+    svc = ferryman.service("books")
+    rows: list[str] = []
+
+    def book(event: OrderPlaced, session: Session) -> None:
+        rows.append(type(session).__name__)
+
+    with pytest.raises(fm.ConfigError, match="pass service="):
+        await call(book, OrderPlaced("o-1", 7, 5))
+    await call(book, OrderPlaced("o-1", 7, 5), service=svc)
+    assert rows == ["Session"]
+
+
+async def test_retry_back_off_follows_the_fake_clock(
+    ferryman: Harness, ferryman_clock: FakeClock
+) -> None:
+    attempts: list[str] = []
+    svc = ferryman.service(
+        "flaky", config=fm.ServiceConfig(retries=2, backoff=60.0, backoff_max=600.0)
+    )
+
+    @svc.on(order_placed)
+    async def flaky(event: OrderPlaced) -> None:
+        attempts.append(event.order_id)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+
+    async with ferryman.started(svc):
+        await svc.emit(order_placed, OrderPlaced("o-1", 7, 5))
+        await ferryman_clock.until_waiting()  # the first back-off: 60 s on the fake clock
+        assert attempts == ["o-1"]
+        ferryman_clock.advance(60.0)
+        await ferryman_clock.until_waiting()  # the second: 120 s
+        assert attempts == ["o-1", "o-1"]
+        ferryman_clock.advance(119.0)
+        assert ferryman_clock.waiting == 1  # not due yet
+        ferryman_clock.advance(1.0)
+        await drain()
+    assert attempts == ["o-1"] * 3
+    assert svc.stats["dead_lettered"] == 0
+
+
+def test_helpers_outside_a_test_say_what_to_do() -> None:
+    with pytest.raises(RuntimeError, match="ask for the `ferryman` fixture"):
+        sent(invoices)
