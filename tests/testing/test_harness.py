@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -25,7 +26,9 @@ class Invoice:
     note: str = ""
 
 
-order_placed = fm.EventTopic("testing.orders.placed", OrderPlaced, partition_key="order_id", partitions=3)
+order_placed = fm.EventTopic(
+    "testing.orders.placed", OrderPlaced, partition_key="order_id", partitions=3
+)
 invoices = fm.EventTopic("testing.billing.invoices", Invoice, partition_key="order_id")
 
 
@@ -65,12 +68,14 @@ async def test_assert_sent_shows_the_closest_record_and_its_differences(ferryman
     with pytest.raises(AssertionError) as failed:
         assert_sent(invoices, Invoice("o-1", 1200, note="paid"), key="o-1")
     text = str(failed.value)
-    assert "no record sent to 'billing.invoices' matches Invoice(order_id='o-1'" in text
+    assert "no record sent to 'testing.billing.invoices' matches Invoice(order_id='o-1'" in text
     assert "2 record(s) were sent" in text
     assert "amount_cents: expected 1200, sent 1250" in text
     assert "note: expected 'paid', sent ''" in text
     assert "order_id" not in text.split("differs in:")[1]  # the same field is not listed
-    with pytest.raises(AssertionError, match=r"nothing was sent to 'nowhere'.*testing.billing.invoices"):
+    with pytest.raises(
+        AssertionError, match=r"nothing was sent to 'nowhere'.*testing.billing.invoices"
+    ):
         assert_sent(fm.EventTopic("nowhere", Invoice), {"order_id": "o-1"})
 
 
@@ -113,18 +118,20 @@ async def test_retry_back_off_follows_the_fake_clock(
     ferryman: Harness, ferryman_clock: FakeClock
 ) -> None:
     attempts: list[str] = []
+    # a topic of its own: on a shared Kafka (FERRYMAN_BROKER=kafka://...) topics outlive tests
+    flaky_orders = fm.EventTopic(f"testing.flaky.{uuid.uuid4().hex[:8]}", OrderPlaced)
     svc = ferryman.service(
         "flaky", config=fm.ServiceConfig(retries=2, backoff=60.0, backoff_max=600.0)
     )
 
-    @svc.on(order_placed)
+    @svc.on(flaky_orders)
     async def flaky(event: OrderPlaced) -> None:
         attempts.append(event.order_id)
         if len(attempts) < 3:
             raise RuntimeError("not yet")
 
     async with ferryman.started(svc):
-        await svc.emit(order_placed, OrderPlaced("o-1", 7, 5))
+        await svc.emit(flaky_orders, OrderPlaced("o-1", 7, 5))
         await ferryman_clock.until_waiting()  # the first back-off: 60 s on the fake clock
         assert attempts == ["o-1"]
         ferryman_clock.advance(60.0)

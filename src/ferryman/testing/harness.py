@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from ferryman.broker import EmbeddedLocation, open_broker
-from ferryman.broker.base import Broker
+from ferryman.broker.base import Admin, Broker
 from ferryman.config import ServiceConfig, broker_location, resolve_locations
 from ferryman.errors import ConfigError
 from ferryman.records import Record, TopicPartition
@@ -64,16 +64,14 @@ class Harness:
         self.services: list[Service] = []
         self._modules: list[str] = []
         self._broker: Broker | None = None
+        self._admin: Admin | None = None
         self._serde: Serde | None = None
         self._registry: Any = None
         self._start: dict[str, dict[int, int]] = {}
         if self.on_kafka:
             # A shared cluster keeps earlier runs' records: show only this test's.
-            admin = self.broker.admin()
-            try:
-                self._start = {t: self._ends(admin, t) for t in admin.list_topics()}
-            finally:
-                admin.close()
+            admin = self.admin
+            self._start = {t: self._ends(admin, t) for t in admin.list_topics()}
 
     @property
     def environment(self) -> dict[str, str]:
@@ -85,6 +83,13 @@ class Harness:
         if self._broker is None:
             self._broker = open_broker(self.location)
         return self._broker
+
+    @property
+    def admin(self) -> Admin:
+        """The test's admin client of the broker (one, closed with the harness)."""
+        if self._admin is None:
+            self._admin = self.broker.admin()
+        return self._admin
 
     @property
     def serde(self) -> Serde:
@@ -176,33 +181,26 @@ class Harness:
             left = svc.flush(max(0.0, deadline - time.monotonic()))
             if left:
                 raise AssertionError(f"drain(): {left} record(s) of {svc.name!r} not acknowledged")
-        admin = self.broker.admin()
-        try:
-            topics = {t for svc in services for t in svc.handled_topics}
-            return {t: self._ends(admin, t) for t in sorted(topics)}
-        finally:
-            admin.close()
+        topics = {t for svc in services for t in svc.handled_topics}
+        return {t: self._ends(self.admin, t) for t in sorted(topics)}
 
     def _behind(self, services: list[Service], ends: dict[str, dict[int, int]]) -> list[str]:
-        admin = self.broker.admin()
-        try:
-            out = []
-            for svc in services:
-                if svc.failure is not None:
-                    raise svc.failure
-                for topic in svc.handled_topics:
-                    committed = admin.committed(svc.group, topic)
-                    starts = {p: o.earliest for p, o in admin.offsets(topic).items()}
-                    for p, end in ends.get(topic, {}).items():
-                        at = committed.get(TopicPartition(topic, p), starts.get(p, 0))
-                        if at < end:
-                            out.append(f"{svc.group} at {topic}[{p}] {at} of {end}")
-            return out
-        finally:
-            admin.close()
+        admin = self.admin
+        out = []
+        for svc in services:
+            if svc.failure is not None:
+                raise svc.failure
+            for topic in svc.handled_topics:
+                committed = admin.committed(svc.group, topic)
+                starts = {p: o.earliest for p, o in admin.offsets(topic).items()}
+                for p, end in ends.get(topic, {}).items():
+                    at = committed.get(TopicPartition(topic, p), starts.get(p, 0))
+                    if at < end:
+                        out.append(f"{svc.group} at {topic}[{p}] {at} of {end}")
+        return out
 
     @staticmethod
-    def _ends(admin: Any, topic: str) -> dict[int, int]:
+    def _ends(admin: Admin, topic: str) -> dict[int, int]:
         return {p: o.latest for p, o in admin.offsets(topic).items()}
 
     # -- what was sent -------------------------------------------------------------------------
@@ -221,13 +219,9 @@ class Harness:
         """The raw records sent to ``topic`` during this test (none if it does not exist)."""
         for svc in self.services:
             svc.flush(30.0)
-        admin = self.broker.admin()
-        try:
-            if topic not in admin.list_topics():
-                return []
-            ends = self._ends(admin, topic)
-        finally:
-            admin.close()
+        if topic not in self.admin.list_topics():
+            return []
+        ends = self._ends(self.admin, topic)
         starts = self._start.get(topic, {})
         todo = {p: end for p, end in ends.items() if end > starts.get(p, 0)}
         if not todo:
@@ -251,18 +245,14 @@ class Harness:
 
     def topics_sent(self) -> list[str]:
         """The topics that got records during this test, sorted."""
-        admin = self.broker.admin()
-        try:
-            return [
-                t
-                for t in admin.list_topics()
-                if any(
-                    end > self._start.get(t, {}).get(p, 0)
-                    for p, end in self._ends(admin, t).items()
-                )
-            ]
-        finally:
-            admin.close()
+        admin = self.admin
+        return [
+            t
+            for t in admin.list_topics()
+            if any(
+                end > self._start.get(t, {}).get(p, 0) for p, end in self._ends(admin, t).items()
+            )
+        ]
 
     def assert_sent(self, topic: Topic[T], expected: Expected, *, key: Any = ANY) -> Message[T]:
         """The first record sent to ``topic`` that matches ``expected`` (and ``key``); else an
@@ -284,6 +274,9 @@ class Harness:
             close = getattr(self._registry, "close", None)
             if close is not None:
                 close()
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         if self._broker is not None:
             self._broker.close()
             self._broker = None
