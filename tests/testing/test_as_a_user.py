@@ -8,17 +8,13 @@ pytest finds the plugin through the ``pytest11`` entry point declared in pyproje
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.testing.installed import REPO, install_checkout
 
 TOPICS = """
 from dataclasses import dataclass
@@ -95,60 +91,10 @@ async def test_wrong_amount(ferryman):
 """
 
 
-def _install(venv: Path) -> Path:
-    """A virtual environment over this interpreter's packages (ferryman's dependencies) with
-    this checkout installed in it: by pip where it can build a wheel offline, else as pip's
-    editable install lays it out (a .pth naming src/ and a dist-info whose entry_points.txt is
-    pyproject.toml's)."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    if importlib.util.find_spec("wheel") is not None:
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-index",
-                "--disable-pip-version-check",
-                "-e",
-                str(REPO),
-            ],
-            check=True,
-        )
-        return python
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    (site / "ferryman-under-test.pth").write_text(f"{REPO / 'src'}\n")
-    info = site / f"ferryman-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: ferryman\nVersion: {project['version']}\n"
-    )
-    groups = {"console_scripts": project.get("scripts", {}), **project["entry-points"]}
-    (info / "entry_points.txt").write_text(
-        "".join(
-            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()) + "\n"
-            for group, points in groups.items()
-        )
-    )
-    return python
-
-
 @pytest.fixture(scope="module")
 def user_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("user")
-    python = _install(root / "venv")
+    python = install_checkout(root / "venv")
     project = root / "shop-project"
     (project / "shop").mkdir(parents=True)
     (project / "tests").mkdir()
