@@ -50,9 +50,11 @@ FLOORS: dict[str, int] = {
     # Inside testing: the clock, matching and the harness, then what finds the running test's.
     "ferryman.testing.clock": 0,
     "ferryman.testing.matching": 0,
+    "ferryman.testing.waiting": 0,
     "ferryman.testing.harness": 1,
     "ferryman.testing.active": 2,
     "ferryman.testing.plugin": 3,
+    "ferryman.testing.contract": 3,
 }
 """Where each module or package stands, lowest floor first; siblings are compared.
 

@@ -13,12 +13,13 @@ import asyncio
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ferryman.testing.active import pop, push
-from ferryman.testing.clock import FakeClock
-from ferryman.testing.harness import ENV, Harness
+if TYPE_CHECKING:  # imported when a test asks for a fixture: pytest starts without ferryman
+    from ferryman.testing.clock import FakeClock
+    from ferryman.testing.harness import Harness
 
 _OTHER_RUNNERS = ("asyncio", "anyio", "trio")
 
@@ -26,6 +27,9 @@ _OTHER_RUNNERS = ("asyncio", "anyio", "trio")
 @pytest.fixture
 def ferryman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     """This test's broker, registry and services, and the records sent to them."""
+    from ferryman.testing.active import pop, push
+    from ferryman.testing.harness import ENV, Harness
+
     harness = Harness(tmp_path / "ferryman")
     for var in ENV:
         monkeypatch.delenv(var, raising=False)
@@ -42,6 +46,8 @@ def ferryman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harnes
 @pytest.fixture
 def ferryman_clock() -> Iterator[FakeClock]:
     """A FakeClock that paces retry back-offs and republish cadences during this test."""
+    from ferryman.testing.clock import FakeClock
+
     with FakeClock() as clock:
         yield clock
 
@@ -56,3 +62,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     asyncio.run(fn(**args))
     return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # the contract suite's marker, for projects that run it (ferryman.testing.contract)
+    config.addinivalue_line(
+        "markers", "kafka: needs Apache Kafka (FERRYMAN_TEST_KAFKA); skipped without it"
+    )
