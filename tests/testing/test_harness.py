@@ -6,7 +6,9 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text
 from sqlalchemy.orm import Session
+from tests.waiting import eventually
 
 import ferryman as fm
 from ferryman.testing import FakeClock, Harness, assert_sent, call, drain, message, sent
@@ -148,3 +150,61 @@ async def test_retry_back_off_follows_the_fake_clock(
 def test_helpers_outside_a_test_say_what_to_do() -> None:
     with pytest.raises(RuntimeError, match="ask for the `ferryman` fixture"):
         sent(invoices)
+
+
+@dataclass
+class Product:
+    sku: str
+    name: str
+    price: float
+
+
+@dataclass
+class Stock:
+    sku: str
+    stock: int
+
+
+@dataclass
+class Listing:
+    sku: str
+    title: str
+    price: float
+
+
+async def test_the_republish_cadence_follows_the_fake_clock(
+    ferryman: Harness, ferryman_clock: FakeClock
+) -> None:
+    suffix = uuid.uuid4().hex[:8]  # topics of its own, for a shared Kafka
+    products = fm.EntityTopic(f"testing.products.{suffix}", Product, key="sku")
+    listings = fm.EntityTopic(f"testing.listings.{suffix}", Listing, key="sku")
+    view = Table(
+        "product_view",
+        MetaData(),
+        Column("sku", Text, primary_key=True),
+        Column("name", Text),
+        Column("price", Float),
+        Column("stock", Integer),
+    )
+    stock = fm.EntityTopic(f"testing.stock.{suffix}", Stock, key="sku")
+    catalog = ferryman.service("catalog")
+    catalog.mirror(products, into=view)  # a join of two parts: products, and stock (optional)
+    catalog.mirror(stock, into=view, fields=["stock"], key="sku", required=False)
+    catalog.source(
+        listings,
+        from_=view,
+        every="10s",
+        build=lambda row, _: Listing(row["sku"], row["name"].title(), row["price"]),
+    )
+    async with ferryman.started(catalog):
+        await ferryman_clock.until_waiting()  # the first pass ran (nothing to do) and waits 10 s
+        for price in (1.0, 2.0, 3.0):
+            await catalog.publish(products, Product("mug", "mug", price))
+        await drain()  # mirrored into the view, marked for the next pass
+        assert sent(listings) == []
+        ferryman_clock.advance(9.0)
+        assert sent(listings) == []  # 9 s on the fake clock: no pass yet
+        ferryman_clock.advance(1.0)
+        await eventually(lambda: sent(listings), 30, "the pass due at 10 s")
+        await ferryman_clock.until_waiting()  # that pass is over: it waits for the next
+    assert [m.value for m in sent(listings)] == [Listing("mug", "Mug", 3.0)]  # one per window
