@@ -36,8 +36,8 @@ class Invoice:
     currency: str = "EUR"
 
 
-order_placed = fm.EventTopic("orders.placed", OrderPlaced, partition_key="order_id")
-invoices = fm.EventTopic("billing.invoices", Invoice, partition_key="order_id")
+order_placed = fm.EventTopic("usershop.orders.placed", OrderPlaced, partition_key="order_id")
+invoices = fm.EventTopic("usershop.billing.invoices", Invoice, partition_key="order_id")
 """
 
 BILLING = """
@@ -108,10 +108,13 @@ def user_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return python, project
 
 
-def _pytest(python: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pytest(
+    python: Path, project: Path, *args: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("FERRYMAN_", "PYTHON", "PYTEST"))
     }
+    env.update(settings)
     return subprocess.run(
         [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=project,
@@ -156,9 +159,9 @@ def test_a_failing_assert_sent_shows_a_readable_diff(user_project: tuple[Path, P
     assert run.returncode == 1, run.stdout + run.stderr
     out = run.stdout
     expected = [
-        "no record sent to 'billing.invoices' matches "
+        "no record sent to 'usershop.billing.invoices' matches "
         "Invoice(order_id='o-1', amount_cents=1200, currency='USD') with key 'o-1'",
-        "2 record(s) were sent to 'billing.invoices'; the closest, at partition",
+        "2 record(s) were sent to 'usershop.billing.invoices'; the closest, at partition",
         "Invoice(order_id='o-1', amount_cents=1250, currency='EUR')",
         "differs in:",
         "amount_cents: expected 1200, sent 1250",
@@ -167,3 +170,13 @@ def test_a_failing_assert_sent_shows_a_readable_diff(user_project: tuple[Path, P
     for line in expected:
         assert line in out, f"{line!r} not in the output:\n{out}"
     assert "o-9" not in out.split("differs in:")[0].split("the closest")[1]
+
+
+@pytest.mark.kafka
+def test_the_same_tests_run_on_kafka(user_project: tuple[Path, Path], kafka_bootstrap: str) -> None:
+    python, project = user_project
+    run = _pytest(
+        python, project, "-k", "not wrong_amount", FERRYMAN_BROKER=f"kafka://{kafka_bootstrap}"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed, 1 deselected" in run.stdout
