@@ -208,3 +208,16 @@ async def test_the_republish_cadence_follows_the_fake_clock(
         await eventually(lambda: sent(listings), 30, "the pass due at 10 s")
         await ferryman_clock.until_waiting()  # that pass is over: it waits for the next
     assert [m.value for m in sent(listings)] == [Listing("mug", "Mug", 3.0)]  # one per window
+
+
+async def test_drain_waits_for_the_outbox_too(ferryman: Harness) -> None:
+    orders = ferryman.service("orders-outbox")
+    billing = billing_service(ferryman)
+    async with ferryman.started(orders, billing):
+        with orders.database.session() as session:  # the records go when this commits
+            box = orders.outbox(session)
+            for i in range(5):
+                box.emit(order_placed, OrderPlaced(f"box-{i}", i, i))
+        await drain(orders, billing)
+        got = {m.value.order_id for m in sent(invoices) if m.value}
+        assert {f"box-{i}" for i in range(5)} <= got

@@ -21,6 +21,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
+
 from ferryman.broker import EmbeddedLocation, open_broker
 from ferryman.broker.base import Admin, Broker
 from ferryman.config import ServiceConfig, broker_location, resolve_locations
@@ -31,6 +34,7 @@ from ferryman.runtime.serde import Serde
 from ferryman.schema.avro import AvroCodec
 from ferryman.schema.open import open_registry
 from ferryman.service.core import Service
+from ferryman.stores.outbox import OUTBOX_TABLE
 from ferryman.stores.routes import session_parameter
 from ferryman.testing.matching import ANY, Expected, matches, mismatch_report
 from ferryman.topics import Topic
@@ -178,6 +182,13 @@ class Harness:
         for svc in services:
             if svc.failure is not None:
                 raise svc.failure
+            while _outbox_rows(svc):  # committed records the relay has not published yet
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"drain(): {svc.name!r} still has {_outbox_rows(svc)} record(s) in its "
+                        "outbox: is its relay running (ServiceConfig(relay=...))?"
+                    )
+                time.sleep(_LAG_RECHECK)
             left = svc.flush(max(0.0, deadline - time.monotonic()))
             if left:
                 raise AssertionError(f"drain(): {left} record(s) of {svc.name!r} not acknowledged")
@@ -280,6 +291,17 @@ class Harness:
         if self._broker is not None:
             self._broker.close()
             self._broker = None
+
+
+def _outbox_rows(svc: Service) -> int:
+    """Records waiting in ``svc``'s outbox (0 when it has none declared)."""
+    table = svc.database.metadata.tables.get(OUTBOX_TABLE)
+    if table is None:
+        return 0
+    with svc.database.engine.connect() as conn:
+        if not sa_inspect(conn).has_table(OUTBOX_TABLE):
+            return 0
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def message(
