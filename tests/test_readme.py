@@ -187,20 +187,29 @@ def test_the_same_two_services_on_kafka(tmp_path: Path, kafka_bootstrap: str) ->
     assert not (project / ".ferryman" / "broker.db").exists()
 
 
+def run_tests(project: Path, files: list[str], venv: Path) -> str:
+    """Run a page's test files with pytest, as their user would: ferryman installed (the
+    plugin found through its entry point), warnings as errors. Returns pytest's output."""
+    python = install_checkout(venv)
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\npythonpath = ["."]\nfilterwarnings = ["error"]\n'
+    )
+    run = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=project,
+        env={k: v for k, v in clean_env().items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
 def test_the_readmes_tests_pass(tmp_path: Path) -> None:
     project = tmp_path / "shop-project"
     write_project(README, project)
-    python = install_checkout(tmp_path / "venv")
-    run = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_billing.py"],
-        cwd=project,
-        env={**clean_env(), "PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "2 passed" in run.stdout
+    assert "2 passed" in run_tests(project, ["tests/test_billing.py"], tmp_path / "venv")
 
 
 # -- the docs ---------------------------------------------------------------------------------
@@ -243,8 +252,18 @@ def run_page(page: Path, directory: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: p.name)
-def test_a_docs_page_runs(page: Path, fresh_directory: Path) -> None:
+def test_a_docs_page_runs(
+    page: Path, fresh_directory: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     run_page(page, fresh_directory)
+    tests = [f for f in write_project(page, fresh_directory) if f.startswith("tests/")]
+    if tests:
+        out = run_tests(fresh_directory, tests, tmp_path_factory.mktemp("venv") / "venv")
+        defined = sum(
+            len(re.findall(r"^(?:async )?def test_", (fresh_directory / t).read_text(), re.M))
+            for t in tests
+        )
+        assert f"{defined} passed" in out, out
 
 
 @pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
