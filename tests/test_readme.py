@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,9 @@ def fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def run_page(page: Path, directory: Path) -> dict[str, Any]:
     """Write the page's files, then run its other blocks in order in one namespace."""
     write_project(page, directory)
-    namespace: dict[str, Any] = {"__name__": f"docs_{page.stem}"}
+    module = types.ModuleType(f"docs_{page.stem}")  # dataclasses look their module up
+    sys.modules[module.__name__] = module
+    namespace: dict[str, Any] = module.__dict__
     loop = asyncio.new_event_loop()
     try:
         for n, block in enumerate(python_blocks(page)):
@@ -248,6 +251,7 @@ def run_page(page: Path, directory: Path) -> dict[str, Any]:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        sys.modules.pop(module.__name__, None)
     return namespace
 
 
