@@ -282,3 +282,17 @@ def test_every_docs_page_is_run_or_listed_as_fragments() -> None:
     pages = {p.name for p in DOCS.glob("*.md") if python_blocks(p)}
     assert pages <= {p.name for p in runnable_pages()} | FRAGMENTS
     assert FRAGMENTS - {p.name for p in DOCS.glob("*.md")} == set(), "a listed page is gone"
+
+
+def test_every_error_class_has_a_section_in_the_errors_page() -> None:
+    import ferryman.errors as errors
+
+    page = (DOCS / "errors.md").read_text()
+    classes = [
+        name
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, errors.FerrymanError)
+    ]
+    assert len(classes) > 20
+    missing = [name for name in classes if f"### `{name}`" not in page]
+    assert not missing, f"docs/errors.md has no section for {missing}"
