@@ -59,7 +59,7 @@ def test_demo_shows_topics_and_where_records_went_and_keeps_its_broker(tmp_path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert re.search(r"published customer 1 'Ada' -> demo\.customers partition \d offset 0", out)
-    assert re.search(r"-> event -> demo\.orders\.placed partition \d offset \d", out)
+    assert re.search(r"emitted -> demo\.orders\.placed partition \d offset \d", out)
     topics = out[out.rindex("topics the services created") :]
     for name in ("demo.customers ", "demo.orders.placed ", "demo.pricing.quote.reply "):
         assert name in topics

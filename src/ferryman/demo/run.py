@@ -78,7 +78,7 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
         where = await demo.orders.emit(orders_topic, event)
         say(
             "orders",
-            f"order o-{n}: {name} buys {quantity} x {sku} for {q.total} -> event {_at(where)}",
+            f"order o-{n}: {name} buys {quantity} x {sku} for {q.total}, emitted {_at(where)}",
         )
 
     try:
