@@ -16,7 +16,10 @@ def install_checkout(venv: Path) -> Path:
     this checkout installed in it: by pip where it can build a wheel offline, else as pip's
     editable install lays it out (a .pth naming src/ and a dist-info whose entry_points.txt is
     pyproject.toml's)."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
     python = venv / "bin" / "python"
     if importlib.util.find_spec("wheel") is not None:
         subprocess.run(
