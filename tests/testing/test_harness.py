@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -221,3 +222,34 @@ async def test_drain_waits_for_the_outbox_too(ferryman: Harness) -> None:
         await drain(orders, billing)
         got = {m.value.order_id for m in sent(invoices) if m.value}
         assert {f"box-{i}" for i in range(5)} <= got
+
+
+async def test_drain_raises_the_failure_of_a_service_that_stopped(ferryman: Harness) -> None:
+    topic = fm.EventTopic(f"testing.stops.{uuid.uuid4().hex[:8]}", OrderPlaced)
+    svc = ferryman.service("stops", config=fm.ServiceConfig(retries=0, on_error="stop"))
+
+    @svc.on(topic)
+    async def broken(event: OrderPlaced) -> None:
+        raise RuntimeError("broken handler")
+
+    async with ferryman.started(svc):
+        await svc.emit(topic, OrderPlaced("o-1", 1, 1))
+        with pytest.raises(fm.HandlerError, match="broken handler"):
+            await drain()
+
+
+async def test_drain_says_which_partitions_lag_when_it_gives_up(ferryman: Harness) -> None:
+    topic = fm.EventTopic(f"testing.stuck.{uuid.uuid4().hex[:8]}", OrderPlaced, partitions=1)
+    svc = ferryman.service("stuck")
+    release = asyncio.Event()
+
+    @svc.on(topic)
+    async def stuck(event: OrderPlaced) -> None:
+        await release.wait()
+
+    async with ferryman.started(svc):
+        await svc.emit(topic, OrderPlaced("o-1", 1, 1))
+        with pytest.raises(AssertionError, match=rf"stuck at {topic.name}\[0\] 0 of 1"):
+            await drain(timeout=1.0)
+        release.set()
+        await drain()
