@@ -67,7 +67,7 @@ def describe(expected: Expected, key: Any) -> str:
 
 def _name_of(expected: Any) -> str:
     if callable(expected) and fields_of(expected) is None and not isinstance(expected, type):
-        return f"a value for which {getattr(expected, '__qualname__', repr(expected))} is true"
+        return f"a value for which {_fn_name(expected)} is true"
     return repr(expected)
 
 
@@ -96,12 +96,16 @@ def mismatch_report(
     return "\n".join(lines)
 
 
+def _fn_name(fn: Any) -> str:
+    return str(getattr(fn, "__name__", None) or repr(fn))
+
+
 def _diff_lines(expected: Expected, key: Any, m: Message[Any]) -> list[str]:
     out: list[str] = []
     if key is not ANY and m.key != key:
         out.append(f"    key: expected {key!r}, sent {m.key!r}")
     if callable(expected) and fields_of(expected) is None and not isinstance(expected, type):
-        out.append(f"    value: {_name_of(expected)} is false for it")
+        out.append(f"    value: {_fn_name(expected)} returned false for it")
     elif expected is None or m.value is None:
         if expected is not m.value:
             out.append(f"    value: expected {expected!r}, sent {m.value!r}")
