@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import site
 import subprocess
 import sys
 import tomllib
@@ -21,6 +22,18 @@ def install_checkout(venv: Path) -> Path:
         check=True,
     )
     python = venv / "bin" / "python"
+    purelib = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    if sys.prefix != sys.base_prefix:
+        # this interpreter is a venv itself: --system-site-packages reaches its base, not the
+        # packages installed here (ferryman's dependencies); name them
+        (purelib / "outer-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     if importlib.util.find_spec("wheel") is not None:
         subprocess.run(
             [
@@ -40,16 +53,8 @@ def install_checkout(venv: Path) -> Path:
         )
         return python
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    (site / "ferryman-under-test.pth").write_text(f"{REPO / 'src'}\n")
-    info = site / f"ferryman-{project['version']}.dist-info"
+    (purelib / "ferryman-under-test.pth").write_text(f"{REPO / 'src'}\n")
+    info = purelib / f"ferryman-{project['version']}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: ferryman\nVersion: {project['version']}\n"
