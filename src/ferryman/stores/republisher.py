@@ -119,10 +119,10 @@ class Republisher:
     def run(self, send: Send, stop: threading.Event) -> None:
         """Run a pass every ``every`` seconds until ``stop`` is set."""
         while not stop.is_set():
-            now = clock.current()  # a test's FakeClock paces the passes (ferryman.testing)
-            started = now.monotonic()
+            ticks = clock.current()  # a test's FakeClock paces the passes (ferryman.testing)
+            started = ticks.monotonic()
             self.run_once(send)
-            now.wait(stop, max(0.0, self.every - (now.monotonic() - started)))
+            ticks.wait(stop, max(0.0, self.every - (ticks.monotonic() - started)))
 
     def republish_all(self, where: ColumnElement[bool] | None = None) -> int:
         """Mark every row of the joined table (or those matching ``where``) for the next pass:
