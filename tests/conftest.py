@@ -138,3 +138,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if counts:
             said = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
             terminalreporter.write_line(f"tests on {service} (marked {marker}): {said}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The ferryman.testing plugin, for this repository's own tests of it: pip registers it
+    through the ``pytest11`` entry point; a checkout run without installing gets it here."""
+    import ferryman.testing.plugin as plugin
+
+    if not config.pluginmanager.is_registered(plugin):
+        config.pluginmanager.register(plugin, "ferryman")

@@ -24,6 +24,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / ROOT
 
 FLOORS: dict[str, int] = {
     "ferryman.errors": 0,
+    "ferryman.clock": 0,
     "ferryman.records": 1,
     "ferryman.broker": 2,
     "ferryman.schema": 2,
@@ -47,6 +48,14 @@ FLOORS: dict[str, int] = {
     "ferryman.broker.partitioner": 0,
     "ferryman.broker.embedded": 1,
     "ferryman.broker.kafka": 1,
+    # Inside testing: the clock, matching and the harness, then what finds the running test's.
+    "ferryman.testing.clock": 0,
+    "ferryman.testing.matching": 0,
+    "ferryman.testing.waiting": 0,
+    "ferryman.testing.harness": 1,
+    "ferryman.testing.active": 2,
+    "ferryman.testing.plugin": 3,
+    "ferryman.testing.contract": 3,
 }
 """Where each module or package stands, lowest floor first; siblings are compared.
 

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ferryman.broker import open_broker
 from ferryman.demo.services import (
     PRICES,
     CategoryAssignment,
@@ -28,6 +29,7 @@ from ferryman.demo.services import (
     quotes_topic,
 )
 from ferryman.errors import FerrymanError, RemoteError
+from ferryman.records import RecordMetadata
 
 COLORS = {
     "customers": "cyan",
@@ -50,11 +52,16 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) ->
         await asyncio.sleep(0.02)
 
 
+def _at(where: RecordMetadata) -> str:
+    """Where a record went: its topic, partition and offset."""
+    return f"[dim]-> {where.topic} partition {where.partition} offset {where.offset}[/]"
+
+
 async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
     people = [Customer(1, "Ada", "gold"), Customer(2, "Grace"), Customer(3, "Linus")]
     for c in people:
-        await demo.customers.publish(customers_topic, c)
-        say("customers", f"published customer {c.id} {c.name!r}")
+        where = await demo.customers.publish(customers_topic, c)
+        say("customers", f"published customer {c.id} {c.name!r} {_at(where)}")
     await _until(lambda: len(demo.customer_copy()) == 3, "orders' copy of the customers")
     say("orders", "its mirror table customers_copy holds customers 1, 2 and 3")
 
@@ -68,16 +75,19 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
         q = await pending
         name = demo.customer_copy()[customer_id][0]
         event = OrderPlaced(f"o-{n}", customer_id, sku, quantity, q.total)
-        await demo.orders.emit(orders_topic, event)
-        say("orders", f"order o-{n}: {name} buys {quantity} x {sku} for {q.total} -> event")
+        where = await demo.orders.emit(orders_topic, event)
+        say(
+            "orders",
+            f"order o-{n}: {name} buys {quantity} x {sku} for {q.total}, emitted {_at(where)}",
+        )
 
     try:
         await demo.orders.request(quotes_topic, QuoteRequest(3, "anvil", 1), timeout=10)
     except RemoteError as exc:
         say("orders", f"quote for an unknown sku refused: {exc.remote_type}: {exc.remote_message}")
 
-    await demo.customers.delete(customers_topic, key=3)
-    say("customers", "deleted customer 3 (tombstone)")
+    where = await demo.customers.delete(customers_topic, key=3)
+    say("customers", f"deleted customer 3 (tombstone) {_at(where)}")
     await _until(lambda: 3 not in demo.customer_copy(), "the tombstone reaching orders")
     say("orders", "customer 3 deleted (tombstone) -> its row left the mirror table")
     demo.copied = demo.customer_copy()
@@ -87,9 +97,15 @@ async def _scenario(demo: Demo, say: Callable[[str, str], None]) -> None:
 
 async def _catalog(demo: Demo, say: Callable[[str, str], None]) -> None:
     """Products and category assignments, keyed differently, joined into enriched products."""
+    placed = []
     for sku, price in PRICES.items():
-        await demo.pricing.publish(products_topic, Product(sku, sku, price))
-    say("pricing", f"published products {', '.join(PRICES)} (keyed by sku)")
+        where = await demo.pricing.publish(products_topic, Product(sku, sku, price))
+        placed.append(f"{sku} to partition {where.partition}")
+    say(
+        "pricing",
+        f"published products to {products_topic.name}, keyed by sku: {', '.join(placed)} "
+        f"(murmur2 of the key, modulo {products_topic.partitions} partitions)",
+    )
     for n, (sku, category) in enumerate(CATEGORIES.items(), start=1):
         await demo.pricing.publish(assignments_topic, CategoryAssignment(f"asg-{n}", sku, category))
     say("pricing", "published category assignments asg-1..3 (keyed by assignment id)")
@@ -114,7 +130,7 @@ async def _catalog(demo: Demo, say: Callable[[str, str], None]) -> None:
 async def _main(console: Console, directory: Path) -> Demo:
     def say(service: str, text: str) -> None:
         color = COLORS.get(service, "white")
-        console.print(f"[{color}]{service:>9}[/] {text}")
+        console.print(f"[{color}]{service:>9}[/] {text}", soft_wrap=True)
 
     demo = build(f"embedded:{directory / 'broker.db'}", say)
     for svc in demo.services:
@@ -127,12 +143,27 @@ async def _main(console: Console, directory: Path) -> Demo:
     return demo
 
 
-def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -> Demo:
-    """Run the demo in a fresh temporary directory; raises if anything did not flow."""
+def main(
+    action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main, *, keep: bool = False
+) -> Demo:
+    """Run the demo in a fresh temporary directory, deleted afterwards unless ``keep``; raises
+    if anything did not flow."""
     console = Console(highlight=False)
+    if keep:
+        return _run(console, Path(tempfile.mkdtemp(prefix="ferryman-demo-")), action, keep=True)
     with tempfile.TemporaryDirectory(prefix="ferryman-demo-") as tmp:
-        console.print(f"[bold]ferryman demo[/] - embedded broker in {tmp}\n")
-        demo = asyncio.run(action(console, Path(tmp)))
+        return _run(console, Path(tmp), action, keep=False)
+
+
+def _run(
+    console: Console,
+    directory: Path,
+    action: Callable[[Console, Path], Coroutine[Any, Any, Demo]],
+    *,
+    keep: bool,
+) -> Demo:
+    console.print(f"[bold]ferryman demo[/] - embedded broker in {directory}\n", soft_wrap=True)
+    demo = asyncio.run(action(console, directory))
     table = Table("customer", "revenue seen by analytics")
     for customer_id, total in sorted(demo.revenue.items()):
         table.add_row(str(customer_id), f"{total:.2f}")
@@ -146,9 +177,62 @@ def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -
     for p in sorted(demo.shelf.values(), key=lambda p: p.sku):
         shelf.add_row(p.sku, p.title, f"{p.price:.2f}", p.category)
     console.print(shelf)
+    console.print(_topics(directory / "broker.db"))
     console.print(
         f"[bold green]ok[/]: {len(ORDERS)} orders priced by request/response, emitted as events "
-        "and counted by analytics; customers mirrored as entities, one deleted by tombstone; products joined with their "
-        "categories and republished once a second."
+        "and counted by analytics; customers mirrored as entities, one deleted by tombstone; "
+        "products joined with their categories and republished once a second."
     )
+    _next_steps(console, directory, keep)
     return demo
+
+
+def _topics(broker_file: Path) -> Table:
+    """The topics the services created, as the broker has them."""
+    table = Table("topic", "partitions", "cleanup", "records", title="topics the services created")
+    broker = open_broker(f"embedded:{broker_file}")
+    admin = broker.admin()
+    try:
+        for name in admin.list_topics():
+            info = admin.describe_topic(name)
+            offsets = admin.offsets(name).values()
+            records = sum(o.latest - o.earliest for o in offsets)
+            table.add_row(
+                name, str(info.partitions), info.config.get("cleanup.policy", ""), str(records)
+            )
+    finally:
+        admin.close()
+        broker.close()
+    return table
+
+
+def _next_steps(console: Console, directory: Path, keep: bool) -> None:
+    source = Path(__file__).parent
+
+    def line(text: str) -> None:  # commands and paths stay whole, to be copied
+        console.print(text, soft_wrap=True)
+
+    line("\n[bold]What to try next[/]")
+    if keep:
+        line(
+            f"The broker's directory is kept: {directory} (delete it when done). Point the "
+            "ferryman command at it, then look around:\n"
+            f"  export FERRYMAN_BROKER=embedded:{directory / 'broker.db'}"
+        )
+    else:
+        line(
+            "The broker's directory is gone. Run [bold]ferryman demo --keep[/] to keep it, and "
+            "it prints the line that points the ferryman command at it; then:"
+        )
+    for command, what in (
+        ("ferryman topics describe demo.orders.placed", "offsets per partition, settings"),
+        ("ferryman tail demo.customers --from earliest", "the entities, decoded"),
+        ("ferryman groups describe analytics", "how far a service has read"),
+        ("ferryman dlq list demo.pricing.quote.dlq", "dead letters, and why"),
+    ):
+        line(f"  {command:<48} # {what}")
+    line(
+        f"Read the code: {source / 'services.py'} (topics and services) and "
+        f"{source / 'run.py'} (this scenario).\n"
+        'Write your own: the README\'s "Two services, two terminals", then docs/tutorial.md.'
+    )

@@ -13,7 +13,6 @@ but not started are dropped, and the next owner reads them again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -25,6 +24,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
+from ferryman import clock
 from ferryman.broker.base import Consumer
 from ferryman.config import ServiceConfig
 from ferryman.errors import CommitFailed, DecodeError, RegistryError
@@ -85,8 +85,7 @@ class _Run:
         if w.generation != self._generation or loop._stopping.is_set():
             raise Abandoned
         w.interrupt.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(w.interrupt.wait(), loop._config.delay(attempt))
+        await clock.current().sleep(loop._config.delay(attempt), w.interrupt)
         if w.generation != self._generation or loop._stopping.is_set():
             raise Abandoned
 

@@ -452,6 +452,11 @@ class Service:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def handled_topics(self) -> list[str]:
+        """The topics this service's handlers, mirrors and responders consume, sorted."""
+        return sorted(self._routes)
+
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic this service consumes, answers or dead-letters to."""
         specs: list[TopicSpec] = []

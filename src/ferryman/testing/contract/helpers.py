@@ -9,10 +9,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 
-from tests.waiting import wait_until
-
 from ferryman.broker.base import Consumer, Producer
 from ferryman.records import Headers, Record, RecordMetadata, TopicPartition
+from ferryman.testing.waiting import wait_until
 
 POLL = 0.1
 """How long one poll may block inside a wait loop; short so several members can take turns."""
