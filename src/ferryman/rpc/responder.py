@@ -89,6 +89,7 @@ def responder_route(
             (REQUESTER, m.header(REQUESTER) or b""),
             (REPLY_KIND, kind),
             *extra,
+            *(() if connections.tracing is None else connections.tracing.current_headers()),
         )
         future = connections.rpc_producer.send(
             topic.reply_topic,
@@ -100,6 +101,14 @@ def responder_route(
         await asyncio.wrap_future(future)
 
     async def answer(m: Message[Any]) -> None:
+        tracing = connections.tracing
+        if tracing is None:
+            return await respond(m)
+        row = (m.topic, m.partition, m.offset, m.raw_key, None, m.headers, m.timestamp)
+        with tracing.process(source, row):
+            return await respond(m)
+
+    async def respond(m: Message[Any]) -> None:
         partition = reply_partition(m)
         if partition is not None and m.header(ACK_REQUESTED) == b"1":
             await send(m, partition, KIND_ACK, None, [])

@@ -1,0 +1,128 @@
+"""What a scrape and a health check ask of a Service: lag, outbox, republishers, readiness.
+
+Each answer is a round trip to the broker, the registry or the database, made when asked (a
+Prometheus scrape, a GET /health/ready), never on the service's hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, inspect, select, text
+
+from ferryman.observability.health import Check
+from ferryman.observability.metrics import (
+    MirrorFigures,
+    Observer,
+    OutboxFigures,
+    PartitionLag,
+)
+from ferryman.runtime.connections import Connections
+from ferryman.service.data import ServiceData
+from ferryman.stores.outbox import outbox_table
+
+
+class ServiceProbes:
+    """The Probes (metrics) and health checks of one service."""
+
+    def __init__(
+        self,
+        name: str,
+        conn: Connections,
+        data: ServiceData,
+        metrics: Observer,
+        *,
+        group: Callable[[], str],
+        consuming: Callable[[], bool],
+        polls: Callable[[], int | None],
+    ) -> None:
+        self.name = name
+        self._conn = conn
+        self._data = data
+        self._metrics = metrics
+        self._group = group
+        self._consuming = consuming
+        self._polls = polls
+        self._last_polls: tuple[int, float] | None = None
+
+    # -- Probes (observability/metrics.py) ----------------------------------------------
+
+    def consumer_lag(self) -> Sequence[PartitionLag]:
+        group = self._group()
+        owned = self._metrics.owned(group)
+        if not owned:
+            return []
+        admin = self._conn.admin
+        lags: list[PartitionLag] = []
+        for topic in sorted({tp.topic for tp in owned}):
+            for tp, n in sorted(admin.group_lag(group, topic).items()):
+                if tp in owned:
+                    lags.append(PartitionLag(group, tp, n))
+        return lags
+
+    def mirror_lag(self) -> Sequence[MirrorFigures]:
+        if not self._data.mirrors and not self._data.joins.parts:
+            return []
+        return [
+            MirrorFigures(topic, lag.offsets, lag.seconds)
+            for topic, lag in sorted(self._data.lag().items())
+        ]
+
+    def outbox(self) -> OutboxFigures | None:
+        if not self._data.database_opened:
+            return None
+        database = self._data.database
+        with database.engine.connect() as conn:
+            table = outbox_table(database.metadata)
+            if not inspect(conn).has_table(table.name):
+                return None
+            rows, oldest = conn.execute(select(func.count(), func.min(table.c.created_at))).one()
+        if oldest is None:
+            return OutboxFigures(int(rows), 0.0)
+        if oldest.tzinfo is None:  # SQLite gives naive datetimes back
+            oldest = oldest.replace(tzinfo=UTC)
+        return OutboxFigures(int(rows), max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+
+    def pending_keys(self) -> Mapping[str, int]:
+        return {topic: rep.pending() for topic, (_, rep) in self._data.joins.republishers.items()}
+
+    # -- health (observability/http.py) -------------------------------------------------
+
+    def live(self) -> list[Check]:
+        """The poll thread is polling (when the service consumes)."""
+        polls = self._polls()
+        if polls is None:
+            return [Check("consumer", True, "not consuming")]
+        now = time.monotonic()
+        last, self._last_polls = self._last_polls, (polls, now)
+        if last is None or polls != last[0] or now - last[1] < 5.0:
+            return [Check("consumer", True, f"{polls} polls")]
+        return [Check("consumer", False, f"no poll for {now - last[1]:.0f}s")]
+
+    def ready(self) -> list[Check]:
+        """Partitions assigned, the broker, the registry and the database answer."""
+        checks = [
+            _check("broker", lambda: f"{len(self._conn.admin.list_topics())} topics"),
+            _check("registry", lambda: f"{len(self._conn.registry.subjects())} subjects"),
+        ]
+        if self._data.database_opened:
+            checks.append(_check("database", self._database_answers))
+        if self._consuming():
+            owned = len(self._metrics.owned(self._group()))
+            checks.append(Check("partitions", owned > 0, f"{owned} assigned"))
+        return checks
+
+    def _database_answers(self) -> str:
+        with self._data.database.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return "answers"
+
+
+def _check(name: str, probe: Callable[[], Any]) -> Check:
+    try:
+        return Check(name, True, str(probe()))
+    except Exception as exc:
+        return Check(name, False, f"{type(exc).__name__}: {exc}"[:300])
