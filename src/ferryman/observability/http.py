@@ -168,6 +168,15 @@ class HttpServer:
             if waited > timeout:
                 raise OSError(f"the HTTP server on {self.host}:{self.port} did not start")
 
+    @property
+    def bound_port(self) -> int:
+        """The port served (the one picked when ``port`` was 0)."""
+        for server in self._server.servers:
+            for sock in server.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        return self.port
+
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(10)
