@@ -10,7 +10,9 @@ loop still turns.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -150,33 +152,45 @@ class HttpServer:
             access_log=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="ferryman-http", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
         self.host, self.port = host, port
 
     def start(self, timeout: float = 10.0) -> None:
         """Start serving; raises OSError when the port cannot be bound."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot serve HTTP on {self.host}:{self.port}: {exc.strerror or exc}; "
+                "choose another --http-port (0: any free port)"
+            ) from exc
+        sock.listen(128)
+        self._socket = sock
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="ferryman-http", daemon=True
+        )
         self._thread.start()
-        waited = 0.0
+        deadline = time.monotonic() + timeout
         while not self._server.started:
-            if not self._thread.is_alive():
-                raise OSError(
-                    f"cannot serve HTTP on {self.host}:{self.port} (in use, or not allowed): "
-                    "choose another --http-port"
-                )
-            self._thread.join(0.02)
-            waited += 0.02
-            if waited > timeout:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise OSError(f"the HTTP server on {self.host}:{self.port} did not start")
+            self._thread.join(0.02)
 
     @property
     def bound_port(self) -> int:
         """The port served (the one picked when ``port`` was 0)."""
-        for server in self._server.servers:
-            for sock in server.sockets:
-                port: int = sock.getsockname()[1]
-                return port
-        return self.port
+        if self._socket is None:
+            return self.port
+        port: int = self._socket.getsockname()[1]
+        return port
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._socket is not None:
+            self._socket.close()
