@@ -49,6 +49,14 @@ class Tracing:
         self.system = system
         self._tracer = trace.get_tracer("ferryman")
 
+    @staticmethod
+    def active() -> bool:
+        """Whether a tracer provider was set up (an SDK): with only the API's no-op provider,
+        hooks skip their spans, so having ``opentelemetry-api`` installed costs nothing."""
+        return not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+        )
+
     # -- producing ----------------------------------------------------------------------
 
     def send(
@@ -56,6 +64,8 @@ class Tracing:
     ) -> Mapping[str, bytes | str] | None:
         """``headers`` plus the context of a new ``send <topic>`` span (a child of the current
         span), which ends at once: the record is queued, its acknowledgement comes later."""
+        if not self.active():
+            return headers
         with self._tracer.start_as_current_span(
             f"send {topic}",
             kind=trace.SpanKind.PRODUCER,
@@ -83,6 +93,8 @@ class Tracing:
 
     def current_headers(self) -> tuple[tuple[str, bytes], ...]:
         """The current context as record headers (a reply, sent inside its request's span)."""
+        if not self.active():
+            return ()
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         return tuple((k, v.encode("latin-1")) for k, v in carrier.items())
@@ -93,6 +105,9 @@ class Tracing:
     def process(self, group: str, record: Sequence[Any]) -> Iterator[None]:
         """A ``process <topic>`` span around handling ``record`` (a Row or Record), a child of
         the context its producer injected."""
+        if not self.active():
+            yield
+            return
         topic, partition, offset, _key, _value, headers, _ts = record
         parent = propagate.extract(carrier_of(headers))
         attributes: dict[str, Any] = {

@@ -445,7 +445,11 @@ class ConsumerLoop:
     async def _apply(self, part: _Run, route: Route, items: list[Item]) -> None:
         run = self._timed(part.tp, route.run, route.batch is not None)
         batch, tracing = route.batch is not None, self._conn.tracing
-        if tracing is not None and not isinstance(route.topic, RequestTopic):  # responders trace
+        if (
+            tracing is not None
+            and tracing.active()
+            and not isinstance(route.topic, RequestTopic)  # a responder traces its requests
+        ):
             if batch:
                 with tracing.process_batch(self.group, [r for r, _ in items]):
                     await self._policy.apply(
