@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,7 @@ from ferryman.demo.services import (
     quotes_topic,
 )
 from ferryman.errors import FerrymanError, RemoteError
+from ferryman.observability.http import HttpServer
 
 COLORS = {
     "customers": "cyan",
@@ -111,28 +113,63 @@ async def _catalog(demo: Demo, say: Callable[[str, str], None]) -> None:
     )
 
 
-async def _main(console: Console, directory: Path) -> Demo:
+async def _main(console: Console, directory: Path, http_port: int | None = None) -> Demo:
     def say(service: str, text: str) -> None:
         color = COLORS.get(service, "white")
         console.print(f"[{color}]{service:>9}[/] {text}")
 
     demo = build(f"embedded:{directory / 'broker.db'}", say)
+    server = None
+    if http_port is not None:
+        server = HttpServer(demo.services, http_port, loop=asyncio.get_running_loop())
+        await asyncio.to_thread(server.start)
+        console.print(
+            f"[bold]metrics[/] on http://127.0.0.1:{server.bound_port}/metrics "
+            "(/health/live, /health/ready)\n"
+        )
     for svc in demo.services:
         await svc.start()
     try:
         await _scenario(demo, say)
+        if server is not None:
+            console.print(
+                f"\n[bold]serving[/] http://127.0.0.1:{server.bound_port}/metrics until Ctrl-C"
+            )
+            await _until_signal()
     finally:
         for svc in demo.services:
             await svc.stop()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
     return demo
 
 
-def main(action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main) -> Demo:
-    """Run the demo in a fresh temporary directory; raises if anything did not flow."""
+async def _until_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(
+    action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main,
+    http_port: int | None = None,
+) -> Demo:
+    """Run the demo in a fresh temporary directory; raises if anything did not flow. With
+    ``http_port``, serve the services' /metrics and health, and keep them running until Ctrl-C."""
     console = Console(highlight=False)
     with tempfile.TemporaryDirectory(prefix="ferryman-demo-") as tmp:
         console.print(f"[bold]ferryman demo[/] - embedded broker in {tmp}\n")
-        demo = asyncio.run(action(console, Path(tmp)))
+        if http_port is not None:
+            run = _main(console, Path(tmp), http_port)
+        else:
+            run = action(console, Path(tmp))
+        demo = asyncio.run(run)
     table = Table("customer", "revenue seen by analytics")
     for customer_id, total in sorted(demo.revenue.items()):
         table.add_row(str(customer_id), f"{total:.2f}")
