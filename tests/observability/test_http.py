@@ -66,6 +66,7 @@ def test_one_metrics_endpoint_serves_several_services(tmp_path: Path) -> None:
     ) in text
     assert text.count("# HELP ferryman_records_consumed_total") == 1
     assert text.count("# TYPE ferryman_handler_duration_seconds histogram") == 1
+    assert "_created" not in text
 
 
 def test_ready_follows_the_registry_going_away_and_coming_back(

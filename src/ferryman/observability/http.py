@@ -54,6 +54,9 @@ class _Merged:
         families: dict[str, Metric] = {}
         for registry in self._registries:
             for family in registry.collect():
+                # prometheus-client's _created series (a counter's creation time) double the
+                # page and say nothing an operator asks; the client can only drop them globally.
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
                 seen = families.get(family.name)
                 if seen is None:
                     families[family.name] = family
