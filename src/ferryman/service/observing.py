@@ -6,10 +6,10 @@ Prometheus scrape, a GET /health/ready), never on the service's hot path.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, inspect, select, text
 
@@ -104,12 +104,13 @@ class ServiceProbes:
 
     def ready(self) -> list[Check]:
         """Partitions assigned, the broker, the registry and the database answer."""
-        checks = [
-            _check("broker", lambda: f"{len(self._conn.admin.list_topics())} topics"),
-            _check("registry", lambda: f"{len(self._conn.registry.subjects())} subjects"),
+        probes: list[tuple[str, Callable[[], str]]] = [
+            ("broker", lambda: f"{len(self._conn.admin.list_topics())} topics"),
+            ("registry", lambda: f"{len(self._conn.registry.subjects())} subjects"),
         ]
         if self._data.database_opened:
-            checks.append(_check("database", self._database_answers))
+            probes.append(("database", self._database_answers))
+        checks = _checked(probes)
         if self._consuming():
             owned = len(self._metrics.owned(self._group()))
             checks.append(Check("partitions", owned > 0, f"{owned} assigned"))
@@ -121,8 +122,31 @@ class ServiceProbes:
         return "answers"
 
 
-def _check(name: str, probe: Callable[[], Any]) -> Check:
-    try:
-        return Check(name, True, str(probe()))
-    except Exception as exc:
-        return Check(name, False, f"{type(exc).__name__}: {exc}"[:300])
+CHECK_TIMEOUT = 3.0
+"""Seconds one readiness probe may take: a registry client retrying a refused connection
+must not hide the other checks' answers."""
+
+
+def _checked(probes: list[tuple[str, Callable[[], str]]]) -> list[Check]:
+    """Each probe run at once in a daemon thread of its own, failed past CHECK_TIMEOUT."""
+    results: dict[str, Check] = {}
+
+    def run(name: str, probe: Callable[[], str]) -> None:
+        try:
+            results[name] = Check(name, True, probe())
+        except Exception as exc:
+            results[name] = Check(name, False, f"{type(exc).__name__}: {exc}"[:300])
+
+    threads = [
+        threading.Thread(target=run, args=p, name=f"ferryman-check-{p[0]}", daemon=True)
+        for p in probes
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + CHECK_TIMEOUT
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [
+        results.get(name, Check(name, False, f"no answer within {CHECK_TIMEOUT:.0f}s"))
+        for name, _ in probes
+    ]
