@@ -8,17 +8,18 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from tests.runtime.conftest import Env, run
+from tests.runtime.conftest import FAST, Env, run
 from tests.waiting import eventually
 
 from ferryman.config import ServiceConfig
 from ferryman.errors import ConfigError, RemoteError, RequestTimeout
 from ferryman.observability.metrics import Metrics, NoMetrics
 from ferryman.service import Service
-from ferryman.topics import EventTopic, RequestTopic
+from ferryman.topics import EntityTopic, EventTopic, RequestTopic
 
 
 @dataclass
@@ -155,3 +156,42 @@ def test_without_opentelemetry_tracing_is_off() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+@dataclass
+class Customer:
+    id: int
+    name: str
+
+
+def test_mirror_lag_gauges_fall_to_zero(env: Env, tmp_path: Path) -> None:
+    customers = EntityTopic(env.name("customers"), Customer, key="id", partitions=2)
+
+    async def main() -> tuple[float | None, float | None]:
+        owner = env.service("owner")
+        copy = Service(
+            env.name("copy"),
+            broker=env.broker,
+            registry=env.registry,
+            database=f"sqlite:///{tmp_path / 'copy.db'}",
+            config=FAST,
+        )
+        copy.mirror(customers)
+        labels = {"service": copy.name, "topic": customers.name}
+        async with owner, copy:
+            for i in range(20):
+                await owner.publish(customers, Customer(i, f"c{i}"))
+            await eventually(
+                lambda: (
+                    copy.metrics_registry.get_sample_value("ferryman_mirror_lag_records", labels)
+                    == 0
+                    and copy.lag()[customers.name].offsets == 0
+                ),
+                env.timeout,
+                "the mirror caught up",
+            )
+            records = copy.metrics_registry.get_sample_value("ferryman_mirror_lag_records", labels)
+            seconds = copy.metrics_registry.get_sample_value("ferryman_mirror_lag_seconds", labels)
+            return records, seconds
+
+    assert run(main()) == (0, 0)
