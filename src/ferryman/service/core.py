@@ -121,6 +121,7 @@ class Service:
             self._data,
             self.metrics,
             group=lambda: self.group,
+            started=lambda: self._started,
             consuming=lambda: self._consumer is not None,
             polls=lambda: None if self._consumer is None else self._consumer.polls,
         )

@@ -36,6 +36,7 @@ class ServiceProbes:
         metrics: Observer,
         *,
         group: Callable[[], str],
+        started: Callable[[], bool],
         consuming: Callable[[], bool],
         polls: Callable[[], int | None],
     ) -> None:
@@ -44,6 +45,7 @@ class ServiceProbes:
         self._data = data
         self._metrics = metrics
         self._group = group
+        self._started = started
         self._consuming = consuming
         self._polls = polls
         self._last_polls: tuple[int, float] | None = None
@@ -64,6 +66,8 @@ class ServiceProbes:
         return lags
 
     def mirror_lag(self) -> Sequence[MirrorFigures]:
+        if not self._started():  # asking would open the connections a stop closed
+            return []
         if not self._data.mirrors and not self._data.joins.parts:
             return []
         return [
@@ -72,7 +76,7 @@ class ServiceProbes:
         ]
 
     def outbox(self) -> OutboxFigures | None:
-        if not self._data.database_opened:
+        if not self._started() or not self._data.database_opened:
             return None
         database = self._data.database
         with database.engine.connect() as conn:
@@ -87,6 +91,8 @@ class ServiceProbes:
         return OutboxFigures(int(rows), max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
 
     def pending_keys(self) -> Mapping[str, int]:
+        if not self._started():
+            return {}
         return {topic: rep.pending() for topic, (_, rep) in self._data.joins.republishers.items()}
 
     # -- health (observability/http.py) -------------------------------------------------
@@ -104,6 +110,8 @@ class ServiceProbes:
 
     def ready(self) -> list[Check]:
         """Partitions assigned, the broker, the registry and the database answer."""
+        if not self._started():
+            return [Check("service", False, "not started, or stopped")]
         probes: list[tuple[str, Callable[[], str]]] = [
             ("broker", lambda: f"{len(self._conn.admin.list_topics())} topics"),
             ("registry", lambda: f"{len(self._conn.registry.subjects())} subjects"),
