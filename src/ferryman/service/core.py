@@ -449,6 +449,7 @@ class Service:
         if self.config.create_topics:
             await asyncio.to_thread(self._conn.ensure_topics, self.topic_specs())
         await asyncio.to_thread(self._data.prepare)
+        self._probes.open()
         self._started = True
         await asyncio.to_thread(self._data.start)
         if self._routes:
@@ -473,6 +474,7 @@ class Service:
         if requester is not None:
             await asyncio.to_thread(requester.close)
         await asyncio.to_thread(self._data.stop)
+        await asyncio.to_thread(self._probes.close)  # no scrape or check inside a client now
         await asyncio.to_thread(self._conn.close)
         await asyncio.to_thread(self._data.close)
         self._started = False
