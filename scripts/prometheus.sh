@@ -88,10 +88,19 @@ YAML
   if [[ "$(id -u)" == 0 ]]; then
     chown -R "$RUN_AS" "$DIR/data"
   fi
-  as_server "$(bin)" --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \
+  # The shell writes its own pid, then becomes the server: stop signals the server itself,
+  # not runuser or a subshell.
+  as_server sh -c 'echo $$ >"$1/data/pid"; shift; exec "$@"' sh "$DIR" "$(bin)" \
+    --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \
     --web.listen-address="127.0.0.1:$port" --storage.tsdb.retention.time=1h \
     >"$DIR/server.log" 2>&1 &
-  echo $! >"$DIR/pid"
+  local waited_pid=0
+  until [[ -s "$DIR/data/pid" ]]; do
+    sleep 0.1
+    waited_pid=$((waited_pid + 1))
+    [[ $waited_pid -lt 100 ]] || die "Prometheus did not start (log: $DIR/server.log)"
+  done
+  cp "$DIR/data/pid" "$DIR/pid"
   local waited=0
   until python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=1)" 2>/dev/null; do
     if ! running; then
@@ -110,13 +119,12 @@ stop() {
   if running; then
     local pid
     pid="$(cat "$DIR/pid")"
-    # runuser's child is the server: stop the process group started for it.
     kill "$pid" 2>/dev/null || true
-    pkill -TERM -P "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do
+    for _ in $(seq 1 80); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.25
     done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
   rm -rf "$DIR"
   say "stopped the Prometheus of $DIR and removed its files"
