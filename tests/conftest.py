@@ -5,6 +5,8 @@ they skip with a reason; with ``CI=true`` the same absence is a failure, never a
 
 - ``FERRYMAN_TEST_KAFKA``: bootstrap servers of a running Kafka (``scripts/kafka.sh start``
   prints the value to export).
+- ``FERRYMAN_TEST_PROMETHEUS`` and ``FERRYMAN_TEST_PROMETHEUS_TARGETS``: a running Prometheus
+  and the directory it discovers scrape targets in (``scripts/prometheus.sh start``).
 - ``FERRYMAN_TEST_POSTGRES``: an SQLAlchemy URL of a running PostgreSQL
   (``scripts/postgres.sh start`` prints the value to export). ``database_url`` runs a test
   on SQLite and on PostgreSQL, each run in an empty database of its own.
@@ -56,6 +58,22 @@ def postgres_url() -> str:
         "PostgreSQL",
         "run `scripts/postgres.sh start` and export what it prints",
     )
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> tuple[str, Path]:
+    """A running Prometheus (its URL) and the directory of its file-discovered targets."""
+    url = require_service(
+        "FERRYMAN_TEST_PROMETHEUS",
+        "Prometheus",
+        "run `scripts/prometheus.sh start` and export what it prints",
+    )
+    targets = require_service(
+        "FERRYMAN_TEST_PROMETHEUS_TARGETS",
+        "Prometheus's target directory",
+        "run `scripts/prometheus.sh start` and export what it prints",
+    )
+    return url.rstrip("/"), Path(targets)
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +130,13 @@ def pytest_report_header() -> list[str]:
             "PostgreSQL: none (FERRYMAN_TEST_POSTGRES unset; tests marked postgres skip, or fail "
             "in CI)"
         )
+    prometheus = os.environ.get("FERRYMAN_TEST_PROMETHEUS", "").strip()
+    lines.append(
+        f"Prometheus: {prometheus} (tests marked prometheus run against it)"
+        if prometheus
+        else "Prometheus: none (FERRYMAN_TEST_PROMETHEUS unset; tests marked prometheus skip, "
+        "or fail in CI)"
+    )
     return lines
 
 
@@ -119,6 +144,7 @@ def pytest_report_header() -> list[str]:
 _ON_SERVICE: dict[str, tuple[str, set[str]]] = {
     "kafka": ("Apache Kafka", set()),
     "postgres": ("PostgreSQL", set()),
+    "prometheus": ("Prometheus", set()),
 }
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ferryman.broker import (
     DEFAULT_BROKER_URL,
@@ -203,6 +203,9 @@ class ServiceConfig:
     RegistryError, or forever with None (the default); such a record is never dead-lettered.
     ``relay``: run an outbox relay inside the service: True always, False never (run
     ``ferryman relay`` instead), None (default) when the service uses its outbox.
+    ``metrics``: keep Prometheus metrics (docs/operating.md), in ``metrics_registry`` (a
+    ``prometheus_client.CollectorRegistry``; default: one of the service's own). ``tracing``:
+    trace records with OpenTelemetry when ``opentelemetry-api`` is installed.
     """
 
     group: str | None = None
@@ -225,6 +228,9 @@ class ServiceConfig:
     consumer_config: Mapping[str, str] = field(default_factory=dict)
     producer_config: Mapping[str, str] = field(default_factory=dict)
     relay: bool | None = None
+    metrics: bool = True
+    metrics_registry: Any = None
+    tracing: bool = True
 
     def __post_init__(self) -> None:
         if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
@@ -262,6 +268,14 @@ class ServiceConfig:
             raise ConfigError(
                 f"relay={self.relay!r}: write True (always run an outbox relay in the service), "
                 "False (never: run `ferryman relay`) or None (when the service uses its outbox)"
+            )
+        for name in ("metrics", "tracing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: write True or False")
+        if self.metrics_registry is not None and not hasattr(self.metrics_registry, "register"):
+            raise ConfigError(
+                f"metrics_registry={self.metrics_registry!r}: pass a "
+                "prometheus_client.CollectorRegistry, or None for one of the service's own"
             )
         if not isinstance(self.create_topics, bool):
             raise ConfigError(f"create_topics={self.create_topics!r}: write True or False")

@@ -25,6 +25,20 @@ from ferryman.cli.app import (
     set_locations,
 )
 
+HttpPort = Annotated[
+    int | None,
+    typer.Option(
+        "--http-port",
+        help="Serve /metrics, /health/live and /health/ready on this port (0: any free port).",
+    ),
+]
+HttpHost = Annotated[
+    str, typer.Option("--http-host", help="Address the HTTP endpoints bind (default loopback).")
+]
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help="Log lines as text or json (one object a line).")
+]
+
 if TYPE_CHECKING:
     from ferryman.service.core import Service
 
@@ -114,17 +128,25 @@ def run(
     broker: BrokerUrl = None,
     registry: RegistryUrl = None,
     database: DatabaseUrl = None,
+    http_port: HttpPort = None,
+    http_host: HttpHost = "127.0.0.1",
+    log_format: LogFormatOption = "text",
     debug: Debug = False,
 ) -> None:
     """Run one or more services until SIGTERM or SIGINT, then stop them cleanly.
 
     --broker, --registry and --database apply to the services that do not name their own in code.
+    With --http-port, /metrics, /health/live and /health/ready of every service are served.
     """
     from ferryman.config import broker_location
+    from ferryman.observability.logs import configure_logging
     from ferryman.service.core import Service
-    from ferryman.service.running import run_services
 
     debug = debugging(ctx, debug)
+    if log_format not in ("text", "json"):
+        fail("run", f"--log-format {log_format!r}: write json or text", 2)
+    if http_port is not None and not 0 <= http_port <= 65535:
+        fail("run", f"--http-port {http_port}: write a port from 1 to 65535 (0: any free port)", 2)
     with reporting("run", debug):
         if broker is not None:
             broker_location(broker)  # a bad URL is reported as such, before any import
@@ -137,4 +159,32 @@ def run(
             loaded.append(obj)
         for svc in loaded:
             typer.echo(summary(svc), err=True)
-        asyncio.run(run_services(loaded))
+        configure_logging(
+            "json" if log_format == "json" else "text",
+            service=loaded[0].name if len(loaded) == 1 else None,
+        )
+        asyncio.run(serve(loaded, http_port, http_host))
+
+
+async def serve(services: list[Service], http_port: int | None, http_host: str) -> None:
+    """Run ``services``, with their HTTP endpoints on ``http_host:http_port`` when given."""
+    from ferryman.observability.http import HttpServer
+    from ferryman.service.running import run_services
+
+    server = None
+    if http_port is not None:
+        server = HttpServer(services, http_port, http_host, asyncio.get_running_loop())
+        try:
+            await asyncio.to_thread(server.start)
+        except OSError as exc:
+            fail("run", str(exc), 2)
+        typer.echo(
+            f"ferryman run: http://{http_host}:{server.bound_port}/metrics, /health/live, "
+            "/health/ready",
+            err=True,
+        )
+    try:
+        await run_services(services)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +30,7 @@ from ferryman.demo.services import (
     quotes_topic,
 )
 from ferryman.errors import FerrymanError, RemoteError
+from ferryman.observability.http import HttpServer
 from ferryman.records import RecordMetadata
 
 COLORS = {
@@ -127,32 +129,64 @@ async def _catalog(demo: Demo, say: Callable[[str, str], None]) -> None:
     )
 
 
-async def _main(console: Console, directory: Path) -> Demo:
+async def _main(console: Console, directory: Path, http_port: int | None = None) -> Demo:
     def say(service: str, text: str) -> None:
         color = COLORS.get(service, "white")
         console.print(f"[{color}]{service:>9}[/] {text}", soft_wrap=True)
 
     demo = build(f"embedded:{directory / 'broker.db'}", say)
+    server = None
+    if http_port is not None:
+        server = HttpServer(demo.services, http_port, loop=asyncio.get_running_loop())
+        await asyncio.to_thread(server.start)
+        console.print(
+            f"[bold]metrics[/] on http://127.0.0.1:{server.bound_port}/metrics "
+            "(/health/live, /health/ready)\n"
+        )
     for svc in demo.services:
         await svc.start()
     try:
         await _scenario(demo, say)
+        if server is not None:
+            console.print(
+                f"\n[bold]serving[/] http://127.0.0.1:{server.bound_port}/metrics until Ctrl-C"
+            )
+            await _until_signal()
     finally:
         for svc in demo.services:
             await svc.stop()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
     return demo
 
 
+async def _until_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def main(
-    action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main, *, keep: bool = False
+    action: Callable[[Console, Path], Coroutine[Any, Any, Demo]] = _main,
+    *,
+    keep: bool = False,
+    http_port: int | None = None,
 ) -> Demo:
     """Run the demo in a fresh temporary directory, deleted afterwards unless ``keep``; raises
-    if anything did not flow."""
+    if anything did not flow. With ``http_port``, serve the services' /metrics and health, and
+    keep them running until Ctrl-C."""
     console = Console(highlight=False)
     if keep:
-        return _run(console, Path(tempfile.mkdtemp(prefix="ferryman-demo-")), action, keep=True)
+        directory = Path(tempfile.mkdtemp(prefix="ferryman-demo-"))
+        return _run(console, directory, action, keep=True, http_port=http_port)
     with tempfile.TemporaryDirectory(prefix="ferryman-demo-") as tmp:
-        return _run(console, Path(tmp), action, keep=False)
+        return _run(console, Path(tmp), action, keep=False, http_port=http_port)
 
 
 def _run(
@@ -161,9 +195,14 @@ def _run(
     action: Callable[[Console, Path], Coroutine[Any, Any, Demo]],
     *,
     keep: bool,
+    http_port: int | None = None,
 ) -> Demo:
     console.print(f"[bold]ferryman demo[/] - embedded broker in {directory}\n", soft_wrap=True)
-    demo = asyncio.run(action(console, directory))
+    if http_port is not None:
+        run = _main(console, directory, http_port)
+    else:
+        run = action(console, directory)
+    demo = asyncio.run(run)
     table = Table("customer", "revenue seen by analytics")
     for customer_id, total in sorted(demo.revenue.items()):
         table.add_row(str(customer_id), f"{total:.2f}")

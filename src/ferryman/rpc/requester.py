@@ -101,6 +101,8 @@ class PendingReply(Generic[R]):
 
     def _timed_out(self, what: str) -> RequestTimeout:
         self._requester.forget(self.correlation_id)
+        if what == "reply":
+            self._requester.metrics.request_timed_out(self.topic.name)
         return RequestTimeout(
             f"no {what} to request {self.correlation_id} on {self.topic.name!r} within "
             f"{self.timeout}s: check that a service with @responder({self.topic.name!r}) is "
@@ -154,6 +156,7 @@ class _Unsent(NamedTuple):
     payload: bytes
     key: bytes | None
     ack: bool
+    trace: tuple[tuple[str, bytes], ...] = ()
 
 
 class Requester:
@@ -176,6 +179,7 @@ class Requester:
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self.late_replies = 0
+        self.metrics = connections.metrics
 
     def reply_partition(self, topic: RequestTopic[Any, Any]) -> TopicPartition:
         """The reply partition this instance reads for ``topic``, set up on first use (blocks)."""
@@ -217,7 +221,9 @@ class Requester:
         payload = serde.encode_value(topic, value)
         key = serde.encode_key(topic, topic.key_of(value))
         pending: PendingReply[R] = PendingReply(self, topic, new_id(), timeout)
-        unsent = _Unsent(pending, payload, key, ack)
+        tracing = self._conn.tracing
+        trace = () if tracing is None else tracing.send_headers(topic.name)
+        unsent = _Unsent(pending, payload, key, ack, trace)
         with self._lock:
             self._pending[pending.correlation_id] = pending
             tp = self._open.get(topic.reply_topic)
@@ -277,6 +283,7 @@ class Requester:
         ]
         if unsent.ack:
             headers.append((ACK_REQUESTED, b"1"))
+        headers.extend(unsent.trace)
         sent = self._conn.rpc_producer.send(
             pending.topic.name,
             unsent.payload,
@@ -366,10 +373,13 @@ class Requester:
         if pending is None:
             if kind != KIND_ACK:
                 self.late_replies += 1
+                self.metrics.late_reply(record.topic.removesuffix(".reply"))
             return
         if kind == KIND_ACK:
             pending.accept()
         else:
+            took = time.monotonic() - pending.deadline + pending.timeout
+            self.metrics.request_answered(pending.topic.name, took, kind == KIND_ERROR)
             pending.answer(record)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ferryman.errors import RecordRejected
+from ferryman.observability.logs import record_fields
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import exception_type
 from ferryman.runtime.handlers import Outcome, Route, is_async
@@ -39,6 +40,11 @@ from ferryman.runtime.threads import in_thread
 from ferryman.topics import RequestTopic
 
 log = logging.getLogger("ferryman.rpc")
+
+
+def row_of(m: Message[Any]) -> tuple[Any, ...]:
+    """The coordinates and headers of ``m`` as a Row (its value left out)."""
+    return (m.topic, m.partition, m.offset, m.raw_key, None, m.headers, m.timestamp)
 
 
 def responder_route(
@@ -89,6 +95,7 @@ def responder_route(
             (REQUESTER, m.header(REQUESTER) or b""),
             (REPLY_KIND, kind),
             *extra,
+            *(() if connections.tracing is None else connections.tracing.current_headers()),
         )
         future = connections.rpc_producer.send(
             topic.reply_topic,
@@ -100,6 +107,13 @@ def responder_route(
         await asyncio.wrap_future(future)
 
     async def answer(m: Message[Any]) -> None:
+        tracing = connections.tracing
+        if tracing is None:
+            return await respond(m)
+        with tracing.process(source, row_of(m)):
+            return await respond(m)
+
+    async def respond(m: Message[Any]) -> None:
         partition = reply_partition(m)
         if partition is not None and m.header(ACK_REQUESTED) == b"1":
             await send(m, partition, KIND_ACK, None, [])
@@ -108,7 +122,11 @@ def responder_route(
             payload = connections.serde.encode_reply(topic, reply)
         except Exception as exc:
             log.info(
-                "responder %s raised %r; sending it back as an error reply", name, exc, exc_info=exc
+                "responder %s raised %r; sending it back as an error reply",
+                name,
+                exc,
+                exc_info=exc,
+                extra={**record_fields(row_of(m)), "service": source},
             )
             error = [
                 (ERROR_TYPE, exception_type(exc).encode()),

@@ -11,6 +11,8 @@ from ferryman.broker import EmbeddedLocation, open_broker
 from ferryman.broker.base import Admin, Broker, Producer
 from ferryman.config import Locations, make_directory_for
 from ferryman.errors import TopicMismatch
+from ferryman.observability.metrics import NO_METRICS, Observer
+from ferryman.observability.tracing import Tracing
 from ferryman.records import TopicSpec
 from ferryman.runtime.serde import Serde
 
@@ -37,6 +39,8 @@ class Connections:
         self._serde: Serde | None = None
         self._created: set[str] = set()
         self._lock = threading.RLock()
+        self.metrics: Observer = NO_METRICS  # the service's, set by it (observability/)
+        self.tracing: Tracing | None = None  # None: no opentelemetry-api, or switched off
 
     @property
     def broker(self) -> Broker:

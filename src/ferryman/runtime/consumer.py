@@ -42,7 +42,7 @@ from ferryman.runtime.handlers import Outcome, Route, RunItems
 from ferryman.runtime.offsets import Offsets
 from ferryman.runtime.policy import Abandoned, FailurePolicy, Item
 from ferryman.runtime.watchdog import max_poll_interval
-from ferryman.topics import dlq_name
+from ferryman.topics import RequestTopic, dlq_name
 
 log = logging.getLogger("ferryman.runtime")
 
@@ -84,6 +84,7 @@ class _Run:
         w, loop = self._worker, self._loop
         if w.generation != self._generation or loop._stopping.is_set():
             raise Abandoned
+        loop._conn.metrics.retried(loop.group, self.tp)
         w.interrupt.clear()
         await clock.current().sleep(loop._config.delay(attempt), w.interrupt)
         if w.generation != self._generation or loop._stopping.is_set():
@@ -191,6 +192,7 @@ class ConsumerLoop:
         return consumer
 
     def _close(self, consumer: Consumer) -> None:
+        self._conn.metrics.revoked(self.group, self._conn.metrics.owned(self.group))
         try:
             self._commit(consumer, force=True)
         finally:
@@ -317,9 +319,11 @@ class ConsumerLoop:
 
     def _assigned(self, partitions: set[TopicPartition]) -> None:
         log.debug("group %s: assigned %s", self.group, sorted(partitions))
+        self._conn.metrics.assigned(self.group, partitions)
         self._seeks.update(stored_positions(self._routes, partitions))  # sought after the poll
 
     def _revoked(self, partitions: set[TopicPartition]) -> None:
+        self._conn.metrics.revoked(self.group, partitions)
         consumer = self._consumer
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -381,6 +385,7 @@ class ConsumerLoop:
                 continue
             try:
                 await self._process(_Run(self, w, epoch), w.route, chunk)
+                self._conn.metrics.consumed(self.group, w.tp, chunk)
             except Abandoned:
                 # Handling a later record of this epoch would commit past the abandoned one.
                 w.abandoned = epoch
@@ -437,26 +442,43 @@ class ConsumerLoop:
             await self._apply(part, route, pending)
 
     async def _apply(self, part: _Run, route: Route, items: list[Item]) -> None:
+        run = self._timed(part.tp, route.run, route.batch is not None)
+        batch, tracing = route.batch is not None, self._conn.tracing
+        if (
+            tracing is not None
+            and tracing.active()
+            and not isinstance(route.topic, RequestTopic)  # a responder traces its requests
+        ):
+            if batch:
+                with tracing.process_batch(self.group, [r for r, _ in items]):
+                    await self._policy.apply(
+                        part, route.name, run, items, all_or_none=True, isolate=route.isolate
+                    )
+                return
+            for item in items:  # a span per record, the child of the span that sent it
+                with tracing.process(self.group, item[0]):
+                    await self._policy.apply(part, route.name, run, [item], all_or_none=False)
+            return
         await self._policy.apply(
-            part,
-            route.name,
-            self._timed(part.tp, route.run),
-            items,
-            all_or_none=route.batch is not None,
-            isolate=route.isolate,
+            part, route.name, run, items, all_or_none=batch, isolate=route.isolate
         )
 
-    def _timed(self, tp: TopicPartition, run: RunItems) -> RunItems:
-        """``run``, timed: the poll thread watches how long handlers hold their records."""
+    def _timed(self, tp: TopicPartition, run: RunItems, batch: bool) -> RunItems:
+        """``run``, timed: the poll thread watches how long handlers hold their records, and
+        the metrics take the run's duration."""
+        metrics = self._conn.metrics
 
         async def timed(items: list[Any]) -> Outcome:
+            started = time.monotonic()
             with self._lock:
-                self._busy[tp] = time.monotonic()
+                self._busy[tp] = started
             try:
                 return await run(items)
             finally:
                 with self._lock:
                     self._busy.pop(tp, None)
+                calls = 1 if batch else len(items)
+                metrics.handler_run(self.group, tp.topic, time.monotonic() - started, calls)
 
         return timed
 
@@ -465,6 +487,7 @@ class ConsumerLoop:
             dead_letter(self._conn.producer, Record._make(record), self.group, exc, attempts)
         )
         self.dead_lettered += 1
+        self._conn.metrics.dead_lettered(self.group, record[0], record[1])
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:

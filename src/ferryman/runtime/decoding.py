@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from ferryman.errors import DecodeError, RegistryError
+from ferryman.observability.logs import record_fields
 from ferryman.records import Row
 from ferryman.runtime.handlers import Route
 from ferryman.runtime.serde import Serde
@@ -113,4 +114,5 @@ class UndecodableLog:
             f"last {self._interval:.0f}s without a warning)"
             if suppressed
             else "",
+            extra=record_fields(record),
         )

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ferryman.config import ServiceConfig
 from ferryman.errors import HandlerError, RecordRejected, RegistryError
+from ferryman.observability.logs import record_fields
 from ferryman.records import Row
 from ferryman.runtime.handlers import RunItems
 from ferryman.topics import dlq_name
@@ -130,6 +131,7 @@ class FailurePolicy:
             offset,
             dlq_name(topic),
             exc,
+            extra=record_fields(records[0], self._group),
         )
         for r in records:
             await self._dead_letter(r, exc, attempts)
@@ -167,6 +169,7 @@ class FailurePolicy:
                     offset,
                     attempt,
                     exc,
+                    extra=record_fields(record, self._group),
                 )
             self.registry_retries += 1
             await part.back_off(attempt)

@@ -17,9 +17,13 @@ from typing import Any, Literal, NamedTuple, TypeVar, overload
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
+from ferryman.broker import KafkaLocation
 from ferryman.broker.base import Broker
 from ferryman.config import Locations, ServiceConfig, resolve_locations
 from ferryman.errors import ConfigError
+from ferryman.observability.health import Check
+from ferryman.observability.metrics import NO_METRICS, Metrics, NoMetrics
+from ferryman.observability.tracing import tracing_for
 from ferryman.records import RecordMetadata, TopicPartition, TopicSpec
 from ferryman.rpc.requester import PendingReply, Requester
 from ferryman.rpc.responder import responder_route
@@ -37,6 +41,7 @@ from ferryman.runtime.encoding import (
 from ferryman.runtime.handlers import Route, handler_route
 from ferryman.runtime.snapshot import Progress
 from ferryman.service.data import ServiceData
+from ferryman.service.observing import ServiceProbes
 from ferryman.service.running import run_services
 from ferryman.stores.database import Database
 from ferryman.stores.joins import JoinedTable, KeyMap
@@ -122,6 +127,25 @@ class Service:
                 topic, value, FROM_VALUE if value is not None else key, None, None
             ),
         )
+        self.metrics: Metrics | NoMetrics = (
+            Metrics(name, self.config.metrics_registry) if self.config.metrics else NO_METRICS
+        )
+        """The service's Prometheus metrics (docs/operating.md); ``.registry`` holds them."""
+        self._conn.metrics = self.metrics
+        system = "kafka" if isinstance(self.locations.broker, KafkaLocation) else "ferryman"
+        self._tracing = self._conn.tracing = tracing_for(name, system, self.config.tracing)
+        self._probes = ServiceProbes(
+            name,
+            self._conn,
+            self._data,
+            self.metrics,
+            group=lambda: self.group,
+            started=lambda: self._started,
+            consuming=lambda: self._consumer is not None,
+            polls=lambda: None if self._consumer is None else self._consumer.polls,
+        )
+        if isinstance(self.metrics, Metrics):
+            self.metrics.probes = self._probes
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, broker={self.locations.broker!r})"
@@ -268,6 +292,8 @@ class Service:
         """The record a send would produce, checked and encoded (a direct send and the outbox)."""
         if self._topics.get(topic.name) is not topic:
             self._declare(topic)
+        if self._tracing is not None:  # the outbox keeps the headers: the relay carries them
+            headers = self._tracing.send(topic.name, headers)
         return encode_record(
             self._conn.serde,
             topic,
@@ -290,6 +316,7 @@ class Service:
         allow_expired: bool = False,
     ) -> Delivery[RecordMetadata]:
         record = self._encode(topic, value, key, headers, timestamp, allow_expired)
+        self.metrics.produced(topic.name)
         future = self._conn.producer.send(
             topic.name,
             record.value,
@@ -473,6 +500,7 @@ class Service:
         if self.config.create_topics:
             await asyncio.to_thread(self._conn.ensure_topics, self.topic_specs())
         await asyncio.to_thread(self._data.prepare)
+        self._probes.open()
         self._started = True
         await asyncio.to_thread(self._data.start)
         if self._routes:
@@ -497,6 +525,7 @@ class Service:
         if requester is not None:
             await asyncio.to_thread(requester.close)
         await asyncio.to_thread(self._data.stop)
+        await asyncio.to_thread(self._probes.close)  # no scrape or check inside a client now
         await asyncio.to_thread(self._conn.close)
         await asyncio.to_thread(self._data.close)
         self._started = False
@@ -535,6 +564,21 @@ class Service:
             "polls": 0 if consumer is None else consumer.polls,
             "late_replies": self.late_replies,
         }
+
+    # -- observability (docs/operating.md) ---------------------------------------------
+
+    @property
+    def metrics_registry(self) -> Any:
+        """The CollectorRegistry of this service's metrics (None with metrics off)."""
+        return self.metrics.registry
+
+    def live(self) -> list[Check]:
+        """Liveness: the consumer's poll thread still polls. Blocking."""
+        return self._probes.live()
+
+    def ready(self) -> list[Check]:
+        """Readiness: partitions assigned, broker, registry and database answer. Blocking."""
+        return self._probes.ready()
 
     async def __aenter__(self) -> Service:
         await self.start()

@@ -95,6 +95,11 @@ class ServiceData:
         )
 
     @property
+    def database_opened(self) -> bool:
+        """Whether the service uses its database (health checks and scrapes ask it then)."""
+        return self._db is not None
+
+    @property
     def database(self) -> Database:
         """The service's own database, opened on first use."""
         if self._db is None:

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, health checks, the HTTP endpoints, tracing and logs."""

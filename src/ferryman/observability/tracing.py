@@ -1,0 +1,164 @@
+"""W3C trace context on ferryman's records, through OpenTelemetry when it is installed.
+
+``traceparent``/``tracestate`` headers are injected on publish, delete, emit, outbox writes,
+requests and replies, and extracted around handlers and responders, so one trace follows a
+business flow across services. Spans follow OpenTelemetry's messaging semantic conventions:
+``send <topic>`` (PRODUCER) and ``process <topic>`` (CONSUMER), with ``messaging.*``
+attributes. Without ``opentelemetry-api`` (``pip install ferryman[otel]``) ``tracing_for``
+returns None and callers skip every hook: nothing is paid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ferryman.records import Headers
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+except ImportError:  # the otel extra is not installed: tracing_for() says None
+    trace = None  # type: ignore[assignment]
+
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+"""The W3C headers carried on records (baggage too, when a propagator sets it)."""
+
+MESSAGE_ID = "ferryman.message-id"
+
+
+def available() -> bool:
+    """Whether opentelemetry-api is installed."""
+    return trace is not None
+
+
+def carrier_of(headers: Headers | Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    """The trace headers of a record, as the text map OpenTelemetry's propagators read."""
+    return {
+        k: v.decode("latin-1") for k, v in headers if k in TRACE_HEADERS and isinstance(v, bytes)
+    }
+
+
+class Tracing:
+    """Spans and trace headers for one service on one messaging system."""
+
+    def __init__(self, service: str, system: str) -> None:
+        assert trace is not None
+        self.service = service
+        self.system = system
+        self._tracer = trace.get_tracer("ferryman")
+
+    @staticmethod
+    def active() -> bool:
+        """Whether a tracer provider was set up (an SDK): with only the API's no-op provider,
+        hooks skip their spans, so having ``opentelemetry-api`` installed costs nothing."""
+        return not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+        )
+
+    # -- producing ----------------------------------------------------------------------
+
+    def send(
+        self, topic: str, headers: Mapping[str, bytes | str] | None
+    ) -> Mapping[str, bytes | str] | None:
+        """``headers`` plus the context of a new ``send <topic>`` span (a child of the current
+        span), which ends at once: the record is queued, its acknowledgement comes later."""
+        if not self.active():
+            return headers
+        with self._tracer.start_as_current_span(
+            f"send {topic}",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": self.system,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": topic,
+                "messaging.client.id": self.service,
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        if not carrier:
+            return headers
+        merged: dict[str, bytes | str] = dict(headers or {})
+        for k, v in carrier.items():
+            merged.setdefault(k, v)
+        return merged
+
+    def send_headers(self, topic: str) -> tuple[tuple[str, bytes], ...]:
+        """The trace headers of a new ``send <topic>`` span, as record headers (requests)."""
+        sent = self.send(topic, None) or {}
+        return tuple((k, v.encode("latin-1") if isinstance(v, str) else v) for k, v in sent.items())
+
+    def current_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The current context as record headers (a reply, sent inside its request's span)."""
+        if not self.active():
+            return ()
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return tuple((k, v.encode("latin-1")) for k, v in carrier.items())
+
+    # -- consuming ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def process(self, group: str, record: Sequence[Any]) -> Iterator[None]:
+        """A ``process <topic>`` span around handling ``record`` (a Row or Record), a child of
+        the context its producer injected."""
+        if not self.active():
+            yield
+            return
+        topic, partition, offset, _key, _value, headers, _ts = record
+        parent = propagate.extract(carrier_of(headers))
+        attributes: dict[str, Any] = {
+            "messaging.system": self.system,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.consumer.group.name": group,
+            "messaging.kafka.offset": offset,
+        }
+        for k, v in headers:
+            if k == MESSAGE_ID:
+                attributes["messaging.message.id"] = v.decode(errors="replace")
+        token = otel_context.attach(parent)
+        try:
+            with self._tracer.start_as_current_span(
+                f"process {topic}", kind=trace.SpanKind.CONSUMER, attributes=attributes
+            ):
+                yield
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def process_batch(self, group: str, records: Sequence[Sequence[Any]]) -> Iterator[None]:
+        """One ``process <topic>`` span around a batch, linked to each record's context."""
+        topic = records[0][0]
+        links = []
+        for r in records:
+            ctx = trace.get_current_span(propagate.extract(carrier_of(r[5]))).get_span_context()
+            if ctx.is_valid:
+                links.append(trace.Link(ctx))
+        with self._tracer.start_as_current_span(
+            f"process {topic}",
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": self.system,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": topic,
+                "messaging.destination.partition.id": str(records[0][1]),
+                "messaging.consumer.group.name": group,
+                "messaging.batch.message_count": len(records),
+            },
+        ):
+            yield
+
+
+def tracing_for(service: str, system: str, enabled: bool = True) -> Tracing | None:
+    """The service's Tracing, or None when switched off or opentelemetry-api is missing."""
+    if not enabled or trace is None:
+        return None
+    return Tracing(service, system)
