@@ -205,7 +205,8 @@ class ServiceConfig:
     ``ferryman relay`` instead), None (default) when the service uses its outbox.
     ``metrics``: keep Prometheus metrics (docs/operating.md), in ``metrics_registry`` (a
     ``prometheus_client.CollectorRegistry``; default: one of the service's own). ``tracing``:
-    trace records with OpenTelemetry when ``opentelemetry-api`` is installed.
+    trace records with OpenTelemetry when ``opentelemetry-api`` is installed, through
+    ``tracer_provider`` (an OpenTelemetry ``TracerProvider``) or else the global one.
     """
 
     group: str | None = None
@@ -231,6 +232,7 @@ class ServiceConfig:
     metrics: bool = True
     metrics_registry: Any = None
     tracing: bool = True
+    tracer_provider: Any = None
 
     def __post_init__(self) -> None:
         if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
@@ -272,6 +274,11 @@ class ServiceConfig:
         for name in ("metrics", "tracing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: write True or False")
+        if self.tracer_provider is not None and not hasattr(self.tracer_provider, "get_tracer"):
+            raise ConfigError(
+                f"tracer_provider={self.tracer_provider!r}: pass an OpenTelemetry "
+                "TracerProvider, or None for the global one"
+            )
         if self.metrics_registry is not None and not hasattr(self.metrics_registry, "register"):
             raise ConfigError(
                 f"metrics_registry={self.metrics_registry!r}: pass a "

@@ -3,11 +3,10 @@ its headers), and the outbox gauges follow the backlog to 0."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.observability.conftest import Tracer
 from tests.runtime.conftest import FAST, Env, run
 from tests.waiting import eventually
 
@@ -21,7 +20,7 @@ class Placed:
 
 
 def test_the_relay_carries_the_writers_trace_and_the_backlog_drains(
-    env: Env, spans: InMemorySpanExporter, tmp_path: Path
+    env: Env, tracer: Tracer, tmp_path: Path
 ) -> None:
     placed = EventTopic(env.name("placed"), Placed, partitions=1)
     seen: list[Placed] = []
@@ -32,9 +31,9 @@ def test_the_relay_carries_the_writers_trace_and_the_backlog_drains(
             broker=env.broker,
             registry=env.registry,
             database=f"sqlite:///{tmp_path / 'orders.db'}",
-            config=FAST,
+            config=replace(FAST, tracer_provider=tracer.provider),
         )
-        billing = env.service("billing")
+        billing = env.service("billing", tracer_provider=tracer.provider)
 
         @billing.on(placed)
         async def got(p: Placed) -> None:
@@ -42,7 +41,7 @@ def test_the_relay_carries_the_writers_trace_and_the_backlog_drains(
 
         async with orders, billing:
             with (
-                trace.get_tracer("test").start_as_current_span("place order"),
+                tracer.provider.get_tracer("test").start_as_current_span("place order"),
                 orders.database.sessions() as session,
                 session.begin(),
             ):
@@ -62,7 +61,7 @@ def test_the_relay_carries_the_writers_trace_and_the_backlog_drains(
 
     assert run(main()) == 0
     assert seen == [Placed(7)]
-    finished = spans.get_finished_spans()
+    finished = tracer.spans.get_finished_spans()
     root = next(s for s in finished if s.name == "place order")
     send = next(s for s in finished if s.name == f"send {placed.name}")
     process = next(s for s in finished if s.name == f"process {placed.name}")

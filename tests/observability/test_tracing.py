@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from tests.observability.conftest import Tracer
 from tests.runtime.conftest import Env, run
 from tests.waiting import eventually
 
@@ -48,19 +47,17 @@ def parent_of(span: ReadableSpan) -> int | None:
     return None if span.parent is None else span.parent.span_id
 
 
-def test_one_trace_spans_producer_consumer_request_and_reply(
-    env: Env, spans: InMemorySpanExporter
-) -> None:
+def test_one_trace_spans_producer_consumer_request_and_reply(env: Env, tracer: Tracer) -> None:
     placed = EventTopic(env.name("orders.placed"), Placed, partition_key="order_id")
     priced = EventTopic(env.name("orders.priced"), Priced, partition_key="order_id")
     quote = RequestTopic(env.name("pricing.quote"), Quote, reply=Price)
     done: list[Priced] = []
 
     async def main() -> None:
-        shop = env.service("shop")
-        orders = env.service("orders")
-        pricing = env.service("pricing")
-        billing = env.service("billing")
+        shop = env.service("shop", tracer_provider=tracer.provider)
+        orders = env.service("orders", tracer_provider=tracer.provider)
+        pricing = env.service("pricing", tracer_provider=tracer.provider)
+        billing = env.service("billing", tracer_provider=tracer.provider)
 
         @pricing.responder(quote)
         async def price(q: Quote) -> Price:
@@ -78,7 +75,7 @@ def test_one_trace_spans_producer_consumer_request_and_reply(
         for svc in (pricing, orders, billing):
             await svc.start()
         try:
-            with trace.get_tracer("test").start_as_current_span("checkout"):
+            with tracer.provider.get_tracer("test").start_as_current_span("checkout"):
                 await shop.emit(placed, Placed("o-1", 4))
             await eventually(lambda: done, env.timeout, "billing handled the priced event")
         finally:
@@ -87,7 +84,7 @@ def test_one_trace_spans_producer_consumer_request_and_reply(
 
     run(main())
     assert done == [Priced("o-1", 10.0)]
-    finished = spans.get_finished_spans()
+    finished = tracer.spans.get_finished_spans()
     root = by_name(finished, "checkout")
     send_placed = by_name(finished, f"send {placed.name}")
     process_placed = by_name(finished, f"process {placed.name}")

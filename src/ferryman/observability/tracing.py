@@ -43,16 +43,19 @@ def carrier_of(headers: Headers | Sequence[tuple[str, bytes]]) -> dict[str, str]
 class Tracing:
     """Spans and trace headers for one service on one messaging system."""
 
-    def __init__(self, service: str, system: str) -> None:
+    def __init__(self, service: str, system: str, provider: Any = None) -> None:
         assert trace is not None
         self.service = service
         self.system = system
-        self._tracer = trace.get_tracer("ferryman")
+        self._provider = provider
+        self._tracer = (provider or trace).get_tracer("ferryman")
 
-    @staticmethod
-    def active() -> bool:
-        """Whether a tracer provider was set up (an SDK): with only the API's no-op provider,
-        hooks skip their spans, so having ``opentelemetry-api`` installed costs nothing."""
+    def active(self) -> bool:
+        """Whether spans are recorded: the service was given a tracer provider, or a global one
+        was set up (an SDK). With only the API's no-op provider, hooks skip their spans, so
+        having ``opentelemetry-api`` installed costs nothing."""
+        if self._provider is not None:
+            return True
         return not isinstance(
             trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
         )
@@ -157,8 +160,11 @@ class Tracing:
             yield
 
 
-def tracing_for(service: str, system: str, enabled: bool = True) -> Tracing | None:
-    """The service's Tracing, or None when switched off or opentelemetry-api is missing."""
+def tracing_for(
+    service: str, system: str, enabled: bool = True, provider: Any = None
+) -> Tracing | None:
+    """The service's Tracing (through ``provider``, else the global tracer provider), or None
+    when switched off or opentelemetry-api is missing."""
     if not enabled or trace is None:
         return None
-    return Tracing(service, system)
+    return Tracing(service, system, provider)

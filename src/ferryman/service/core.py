@@ -133,7 +133,9 @@ class Service:
         """The service's Prometheus metrics (docs/operating.md); ``.registry`` holds them."""
         self._conn.metrics = self.metrics
         system = "kafka" if isinstance(self.locations.broker, KafkaLocation) else "ferryman"
-        self._tracing = self._conn.tracing = tracing_for(name, system, self.config.tracing)
+        self._tracing = self._conn.tracing = tracing_for(
+            name, system, self.config.tracing, self.config.tracer_provider
+        )
         self._probes = ServiceProbes(
             name,
             self._conn,
