@@ -51,7 +51,7 @@ class Applier(Protocol):
     """A store that applies a run of decoded records in the caller's transaction and saves
     their offsets there: ``Mirror`` and ``JoinedTable`` parts."""
 
-    def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied: ...
+    def apply(self, conn: Connection, records: Iterable[Any], group: str) -> Applied: ...
 
 
 class MirrorLag(NamedTuple):
@@ -84,9 +84,11 @@ class StoreRun:
         self.group = group
 
     def __call__(self, items: Sequence[Consumed]) -> Outcome:
-        make = MirrorRecord._make
-        # The loop's Keyed tuples have MirrorRecord's fields in its order.
-        records = [make(m) if isinstance(m, tuple) else _record_of(m) for m in items]
+        # The loop's Keyed tuples have MirrorRecord's fields in its order: the store reads
+        # them as they are.
+        records: Sequence[Any] = (
+            items if all(isinstance(m, tuple) for m in items) else [_record_of(m) for m in items]
+        )
         try:
             with self.database.turn(), self.database.begin() as conn:
                 applied = self.store.apply(conn, records, self.group)
