@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,48 @@ def test_create_missing_creates_only_what_is_missing(database: Database) -> None
         assert columns == {"id"}  # altering an existing table is a migration's job
         conn.execute(text("SELECT 1"))
     assert database.create_missing() == []
+
+
+def test_processes_starting_at_once_create_the_missing_tables_once(database_url: str) -> None:
+    """Instances of a service starting together on one database all create its missing
+    tables: on PostgreSQL, unserialized, one of them failed on a unique violation in the
+    catalog most of the time (and that instance never started)."""
+    for _ in range(10):
+        name = f"items_{uuid.uuid4().hex[:8]}"
+        created, errors = start_together(database_url, name, instances=4)
+        assert errors == []
+        made = sorted(n for names in created for n in names)
+        assert made == sorted({*made}), "a table was created twice"
+        assert {name, f"{name}_theirs"} <= set(made)
+
+
+def start_together(
+    database_url: str, name: str, instances: int
+) -> tuple[list[list[str]], list[BaseException]]:
+    """What ``create_missing`` returned in each instance and what it raised, the instances
+    calling it at once for table ``name`` and ``<name>_theirs`` (on a MetaData of its own)."""
+    theirs = Table(f"{name}_theirs", MetaData(), Column("id", Integer, primary_key=True))
+    start = threading.Barrier(instances)
+    created: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def instance() -> None:
+        db = Database(database_url)
+        mine = Table(name, db.metadata, Column("id", Integer, primary_key=True))
+        try:
+            start.wait(10)
+            created.append(db.create_missing([db.offsets.table, mine, theirs]))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=instance) for _ in range(instances)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return created, errors
 
 
 @pytest.mark.parametrize(

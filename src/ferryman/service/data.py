@@ -234,10 +234,8 @@ class ServiceData:
         if joined:
             joined += [*{j.dirty for j in self.joins.tables.values()}]
             joined += [*{j.join_keys for j in self.joins.tables.values()}]
+        # (a joined table may be on the user's own MetaData: created there, in the same turn)
         db.create_missing([db.offsets.table, *(m.table for m in self._create_tables), *joined])
-        for t in self.joins.tables.values():
-            if t.table.metadata is not db.metadata:  # the user's own MetaData: create it there
-                t.table.metadata.create_all(db.engine, tables=[t.table], checkfirst=True)
         with db.engine.connect() as conn:
             for mirror in self.mirrors.values():
                 mirror.check(conn)
