@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -136,6 +137,22 @@ def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> Non
     finally:
         other.close()
         db.dispose()
+
+
+def test_a_read_neither_takes_nor_waits_for_the_write_lock(database: Database) -> None:
+    """Lag, stored offsets on assignment and reconcile read while a mirror's transaction
+    writes: on SQLite a read begins deferred, so it sees the last commit at once instead of
+    waiting for the writer (the busy timeout)."""
+    t = Table("reads", database.metadata, Column("id", Integer, primary_key=True))
+    database.create_missing()
+    with database.begin() as conn:
+        conn.execute(t.insert(), [{"id": 1}])
+    with database.begin() as writer:
+        writer.execute(t.insert(), [{"id": 2}])
+        started = time.monotonic()
+        with database.read() as conn:
+            assert conn.execute(t.select()).scalars().all() == [1]
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
 
 
 def test_threads_take_turns_to_write_to_sqlite_and_not_to_postgresql(database: Database) -> None:

@@ -26,6 +26,7 @@ SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 _DDL_LOCK = text(
     "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/ferryman.ddl', 0))"
 )
+_READ_ONLY = "ferryman_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before it fails."""
 
@@ -80,6 +81,15 @@ class Database:
     def begin(self) -> Iterator[Connection]:
         """A connection in a transaction: committed when the block ends, rolled back on error."""
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading only: on SQLite its transaction begins deferred, so it
+        neither takes nor waits for the write lock (WAL readers see the last commit); on
+        PostgreSQL, a plain connection."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ_ONLY: True})
             yield conn
 
     @contextmanager
@@ -168,7 +178,10 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads, then writes
         # after another process committed fails at once ("database is locked") instead of
-        # waiting out the busy timeout, and the service's transactions mostly write.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # waiting out the busy timeout, and the service's transactions mostly write. Reads
+        # (Database.read) begin deferred: they need no lock in WAL mode.
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE"
+        )
 
     return engine

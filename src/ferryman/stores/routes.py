@@ -13,6 +13,8 @@ retries, then applies the records one by one and dead-letters only the one that 
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -69,7 +71,7 @@ def stored_offsets(
     """Where reading starts on assignment: the next offsets stored in ``database``."""
 
     def load(partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        with database.engine.connect() as conn:
+        with database.read() as conn:
             return database.offsets.load(conn, group, partitions)
 
     return load
@@ -233,3 +235,80 @@ def mirror_lag(
     else:
         seconds = max(0.0, now - max(stamps) / 1000)
     return MirrorLag(behind, seconds)
+
+
+LAG_REFRESH = 2.0
+"""Seconds between two reads of the mirrors' lag for ``LagStats`` (at most)."""
+
+log = logging.getLogger("ferryman.stores")
+
+
+class LagStats:
+    """The mirrors' lag as counters for ``Service.stats``, which must be cheap: the lag (high
+    watermarks from the broker, offsets from the database) is read by ``read`` in a thread of
+    its own, at most every ``every`` seconds and only while the counters are asked for, so
+    asking never waits. Between reads the seconds go on counting while records wait.
+
+    ``mirror_lag_records``: records not applied yet, summed over mirrors; ``mirror_lag_ms``:
+    the most any mirror is behind, in milliseconds since the timestamp of the last record it
+    applied (0 when caught up, -1 when records wait and none was applied yet). Both are as of
+    the last read (at most ``every`` seconds and one read old; 0 before the first read).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, MirrorLag]],
+        every: float = LAG_REFRESH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reading = False
+        self._read_at = -float("inf")
+        self._lags: Mapping[str, MirrorLag] = {}
+        self._active = False
+
+    def start(self) -> None:
+        """Allow reads (the service's connections are open)."""
+        self._active = True
+
+    def stop(self) -> None:
+        """No more reads; the counters keep the last figures."""
+        self._active = False
+
+    def __call__(self) -> dict[str, int]:
+        now = self._clock()
+        with self._lock:
+            stale = self._active and not self._reading and now - self._read_at >= self._every
+            if stale:
+                self._reading = True
+            lags, read_at = self._lags, self._read_at
+        if stale:
+            threading.Thread(target=self._refresh, name="ferryman-lag", daemon=True).start()
+        behind = sum(lag.offsets for lag in lags.values())
+        ms = 0
+        for lag in lags.values():
+            if not lag.offsets:
+                continue
+            if lag.seconds is None:
+                ms = ms if ms > 0 else -1
+                continue
+            ms = max(ms, int((lag.seconds + max(0.0, now - read_at)) * 1000))
+        return {"mirror_lag_records": behind, "mirror_lag_ms": ms}
+
+    def _refresh(self) -> None:
+        try:
+            lags = dict(self._read())
+        except Exception as exc:  # the broker or database away: keep the last figures
+            if self._active:  # (at shutdown the connections may close under the read)
+                log.warning("reading the mirrors' lag failed, kept the last figures: %r", exc)
+            lags = None
+        with self._lock:
+            if lags is not None:
+                self._lags = lags
+                self._read_at = self._clock()
+            else:
+                self._read_at = self._clock()  # try again after ``every``, not at once
+            self._reading = False
