@@ -7,6 +7,7 @@ from ferryman.cli import (
     dlq,  # noqa: F401
     groups,  # noqa: F401
     info,  # noqa: F401
+    lag,  # noqa: F401
     reconcile,  # noqa: F401
     registry,  # noqa: F401
     relay,  # noqa: F401
