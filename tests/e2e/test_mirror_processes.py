@@ -3,7 +3,7 @@
 A producer publishes updates and tombstones while ``ferryman run mirror_apps:copy
 mirror_apps:counter`` is killed and restarted; at the end the mirror table equals the topic's
 final state exactly and the transactional handler has counted every record exactly once. Runs on
-the embedded broker with SQLite and PostgreSQL, and on Kafka with SQLite.
+{embedded broker, Kafka} x {SQLite, PostgreSQL}.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class World:
         "embedded-sqlite",
         pytest.param("embedded-postgres", marks=pytest.mark.postgres),
         pytest.param("kafka-sqlite", marks=pytest.mark.kafka),
+        pytest.param("kafka-postgres", marks=[pytest.mark.kafka, pytest.mark.postgres]),
     ]
 )
 def world(

@@ -135,21 +135,27 @@ class TransactionalRun:
         try:
             with self.database.turn(), self.database.session() as session:
                 conn = session.connection()
-                partitions = {TopicPartition(m.topic, m.partition) for m in items}
-                stored = self.database.offsets.load(conn, self.group, partitions, lock=True)
-                fresh = [
-                    m
-                    for m in items
-                    if m.offset >= stored.get(TopicPartition(m.topic, m.partition), -1)
-                ]
+                # (topic, partition) pairs, not a TopicPartition per record: this runs per record
+                partitions = {(m.topic, m.partition) for m in items}
+                stored = self.database.offsets.load(
+                    conn, self.group, [TopicPartition(*p) for p in partitions], lock=True
+                )
+                floor = {(tp.topic, tp.partition): offset for tp, offset in stored.items()}
+                fresh = (
+                    [m for m in items if m.offset >= floor.get((m.topic, m.partition), -1)]
+                    if floor
+                    else list(items)
+                )
                 self._call(fresh, session)
                 session.flush()
-                offsets: dict[TopicPartition, int] = {}
-                stamps: dict[TopicPartition, int] = {}
+                last: dict[tuple[str, int], Consumed] = {}
                 for m in fresh:
-                    tp = TopicPartition(m.topic, m.partition)
-                    offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
-                    stamps[tp] = m.timestamp
+                    where = (m.topic, m.partition)
+                    seen = last.get(where)
+                    if seen is None or m.offset > seen.offset:
+                        last[where] = m
+                offsets = {TopicPartition(*p): m.offset + 1 for p, m in last.items()}
+                stamps = {TopicPartition(*p): m.timestamp for p, m in last.items()}
                 self.database.offsets.save(conn, self.group, offsets, stamps)
         except Exception as exc:
             return 0, exc
