@@ -12,7 +12,11 @@ in the database:
   skipped, schemas parsed once); last change per key within the poll; one transaction per poll
   with an ``executemany`` upsert, an ``executemany`` delete, and the offsets upserted;
 - mirror: ``svc.mirror(topic)``: the runtime's poll thread, per-partition workers, decoding to
-  the model, Mirror.apply (offset check, compaction, upsert, delete, offsets) per partition run.
+  the model, Mirror.apply per partition run (offset check, compaction, rows as tuples upserted
+  through the driver's ``executemany`` with a statement compiled once, a delete, the offsets).
+
+Note that the hand-written mirror runs its statements through SQLAlchemy ``text()`` (Core's
+per-row parameter processing included), as a user of SQLAlchemy would write it.
 
 Then N events through ``@svc.on(topic)`` with a sync handler that does nothing, plain and with a
 ``session`` parameter (one transaction per run of up to 500 records, offsets stored with it).

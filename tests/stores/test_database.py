@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,6 +61,48 @@ def test_create_missing_creates_only_what_is_missing(database: Database) -> None
     assert database.create_missing() == []
 
 
+def test_processes_starting_at_once_create_the_missing_tables_once(database_url: str) -> None:
+    """Instances of a service starting together on one database all create its missing
+    tables: on PostgreSQL, unserialized, one of them failed on a unique violation in the
+    catalog most of the time (and that instance never started)."""
+    for _ in range(10):
+        name = f"items_{uuid.uuid4().hex[:8]}"
+        created, errors = start_together(database_url, name, instances=4)
+        assert errors == []
+        made = sorted(n for names in created for n in names)
+        assert made == sorted({*made}), "a table was created twice"
+        assert {name, f"{name}_theirs"} <= set(made)
+
+
+def start_together(
+    database_url: str, name: str, instances: int
+) -> tuple[list[list[str]], list[BaseException]]:
+    """What ``create_missing`` returned in each instance and what it raised, the instances
+    calling it at once for table ``name`` and ``<name>_theirs`` (on a MetaData of its own)."""
+    theirs = Table(f"{name}_theirs", MetaData(), Column("id", Integer, primary_key=True))
+    start = threading.Barrier(instances)
+    created: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def instance() -> None:
+        db = Database(database_url)
+        mine = Table(name, db.metadata, Column("id", Integer, primary_key=True))
+        try:
+            start.wait(10)
+            created.append(db.create_missing([db.offsets.table, mine, theirs]))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=instance) for _ in range(instances)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return created, errors
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
@@ -92,6 +137,22 @@ def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> Non
     finally:
         other.close()
         db.dispose()
+
+
+def test_a_read_neither_takes_nor_waits_for_the_write_lock(database: Database) -> None:
+    """Lag, stored offsets on assignment and reconcile read while a mirror's transaction
+    writes: on SQLite a read begins deferred, so it sees the last commit at once instead of
+    waiting for the writer (the busy timeout)."""
+    t = Table("reads", database.metadata, Column("id", Integer, primary_key=True))
+    database.create_missing()
+    with database.begin() as conn:
+        conn.execute(t.insert(), [{"id": 1}])
+    with database.begin() as writer:
+        writer.execute(t.insert(), [{"id": 2}])
+        started = time.monotonic()
+        with database.read() as conn:
+            assert conn.execute(t.select()).scalars().all() == [1]
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
 
 
 def test_threads_take_turns_to_write_to_sqlite_and_not_to_postgresql(database: Database) -> None:

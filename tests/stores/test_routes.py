@@ -4,6 +4,8 @@ failing one leaves nothing), a mirror run rolls back whole on a poisoned record,
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from ferryman.errors import ConfigError, PoisonedRecord
 from ferryman.records import TopicPartition
 from ferryman.stores import Database, Mirror
 from ferryman.stores.routes import (
+    LagStats,
     MirrorLag,
     StoreRun,
     TransactionalRun,
@@ -155,6 +158,78 @@ def fm_record(partition: int, offset: int, timestamp: int) -> Any:
     from ferryman.stores import MirrorRecord
 
     return MirrorRecord("customers", partition, offset, 1, Customer(1, "a"), timestamp)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lag_stats_read_in_the_background_at_most_every_interval_and_only_when_active() -> None:
+    clock = Clock()
+    reads: list[float] = []
+    lags = {"a": MirrorLag(3, 1.5), "b": MirrorLag(0, 0.0), "c": MirrorLag(2, None)}
+    gate = threading.Event()
+
+    def read() -> dict[str, MirrorLag]:
+        gate.wait(10)  # the broker is slow: asking for the counters must not wait for it
+        reads.append(clock.now)
+        return lags
+
+    stats = LagStats(read, every=2.0, clock=clock)
+    assert stats() == {"mirror_lag_records": 0, "mirror_lag_ms": 0}  # not started: no read
+    assert reads == []
+    stats.start()
+    assert stats() == {"mirror_lag_records": 0, "mirror_lag_ms": 0}  # the read is under way
+    gate.set()
+    wait(lambda: reads == [100.0])
+    wait(lambda: stats()["mirror_lag_records"] == 5)
+    # the most any mirror is behind; the seconds go on counting between reads
+    assert stats() == {"mirror_lag_records": 5, "mirror_lag_ms": 1_500}
+    clock.now += 1.0
+    assert stats() == {"mirror_lag_records": 5, "mirror_lag_ms": 2_500}
+    assert reads == [100.0]  # within the interval: no second read
+    clock.now += 1.0
+    stats()
+    wait(lambda: reads == [100.0, 102.0])
+    stats.stop()
+    clock.now += 10.0
+    stats()
+    assert reads == [100.0, 102.0]  # stopped: the last figures, no read
+
+
+def test_lag_stats_say_minus_one_when_records_wait_and_none_was_applied() -> None:
+    stats = LagStats(lambda: {"a": MirrorLag(4, None)}, every=0.0)
+    stats.start()
+    stats()
+    wait(lambda: stats() == {"mirror_lag_records": 4, "mirror_lag_ms": -1})
+
+
+def test_lag_stats_keep_the_last_figures_when_a_read_fails() -> None:
+    answers: list[Any] = [{"a": MirrorLag(1, 0.0)}, OSError("broker away")]
+
+    def read() -> dict[str, MirrorLag]:
+        answer = answers.pop(0) if answers else OSError("still away")
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+
+    stats = LagStats(read, every=0.0)
+    stats.start()
+    stats()
+    wait(lambda: stats()["mirror_lag_records"] == 1)
+    wait(lambda: not answers)
+    assert stats()["mirror_lag_records"] == 1
+
+
+def wait(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def test_a_session_is_asked_for_by_name_or_by_annotation() -> None:

@@ -6,6 +6,7 @@ and a handler's session commits with its record's offset."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -156,6 +157,52 @@ def test_the_mirror_equals_the_topics_final_state_fresh_and_after_a_restart(env:
             assert again.lag()[topic.name].seconds == 0.0
 
     run(main())
+
+
+def test_stats_show_the_mirrors_lag_rising_while_records_wait_and_back_to_zero(env: Env) -> None:
+    topic = env.topic()
+    release = threading.Event()
+
+    def held(c: Customer) -> dict[str, Any]:
+        if c.name == "held":  # waits in the mirror's transaction until the test lets it go
+            release.wait(60)
+        return {"id": c.id, "name": c.name, "tier": c.tier}
+
+    async def main() -> None:
+        producer = env.service("owner")
+        svc = env.service("copy")
+        mirror = svc.mirror(topic, transform=held)
+        assert svc.stats["mirror_lag_records"] == 0  # not started: nothing read, no broker call
+        async with producer, svc:
+            await publish_all(producer, topic, [Customer(i, f"c{i}") for i in range(6)])
+            await eventually(
+                lambda: len(rows(svc, mirror.table)) == 6, env.timeout, lambda: svc.stats
+            )
+            await eventually(
+                lambda: svc.stats["mirror_lag_records"] == 0 and svc.stats["mirror_lag_ms"] == 0,
+                env.timeout,
+                lambda: svc.stats,
+            )
+            await publish_all(producer, topic, [Customer(i, "held") for i in range(6)])
+            await eventually(
+                lambda: svc.stats["mirror_lag_records"] == 6 and svc.stats["mirror_lag_ms"] > 0,
+                env.timeout,
+                lambda: svc.stats,
+            )
+            first = svc.stats["mirror_lag_ms"]
+            await asyncio.sleep(0.05)
+            assert svc.stats["mirror_lag_ms"] > first  # the seconds count on between reads
+            release.set()
+            await eventually(
+                lambda: svc.stats["mirror_lag_records"] == 0 and svc.stats["mirror_lag_ms"] == 0,
+                env.timeout,
+                lambda: svc.stats,
+            )
+
+    try:
+        run(main())
+    finally:
+        release.set()
 
 
 def test_on_assignment_the_mirror_seeks_to_its_databases_offsets_not_the_groups(env: Env) -> None:

@@ -8,6 +8,7 @@ from ferryman.cli import (
     docs,  # noqa: F401
     groups,  # noqa: F401
     info,  # noqa: F401
+    lag,  # noqa: F401
     lint,  # noqa: F401
     reconcile,  # noqa: F401
     registry,  # noqa: F401

@@ -557,7 +557,9 @@ class Service:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: records handled and dead-lettered by this instance, decodes retried while the
-        schema registry was unreachable, polls of the broker, late replies."""
+        schema registry was unreachable, polls of the broker, late replies, and the mirrors'
+        lag (``mirror_lag_records``, ``mirror_lag_ms``: read in the background at most every
+        2 s while stats are read; see docs/stores.md)."""
         consumer = self._consumer or self._last_consumer
         return {
             "handled": 0 if consumer is None else consumer.handled,
@@ -565,6 +567,7 @@ class Service:
             "registry_retries": 0 if consumer is None else consumer.registry_retries,
             "polls": 0 if consumer is None else consumer.polls,
             "late_replies": self.late_replies,
+            **self._data.lag_stats(),
         }
 
     # -- observability (docs/operating.md) ---------------------------------------------

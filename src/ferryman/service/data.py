@@ -33,6 +33,7 @@ from ferryman.stores.polling import TablePublisher
 from ferryman.stores.producing import OutboxWriter
 from ferryman.stores.reconcile import Drift, compare
 from ferryman.stores.routes import (
+    LagStats,
     MirrorLag,
     StoreRun,
     TransactionalRun,
@@ -85,6 +86,7 @@ class ServiceData:
         # a plain mirror's field mapping, for when a join makes it the owner part of its table
         self._renames: dict[str, tuple[Mapping[str, str] | None, Collection[str]]] = {}
         self.joins = ServiceJoins(lambda: self.database, send, name)
+        self._lag_stats = LagStats(self.lag)
         self.outboxes = OutboxWorkers(
             lambda: self.database,
             lambda: self._conn.producer,
@@ -239,11 +241,9 @@ class ServiceData:
         if joined:
             joined += [*{j.dirty for j in self.joins.tables.values()}]
             joined += [*{j.join_keys for j in self.joins.tables.values()}]
+        # (a joined table may be on the user's own MetaData: created there, in the same turn)
         db.create_missing([db.offsets.table, *(m.table for m in self._create_tables), *joined])
-        for t in self.joins.tables.values():
-            if t.table.metadata is not db.metadata:  # the user's own MetaData: create it there
-                t.table.metadata.create_all(db.engine, tables=[t.table], checkfirst=True)
-        with db.engine.connect() as conn:
+        with db.read() as conn:
             for mirror in self.mirrors.values():
                 mirror.check(conn)
 
@@ -251,11 +251,18 @@ class ServiceData:
         """Each mirror's lag, from the broker's high watermarks and the stored offsets."""
         admin = self._conn.admin
         lags: dict[str, MirrorLag] = {}
-        with self.database.engine.connect() as conn:
+        with self.database.read() as conn:
             for name in sorted({*self.mirrors, *self.joins.parts}):
                 latest = {p: o.latest for p, o in admin.offsets(name).items()}
                 lags[name] = mirror_lag(conn, self.database, self._group(), name, latest)
         return lags
+
+    def lag_stats(self) -> dict[str, int]:
+        """The mirrors' lag as ``stats`` counters, never waiting for the broker (LagStats);
+        zeros for a service without mirrors."""
+        if not self.mirrors and not self.joins.parts:
+            return {"mirror_lag_records": 0, "mirror_lag_ms": 0}
+        return self._lag_stats()
 
     def reconcile(self, topic: str | None, progress: Progress | None) -> list[Drift]:
         """Compare each mirror (or ``topic``'s) with its topic's latest state in the log."""
@@ -270,7 +277,7 @@ class ServiceData:
             latest = latest_state(
                 self._conn.broker, self._conn.admin, self._conn.serde, mirror.topic, progress
             )
-            with self.database.engine.connect() as conn:
+            with self.database.read() as conn:
                 drifts.append(compare(conn, mirror, latest))
         return drifts
 
@@ -402,9 +409,11 @@ class ServiceData:
         """Start the threads that run inside the service (relay, pollers, republishers)."""
         self.outboxes.start()
         self.joins.start()
+        self._lag_stats.start()
 
     def stop(self) -> None:
         """Stop those threads (the republishers, the pollers, then the relay)."""
+        self._lag_stats.stop()
         self.joins.stop()
         self.outboxes.stop()
 

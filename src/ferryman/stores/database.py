@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +22,11 @@ from ferryman.errors import ConfigError
 from ferryman.stores.offsets import OffsetStore
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+# Per schema, as the offsets' advisory locks (stores/offsets.py).
+_DDL_LOCK = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/ferryman.ddl', 0))"
+)
+_READ_ONLY = "ferryman_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before it fails."""
 
@@ -46,21 +51,45 @@ class Database:
         self._turn = threading.Lock() if self.dialect == "sqlite" else None
 
     def create_missing(self, tables: Collection[Table] | None = None) -> list[str]:
-        """Create the tables of ``metadata`` (or just ``tables``) that the database lacks; never
-        alter existing ones (that is a migration's job). Returns the names of those created."""
+        """Create the tables of ``metadata`` (or just ``tables``, which may belong to another
+        MetaData too) that the database lacks; never alter existing ones (that is a migration's
+        job). Returns the names of those created. Safe while other processes of the service
+        start on the same database (see ``lock_ddl``)."""
         with self.engine.begin() as conn:
+            self.lock_ddl(conn)
             present = set(inspect(conn).get_table_names())
             wanted = self.metadata.sorted_tables
+            others: list[Table] = []
             if tables is not None:
-                wanted = [t for t in wanted if t in set(tables)]
-            missing = [t for t in wanted if t.name not in present]
-            self.metadata.create_all(conn, tables=missing, checkfirst=True)
+                chosen = set(tables)
+                wanted = [t for t in wanted if t in chosen]
+                others = [t for t in tables if t.metadata is not self.metadata]
+            missing = [t for t in [*wanted, *others] if t.name not in present]
+            for t in missing:
+                t.create(conn, checkfirst=True)
         return [t.name for t in missing]
+
+    def lock_ddl(self, conn: Connection) -> None:
+        """Take the database's DDL lock for the rest of ``conn``'s transaction: on PostgreSQL
+        two processes creating the same missing table at once make one of them fail (a unique
+        violation in the catalog), so creators take turns and the second finds the table. On
+        SQLite, BEGIN IMMEDIATE has serialized them already."""
+        if self.dialect == "postgresql":
+            conn.execute(_DDL_LOCK)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection in a transaction: committed when the block ends, rolled back on error."""
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading only: on SQLite its transaction begins deferred, so it
+        neither takes nor waits for the write lock (WAL readers see the last commit); on
+        PostgreSQL, a plain connection."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ_ONLY: True})
             yield conn
 
     @contextmanager
@@ -149,7 +178,10 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads, then writes
         # after another process committed fails at once ("database is locked") instead of
-        # waiting out the busy timeout, and the service's transactions mostly write.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # waiting out the busy timeout, and the service's transactions mostly write. Reads
+        # (Database.read) begin deferred: they need no lock in WAL mode.
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE"
+        )
 
     return engine

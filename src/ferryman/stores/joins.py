@@ -172,10 +172,12 @@ class JoinedTable:
         self.parts[part.topic] = part
         return part
 
-    def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied:
+    def apply(self, conn: Connection, records: Iterable[Any], group: str) -> Applied:
         """Apply one poll's decoded ``records`` of the parts' topics, mark the changed keys and
-        save the offsets, in ``conn``'s transaction (as ``Mirror.apply``; poisoned returned)."""
-        batch = list(records)
+        save the offsets, in ``conn``'s transaction (as ``Mirror.apply``; poisoned returned).
+        ``records`` may be tuples of MirrorRecord's fields (the consumer loop's Keyed)."""
+        make = MirrorRecord._make
+        batch = [r if isinstance(r, MirrorRecord) else make(r) for r in records]
         for r in batch:
             if r.topic not in self.parts:
                 raise StoreError(

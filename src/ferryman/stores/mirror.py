@@ -18,7 +18,7 @@ poisoned records are returned for the caller's failure policy. The consumer loop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, delete
@@ -36,7 +36,7 @@ from ferryman.stores.tables import (
     table_from_model,
     table_of,
 )
-from ferryman.stores.upsert import upsert
+from ferryman.stores.upsert import RowUpsert, upsert
 from ferryman.topics import EntityTopic
 
 DELETE_CHUNK = 10_000
@@ -81,12 +81,9 @@ class Applied(NamedTuple):
     timestamps: dict[TopicPartition, int]
 
 
-class _Op(NamedTuple):
-    """One key's change after compaction: a row to upsert, or None to delete the key's row."""
-
-    record: MirrorRecord
-    key: Any
-    row: Row | None
+_Op = tuple[tuple[Any, ...], Any, Any]
+"""One key's change after compaction: (record, key as stored, row to upsert or None to delete
+the key's row); a plain tuple, as one is built per key mirrored."""
 
 
 class Mirror:
@@ -155,8 +152,11 @@ class Mirror:
                 f"rename={{{topic.key!r}: {pk[0].name!r}}}"
             )
         self._key_convert = key_column.convert if key_column is not None else None
-        self._to_row: Callable[[Any], Row | None] = transform or RowMapper(columns)
-        self._transformed = transform is not None
+        self._transform = transform
+        self._mapper = RowMapper(columns)
+        # Without a transform every row has the mapper's columns: rows go as tuples through a
+        # statement compiled once (RowUpsert), the mirror's hot path.
+        self._upsert = RowUpsert(self.table, self._mapper.names)
 
     def check(self, conn: Connection) -> None:
         """Raise MirrorSchemaError when the live table lacks columns this mirror writes."""
@@ -167,75 +167,105 @@ class Mirror:
         row), for comparing the table with its topic; raises what the mapping raises."""
         if self._key_convert is not None:
             key = self._key_convert(key)
-        row = None if value is None else self._to_row(value)
-        if row is not None and self._transformed:
-            row = self._checked(row, key)
-        return key, row
+        if value is None:
+            return key, None
+        if self._transform is None:
+            return key, self._mapper(value)
+        row = self._transform(value)
+        return key, None if row is None else self._checked(row, key)
 
     def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied:
         """Apply one poll's ``records`` of the topic and save the offsets, in ``conn``'s
         transaction. Poisoned records are returned, not raised; their offsets are saved too, so
-        the caller must handle them (see the module docstring) before it commits."""
-        batch = list(records)
+        the caller must handle them (see the module docstring) before it commits.
+
+        ``records`` may be any tuples of MirrorRecord's fields in its order (the consumer
+        loop's Keyed tuples are): this runs for every record mirrored, so it reads them by
+        position and builds nothing per record it does not need."""
+        batch = records if isinstance(records, list) else list(records)
         name = self.topic.name
         for r in batch:
-            if r.topic != name:
+            if r[0] != name:
                 raise StoreError(
-                    f"mirror of {name!r} was given a record of {r.topic!r}; pass each "
+                    f"mirror of {name!r} was given a record of {r[0]!r}; pass each "
                     "mirror only its own topic's records"
                 )
-        # Every record is of this topic: partitions are told apart by number alone, sparing a
-        # TopicPartition per record (this loop runs for every record mirrored).
-        partitions = {r.partition for r in batch}
+        # Every record is of this topic: partitions are told apart by number alone.
+        partitions = {r[1] for r in batch}
         stored = self.database.offsets.load(
             conn, group, [TopicPartition(name, p) for p in partitions], lock=True
         )
         floor = {tp.partition: offset for tp, offset in stored.items()}
-        fresh = [r for r in batch if r.offset >= floor.get(r.partition, -1)] if floor else batch
-        latest: dict[Any, MirrorRecord] = {}
+        latest: dict[Any, tuple[Any, ...]] = {}
         poisoned: list[Poisoned] = []
-        for r in fresh:
-            key = r.key
+        ends: dict[int, int] = {}  # the last offset seen per partition
+        stamps: dict[int, int] = {}  # and its record's timestamp
+        fresh = 0
+        for r in batch:
+            _, partition, offset, key, _, timestamp = r
+            if offset < floor.get(partition, -1):
+                continue  # applied before: a redelivery changes nothing
+            fresh += 1
+            if offset >= ends.get(partition, -1):
+                ends[partition] = offset
+                stamps[partition] = timestamp
             if key is None:
                 poisoned.append(
-                    Poisoned(r, StoreError(f"{_where(r)} has no key; entity records need one"))
+                    Poisoned(
+                        _record(r), StoreError(f"{_where(r)} has no key; entity records need one")
+                    )
                 )
                 continue
             latest.pop(key, None)  # keep the order of each key's last change
             latest[key] = r
-        ops: list[_Op] = []
-        for key, r in latest.items():
-            try:
-                if self._key_convert is not None:
-                    key = self._key_convert(key)
-                row = None if r.value is None else self._to_row(r.value)
-                if row is not None and self._transformed:
-                    row = self._checked(row, key)
-                ops.append(_Op(r, key, row))
-            except Exception as exc:  # the user's transform or a bad value: this record only
-                poisoned.append(Poisoned(r, exc))
+        ops = self._ops(latest.values(), poisoned)
         poisoned.extend(self._write(conn, ops))
-        ends: dict[int, int] = {}
-        for r in fresh:
-            if r.offset >= ends.get(r.partition, -1):
-                ends[r.partition] = r.offset
         offsets = {TopicPartition(name, p): end + 1 for p, end in ends.items()}
-        bad = {id(p.record) for p in poisoned}
-        last: dict[int, MirrorRecord] = {}
-        for r in fresh:
-            if (not bad or id(r) not in bad) and (
-                r.partition not in last or r.offset > last[r.partition].offset
-            ):
-                last[r.partition] = r
-        timestamps = {TopicPartition(name, p): r.timestamp for p, r in last.items()}
+        if poisoned:  # the timestamp of the last record applied, not of a poisoned one
+            bad = {(p.record.partition, p.record.offset) for p in poisoned}
+            stamps, ends = {}, {}
+            for r in batch:
+                partition, offset = r[1], r[2]
+                if (
+                    offset >= floor.get(partition, -1)
+                    and (partition, offset) not in bad
+                    and offset > ends.get(partition, -1)
+                ):
+                    ends[partition], stamps[partition] = offset, r[5]
+        timestamps = {TopicPartition(name, p): ms for p, ms in stamps.items()}
         self.database.offsets.save(conn, group, offsets, timestamps)
         return Applied(
-            applied=len(fresh) - len(poisoned),
-            skipped=len(batch) - len(fresh),
+            applied=fresh - len(poisoned),
+            skipped=len(batch) - fresh,
             poisoned=tuple(sorted(poisoned, key=lambda p: (p.record.partition, p.record.offset))),
             offsets=offsets,
             timestamps=timestamps,
         )
+
+    def _ops(self, latest: Iterable[tuple[Any, ...]], poisoned: list[Poisoned]) -> list[_Op]:
+        """Each key's last change as an op: its key as stored, and its row (a tuple of the
+        mapper's columns, or a transform's dict) or None to delete; a record whose value cannot
+        be mapped is added to ``poisoned``."""
+        ops: list[_Op] = []
+        append = ops.append
+        key_convert = self._key_convert
+        transform = self._transform
+        to_row = self._mapper.values
+        for r in latest:
+            key, value = r[3], r[4]
+            try:
+                if key_convert is not None:
+                    key = key_convert(key)
+                if value is None:
+                    append((r, key, None))
+                elif transform is None:
+                    append((r, key, to_row(value)))
+                else:
+                    row = transform(value)
+                    append((r, key, None if row is None else self._checked(row, key)))
+            except Exception as exc:  # the user's transform or a bad value: this record only
+                poisoned.append(Poisoned(_record(r), exc))
+        return ops
 
     def _checked(self, row: Any, key: Any) -> Row:
         """A transform's row, with the key filled in when it left it out."""
@@ -265,21 +295,30 @@ class Mirror:
             if not _is_poison(exc):
                 raise
             if len(ops) == 1:
-                return [Poisoned(ops[0].record, exc)]
+                return [Poisoned(_record(ops[0][0]), exc)]
             middle = len(ops) // 2
             return self._write(conn, ops[:middle]) + self._write(conn, ops[middle:])
         return []
 
     def _execute(self, conn: Connection, ops: list[_Op]) -> None:
-        by_columns: dict[tuple[str, ...], list[Row]] = {}
         gone: list[Any] = []
-        for op in ops:
-            if op.row is None:
-                gone.append(op.key)
-            else:
-                by_columns.setdefault(tuple(op.row), []).append(op.row)
-        for rows in by_columns.values():
-            upsert(conn, self.table, rows)
+        if self._transform is None:
+            rows: list[Any] = []
+            for _, key, row in ops:
+                if row is None:
+                    gone.append(key)
+                else:
+                    rows.append(row)
+            self._upsert(conn, rows)
+        else:  # a transform's rows may differ in their columns: one upsert per set of them
+            by_columns: dict[tuple[str, ...], list[Row]] = {}
+            for _, key, row in ops:
+                if row is None:
+                    gone.append(key)
+                else:
+                    by_columns.setdefault(tuple(row), []).append(row)
+            for dicts in by_columns.values():
+                upsert(conn, self.table, dicts)
         for start in range(0, len(gone), DELETE_CHUNK):
             chunk = gone[start : start + DELETE_CHUNK]
             conn.execute(delete(self.table).where(self.key_column.in_(chunk)))
@@ -323,5 +362,9 @@ def _table_name(topic: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in topic)
 
 
-def _where(r: MirrorRecord) -> str:
-    return f"record at {r.topic}[{r.partition}]@{r.offset}"
+def _record(r: tuple[Any, ...]) -> MirrorRecord:
+    return r if isinstance(r, MirrorRecord) else MirrorRecord._make(r)
+
+
+def _where(r: tuple[Any, ...]) -> str:
+    return f"record at {r[0]}[{r[1]}]@{r[2]}"

@@ -13,6 +13,8 @@ retries, then applies the records one by one and dead-letters only the one that 
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,7 +53,7 @@ class Applier(Protocol):
     """A store that applies a run of decoded records in the caller's transaction and saves
     their offsets there: ``Mirror`` and ``JoinedTable`` parts."""
 
-    def apply(self, conn: Connection, records: Iterable[MirrorRecord], group: str) -> Applied: ...
+    def apply(self, conn: Connection, records: Iterable[Any], group: str) -> Applied: ...
 
 
 class MirrorLag(NamedTuple):
@@ -69,7 +71,7 @@ def stored_offsets(
     """Where reading starts on assignment: the next offsets stored in ``database``."""
 
     def load(partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        with database.engine.connect() as conn:
+        with database.read() as conn:
             return database.offsets.load(conn, group, partitions)
 
     return load
@@ -84,9 +86,11 @@ class StoreRun:
         self.group = group
 
     def __call__(self, items: Sequence[Consumed]) -> Outcome:
-        make = MirrorRecord._make
-        # The loop's Keyed tuples have MirrorRecord's fields in its order.
-        records = [make(m) if isinstance(m, tuple) else _record_of(m) for m in items]
+        # The loop's Keyed tuples have MirrorRecord's fields in its order: the store reads
+        # them as they are.
+        records: Sequence[Any] = (
+            items if all(isinstance(m, tuple) for m in items) else [_record_of(m) for m in items]
+        )
         try:
             with self.database.turn(), self.database.begin() as conn:
                 applied = self.store.apply(conn, records, self.group)
@@ -131,21 +135,27 @@ class TransactionalRun:
         try:
             with self.database.turn(), self.database.session() as session:
                 conn = session.connection()
-                partitions = {TopicPartition(m.topic, m.partition) for m in items}
-                stored = self.database.offsets.load(conn, self.group, partitions, lock=True)
-                fresh = [
-                    m
-                    for m in items
-                    if m.offset >= stored.get(TopicPartition(m.topic, m.partition), -1)
-                ]
+                # (topic, partition) pairs, not a TopicPartition per record: this runs per record
+                partitions = {(m.topic, m.partition) for m in items}
+                stored = self.database.offsets.load(
+                    conn, self.group, [TopicPartition(*p) for p in partitions], lock=True
+                )
+                floor = {(tp.topic, tp.partition): offset for tp, offset in stored.items()}
+                fresh = (
+                    [m for m in items if m.offset >= floor.get((m.topic, m.partition), -1)]
+                    if floor
+                    else list(items)
+                )
                 self._call(fresh, session)
                 session.flush()
-                offsets: dict[TopicPartition, int] = {}
-                stamps: dict[TopicPartition, int] = {}
+                last: dict[tuple[str, int], Consumed] = {}
                 for m in fresh:
-                    tp = TopicPartition(m.topic, m.partition)
-                    offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
-                    stamps[tp] = m.timestamp
+                    where = (m.topic, m.partition)
+                    seen = last.get(where)
+                    if seen is None or m.offset > seen.offset:
+                        last[where] = m
+                offsets = {TopicPartition(*p): m.offset + 1 for p, m in last.items()}
+                stamps = {TopicPartition(*p): m.timestamp for p, m in last.items()}
                 self.database.offsets.save(conn, self.group, offsets, stamps)
         except Exception as exc:
             return 0, exc
@@ -231,3 +241,80 @@ def mirror_lag(
     else:
         seconds = max(0.0, now - max(stamps) / 1000)
     return MirrorLag(behind, seconds)
+
+
+LAG_REFRESH = 2.0
+"""Seconds between two reads of the mirrors' lag for ``LagStats`` (at most)."""
+
+log = logging.getLogger("ferryman.stores")
+
+
+class LagStats:
+    """The mirrors' lag as counters for ``Service.stats``, which must be cheap: the lag (high
+    watermarks from the broker, offsets from the database) is read by ``read`` in a thread of
+    its own, at most every ``every`` seconds and only while the counters are asked for, so
+    asking never waits. Between reads the seconds go on counting while records wait.
+
+    ``mirror_lag_records``: records not applied yet, summed over mirrors; ``mirror_lag_ms``:
+    the most any mirror is behind, in milliseconds since the timestamp of the last record it
+    applied (0 when caught up, -1 when records wait and none was applied yet). Both are as of
+    the last read (at most ``every`` seconds and one read old; 0 before the first read).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, MirrorLag]],
+        every: float = LAG_REFRESH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reading = False
+        self._read_at = -float("inf")
+        self._lags: Mapping[str, MirrorLag] = {}
+        self._active = False
+
+    def start(self) -> None:
+        """Allow reads (the service's connections are open)."""
+        self._active = True
+
+    def stop(self) -> None:
+        """No more reads; the counters keep the last figures."""
+        self._active = False
+
+    def __call__(self) -> dict[str, int]:
+        now = self._clock()
+        with self._lock:
+            stale = self._active and not self._reading and now - self._read_at >= self._every
+            if stale:
+                self._reading = True
+            lags, read_at = self._lags, self._read_at
+        if stale:
+            threading.Thread(target=self._refresh, name="ferryman-lag", daemon=True).start()
+        behind = sum(lag.offsets for lag in lags.values())
+        ms = 0
+        for lag in lags.values():
+            if not lag.offsets:
+                continue
+            if lag.seconds is None:
+                ms = ms if ms > 0 else -1
+                continue
+            ms = max(ms, int((lag.seconds + max(0.0, now - read_at)) * 1000))
+        return {"mirror_lag_records": behind, "mirror_lag_ms": ms}
+
+    def _refresh(self) -> None:
+        try:
+            lags = dict(self._read())
+        except Exception as exc:  # the broker or database away: keep the last figures
+            if self._active:  # (at shutdown the connections may close under the read)
+                log.warning("reading the mirrors' lag failed, kept the last figures: %r", exc)
+            lags = None
+        with self._lock:
+            if lags is not None:
+                self._lags = lags
+                self._read_at = self._clock()
+            else:
+                self._read_at = self._clock()  # try again after ``every``, not at once
+            self._reading = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import operator
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -162,29 +163,51 @@ def table_of(into: Any) -> Table:
 
 class RowMapper:
     """Turns a value (a model instance or a dict) into a row: the fields of ``columns``, renamed,
-    converted to what the column stores."""
+    converted to what the column stores; as a dict (call it) or as a tuple in the order of
+    ``names`` (``values``, what a mirror writes)."""
 
     def __init__(self, columns: list[FieldColumn]) -> None:
         self.columns = columns
-        self._plain = [(fc.field, fc.column) for fc in columns if fc.convert is None]
-        self._converted = [
-            (fc.field, fc.column, fc.convert) for fc in columns if fc.convert is not None
-        ]
-        # isinstance(value, Mapping) is an ABC check of a microsecond; it runs per row mirrored,
-        # so its answer is kept per type.
-        self._mapping: dict[type, bool] = {}
+        self.names = tuple(fc.column for fc in columns)
+        self._fields = tuple(fc.field for fc in columns)
+        self._converted = tuple(
+            (i, fc.convert) for i, fc in enumerate(columns) if fc.convert is not None
+        )
+        # How to read the fields of a value, per type: itemgetter for a mapping, attrgetter for
+        # a model, both C loops that build the tuple (an isinstance(value, Mapping) per row is
+        # an ABC check of a microsecond; the mapper runs per row mirrored).
+        self._getters: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
     def __call__(self, value: Any) -> Row:
+        return dict(zip(self.names, self.values(value), strict=True))
+
+    def values(self, value: Any) -> tuple[Any, ...]:
+        """The row of ``value`` as a tuple of the columns' values, in the order of ``names``."""
         kind = type(value)
-        is_mapping = self._mapping.get(kind)
-        if is_mapping is None:
-            is_mapping = self._mapping[kind] = isinstance(value, Mapping)
-        get: Callable[[str], Any] = value.__getitem__ if is_mapping else value.__getattribute__
-        row: Row = {column: get(name) for name, column in self._plain}
-        for name, column, convert in self._converted:
-            v = get(name)
-            row[column] = v if v is None else convert(v)
-        return row
+        get = self._getters.get(kind)
+        if get is None:
+            get = self._getters[kind] = self._getter(kind)
+        got = get(value)
+        if not self._converted:
+            return got
+        out = list(got)
+        for i, convert in self._converted:
+            v = out[i]
+            if v is not None:
+                out[i] = convert(v)
+        return tuple(out)
+
+    def _getter(self, kind: type) -> Callable[[Any], tuple[Any, ...]]:
+        fields = self._fields
+        get: Callable[[Any], Any] = (
+            operator.itemgetter(*fields)
+            if issubclass(kind, Mapping)
+            else operator.attrgetter(*fields)
+        )
+        if len(fields) == 1:  # a one-field getter returns the value, not a tuple
+            one = get
+            return lambda value: (one(value),)
+        return get
 
 
 def check_table(conn: Connection, table: Table) -> None:

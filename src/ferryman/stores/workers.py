@@ -92,6 +92,7 @@ class OutboxWorkers:
         if all(inspect(conn).has_table(t.name) for t in tables):
             self._tables_ready = True
         else:
+            outbox.database.lock_ddl(conn)
             outbox.database.metadata.create_all(conn, tables=tables, checkfirst=True)
 
     def _tables_exist(self) -> bool:
