@@ -1,0 +1,448 @@
+"""ferryman's Service against bare confluent-kafka and the Python peers, on one Kafka topic.
+
+    pip install -e '.[bench]'   # quixstreams needs confluent-kafka < 2.13: see docs/benchmarks.md
+    python bench/peers.py [--bootstrap 127.0.0.1:9092] [--events 200000] [--rounds 3]
+                          [--only bare,ferryman-one,...] [--quix-python PATH]
+
+The topic holds ``--events`` Avro events (Confluent wire format, ``--partitions`` partitions),
+produced by ferryman once. Each round runs every contender in a process of its own, in a
+fresh consumer group, in an order that rotates from round to round. Every contender does the
+same work per message: decode the value with fastavro (schema parsed once, 5-byte header
+skipped; ferryman decodes through its registry into the event's dataclass) and check it. The
+check marks the event's number in a bytearray: a number seen twice is a duplicate, a value
+whose fields do not match its number is bad, and the run ends when every number was seen. A
+run with a duplicate, a bad value or a missing event is reported as FAILED.
+
+The clock starts at the first message and stops at the last one (the group join is not
+timed); CPU is the process's (all threads: librdkafka's too) over the same span. The figure of
+a contender is its best round by wall clock and its least CPU per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+BATCH = 500
+"""The batch of every batched contender (ferryman ``batch=``, FastStream ``max_records``)."""
+
+
+@dataclass
+class OrderPlaced:
+    order_id: str
+    customer_id: int
+    sku: str
+    quantity: int
+    total: float
+    note: str
+
+
+def _event(i: int) -> OrderPlaced:
+    return OrderPlaced(f"o-{i}", i % 997, "kettle", 1 + i % 5, 24.5 * (1 + i % 5), "x" * 40)
+
+
+class Check:
+    """Counts events; every number once, with the fields it was produced with."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen = bytearray(n)
+        self.distinct = 0
+        self.duplicates = 0
+        self.bad = 0
+        self.start = 0.0
+        self.cpu = 0.0
+        self.done = False
+
+    def __call__(self, order_id: str, customer_id: int, quantity: int) -> None:
+        i = int(order_id[2:])
+        if not self.distinct and not self.start:
+            self.start, self.cpu = time.perf_counter(), time.process_time()
+        if customer_id != i % 997 or quantity != 1 + i % 5:
+            self.bad += 1
+        if self.seen[i]:
+            self.duplicates += 1
+            return
+        self.seen[i] = 1
+        self.distinct += 1
+        if self.distinct == self.n:
+            self.finish()
+
+    def finish(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        cpu = time.process_time() - self.cpu
+        result = {
+            "msgs_s": self.n / elapsed,
+            "cpu_us": cpu / self.n * 1e6,
+            "duplicates": self.duplicates,
+            "bad": self.bad,
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+        self.done = True
+        os._exit(0)  # frameworks' shutdown (group leave, commits) is not what is measured
+
+
+def _decoder(schema_file: str) -> Callable[[bytes], Any]:
+    schema = fastavro.parse_schema(json.loads(Path(schema_file).read_text()))
+    reader = fastavro.schemaless_reader
+
+    def decode(value: bytes) -> Any:
+        buf = io.BytesIO(value)
+        buf.seek(5)
+        return reader(buf, schema, None)
+
+    return decode
+
+
+# -- the contenders, each run in a child process ------------------------------------------
+
+
+def run_bare(a: argparse.Namespace, check: Check) -> None:
+    """confluent-kafka's Consumer.consume(1000) + fastavro per value, no commits."""
+    from confluent_kafka import Consumer
+
+    decode = _decoder(a.schema_file)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": a.bootstrap,
+            "group.id": a.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([a.topic])
+    while True:
+        for m in consumer.consume(1000, 1.0):
+            if m.error() is None:
+                v = decode(m.value())
+                check(v["order_id"], v["customer_id"], v["quantity"])
+
+
+def run_ferryman(a: argparse.Namespace, check: Check, batch: int | None) -> None:
+    """A Service with an async handler per value (or per ``batch`` values)."""
+    from ferryman.config import ServiceConfig
+    from ferryman.service import Service
+    from ferryman.topics import EventTopic
+
+    topic = EventTopic(a.topic, OrderPlaced, partition_key="order_id", partitions=a.partitions)
+
+    async def main() -> None:
+        svc = Service(
+            a.group,
+            broker=f"kafka://{a.bootstrap}",
+            registry=f"embedded:{a.registry}",
+            config=ServiceConfig(create_topics=False, **json.loads(a.service_config or "{}")),
+        )
+        if batch is None:
+
+            @svc.on(topic)
+            async def one(e: OrderPlaced) -> None:
+                check(e.order_id, e.customer_id, e.quantity)
+
+        else:
+
+            @svc.on(topic, batch=batch)
+            async def many(events: list[OrderPlaced]) -> None:
+                for e in events:
+                    check(e.order_id, e.customer_id, e.quantity)
+
+        await svc.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_faststream(a: argparse.Namespace, check: Check, transport: str, batch: bool) -> None:
+    """A FastStream subscriber; the body (bytes) decoded with fastavro in the handler."""
+    decode = _decoder(a.schema_file)
+    broker: Any
+    if transport == "aiokafka":
+        from faststream.kafka import KafkaBroker
+
+        broker = KafkaBroker(a.bootstrap)
+    else:
+        from faststream.confluent import KafkaBroker as ConfluentBroker
+
+        broker = ConfluentBroker(a.bootstrap)
+
+    options: dict[str, Any] = {"group_id": a.group, "auto_offset_reset": "earliest"}
+    if batch:
+
+        @broker.subscriber(a.topic, batch=True, max_records=BATCH, **options)  # type: ignore[misc]
+        async def many(bodies: list[bytes]) -> None:
+            for body in bodies:
+                v = decode(body)
+                check(v["order_id"], v["customer_id"], v["quantity"])
+
+    else:
+
+        @broker.subscriber(a.topic, **options)  # type: ignore[misc]
+        async def one(body: bytes) -> None:
+            v = decode(body)
+            check(v["order_id"], v["customer_id"], v["quantity"])
+
+    async def main() -> None:
+        await broker.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_quix(a: argparse.Namespace, check: Check) -> None:
+    """A Quix Streams dataframe: bytes values, fastavro in ``update``."""
+    from quixstreams import Application  # type: ignore[import-not-found, unused-ignore]
+
+    decode = _decoder(a.schema_file)
+    app = Application(
+        broker_address=a.bootstrap,
+        consumer_group=a.group,
+        auto_offset_reset="earliest",
+        use_changelog_topics=False,
+        state_dir=tempfile.mkdtemp(prefix="quix-"),
+    )
+    topic = app.topic(a.topic, value_deserializer="bytes")
+    sdf = app.dataframe(topic)
+
+    def handle(value: bytes) -> None:
+        v = decode(value)
+        check(v["order_id"], v["customer_id"], v["quantity"])
+
+    sdf.update(handle)
+    app.run()
+
+
+def run_faust(a: argparse.Namespace, check: Check) -> None:
+    """A faust agent iterating its stream of raw values, fastavro per value."""
+    import faust  # type: ignore[import-untyped, unused-ignore]
+
+    decode = _decoder(a.schema_file)
+    app = faust.App(
+        a.group,
+        broker=f"kafka://{a.bootstrap}",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        topic_disable_leader=True,
+        store="memory://",
+        datadir=tempfile.mkdtemp(prefix="faust-"),
+    )
+    topic = app.topic(a.topic, value_type=bytes, value_serializer="raw")
+
+    @app.agent(topic)  # type: ignore[untyped-decorator, unused-ignore]
+    async def handle(stream: Any) -> None:
+        async for value in stream:
+            v = decode(value)
+            check(v["order_id"], v["customer_id"], v["quantity"])
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
+
+
+CONTENDERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
+    "bare": ("bare confluent-kafka `consume(1000)` + fastavro", run_bare),
+    "ferryman-one": (
+        "ferryman Service, one value per call",
+        lambda a, c: run_ferryman(a, c, None),
+    ),
+    "ferryman-batch": (
+        f"ferryman Service, `batch={BATCH}`",
+        lambda a, c: run_ferryman(a, c, BATCH),
+    ),
+    "quix": ("Quix Streams", run_quix),
+    "faststream-aiokafka-batch": (
+        f"FastStream, aiokafka, batch of {BATCH}",
+        lambda a, c: run_faststream(a, c, "aiokafka", True),
+    ),
+    "faststream-confluent-batch": (
+        f"FastStream, confluent, batch of {BATCH}",
+        lambda a, c: run_faststream(a, c, "confluent", True),
+    ),
+    "faststream-aiokafka-one": (
+        "FastStream, aiokafka, one at a time",
+        lambda a, c: run_faststream(a, c, "aiokafka", False),
+    ),
+    "faststream-confluent-one": (
+        "FastStream, confluent, one at a time",
+        lambda a, c: run_faststream(a, c, "confluent", False),
+    ),
+    "faust": ("faust-streaming", run_faust),
+}
+
+
+# -- the parent: produce once, run the rounds, print the table -----------------------------
+
+
+def produce(bootstrap: str, registry: str, topic: str, partitions: int, n: int) -> None:
+    from ferryman.broker import open_broker
+    from ferryman.service import Service
+    from ferryman.topics import EventTopic
+
+    event_topic = EventTopic(topic, OrderPlaced, partition_key="order_id", partitions=partitions)
+    svc = Service("bench-peers-producer", broker=f"kafka://{bootstrap}", registry=registry)
+    opened = open_broker(f"kafka://{bootstrap}")
+    admin = opened.admin()
+    for spec in svc.topic_specs() or []:
+        admin.create_topic(spec, exist_ok=True)
+    from ferryman.records import TopicSpec
+
+    admin.create_topic(TopicSpec(topic, partitions), exist_ok=True)
+    admin.close()
+    opened.close()
+    for i in range(n):
+        svc.emit(event_topic, _event(i))
+    assert svc.flush(300) == 0
+    asyncio.run(svc.stop())
+
+
+def schema_of(registry: str, topic: str) -> str:
+    from ferryman.schema import open_registry
+
+    reg = open_registry(registry)
+    try:
+        text = reg.latest(f"{topic}-value").schema
+    finally:
+        reg.close()
+    return text if isinstance(text, str) else json.dumps(text)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("confluent-kafka", "fastavro", "faststream", "aiokafka", "faust-streaming"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def child(args: argparse.Namespace) -> None:
+    check = Check(args.events)
+    CONTENDERS[args.child][1](args, check)
+
+
+def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> dict[str, Any]:
+    cmd = [
+        python,
+        __file__,
+        "--child",
+        name,
+        "--bootstrap",
+        args.bootstrap,
+        "--events",
+        str(args.events),
+        "--partitions",
+        str(args.partitions),
+        "--topic",
+        args.topic,
+        "--group",
+        f"bench-{name}-{uuid.uuid4().hex[:8]}",
+        "--registry",
+        str(Path(workdir) / "registry.db"),
+        "--schema-file",
+        str(Path(workdir) / "schema.json"),
+        "--service-config",
+        args.service_config,
+    ]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {args.timeout:g}s"}
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[7:])
+            if result["duplicates"] or result["bad"]:
+                result["error"] = f"{result['duplicates']} duplicates, {result['bad']} bad values"
+            return result
+    return {"error": f"exit {out.returncode}: {out.stderr.strip()[-400:]}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated contenders (default: all)")
+    parser.add_argument(
+        "--quix-python",
+        default=sys.executable,
+        help="the Python to run Quix Streams with (it pins confluent-kafka < 2.13)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    parser.add_argument("--topic", default="", help="reuse this topic (with --workdir)")
+    parser.add_argument("--workdir", default="", help="keeps registry.db and schema.json")
+    parser.add_argument(
+        "--service-config", default="", help='ServiceConfig overrides as JSON, e.g. {"poll_records": 500}'
+    )
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--group", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--registry", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--schema-file", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    names = [n for n in args.only.split(",") if n] or list(CONTENDERS)
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+    workdir = args.workdir or tempfile.mkdtemp(prefix="ferryman-peers-")
+    registry = f"embedded:{Path(workdir) / 'registry.db'}"
+    if not args.topic:
+        args.topic = f"bench.peers.{uuid.uuid4().hex[:8]}"
+        t0 = time.perf_counter()
+        produce(args.bootstrap, registry, args.topic, args.partitions, args.events)
+        print(f"produced {args.events} events to {args.topic} in {time.perf_counter() - t0:.1f}s")
+    (Path(workdir) / "schema.json").write_text(schema_of(registry, args.topic))
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            python = args.quix_python if name == "quix" else sys.executable
+            res = run_one(args, name, python, workdir)
+            results[name].append(res)
+            shown = res.get("error") or f"{res['msgs_s']:,.0f} msgs/s {res['cpu_us']:.1f} us"
+            print(f"round {r + 1} {name}: {shown}", flush=True)
+    print(
+        f"\n{args.events} events, {args.partitions} partitions, best of {args.rounds} rounds; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {versions()}\n"
+    )
+    print("| contender | msgs/s | us CPU/msg | vs bare |\n|---|---:|---:|---:|")
+    good = {n: [x for x in rs if "error" not in x] for n, rs in results.items()}
+    bare = max((x["msgs_s"] for x in good.get("bare", [])), default=None)
+    rows = []
+    for name in names:
+        label = CONTENDERS[name][0]
+        if not good[name]:
+            errors = "; ".join(x["error"] for x in results[name])
+            rows.append((0.0, f"| {label} | FAILED: {errors[:200]} | | |"))
+            continue
+        best = max(x["msgs_s"] for x in good[name])
+        cpu = min(x["cpu_us"] for x in good[name])
+        ratio = f"{best / bare:.2f}x" if bare else "-"
+        failed = len(results[name]) - len(good[name])
+        note = f" ({failed} run(s) FAILED)" if failed else ""
+        rows.append((best, f"| {label}{note} | {best:,.0f} | {cpu:.1f} | {ratio} |"))
+    for _, row in sorted(rows, key=lambda r: -r[0]):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
