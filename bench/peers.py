@@ -127,7 +127,8 @@ def run_bare(a: argparse.Namespace, check: Check) -> None:
     )
     consumer.subscribe([a.topic])
     while True:
-        for m in consumer.consume(1000, 1.0):
+        messages: list[Any] = consumer.consume(1000, 1.0)  # Any: the stubs make value Optional
+        for m in messages:
             if m.error() is None:
                 v = decode(m.value())
                 check(v["order_id"], v["customer_id"], v["quantity"])
@@ -172,18 +173,20 @@ def run_faststream(a: argparse.Namespace, check: Check, transport: str, batch: b
     decode = _decoder(a.schema_file)
     broker: Any
     if transport == "aiokafka":
-        from faststream.kafka import KafkaBroker
+        from faststream.kafka import KafkaBroker  # type: ignore[import-not-found, unused-ignore]
 
         broker = KafkaBroker(a.bootstrap)
     else:
-        from faststream.confluent import KafkaBroker as ConfluentBroker
+        from faststream.confluent import (  # type: ignore[import-not-found, unused-ignore]
+            KafkaBroker as ConfluentBroker,
+        )
 
         broker = ConfluentBroker(a.bootstrap)
 
     options: dict[str, Any] = {"group_id": a.group, "auto_offset_reset": "earliest"}
     if batch:
 
-        @broker.subscriber(a.topic, batch=True, max_records=BATCH, **options)  # type: ignore[misc]
+        @broker.subscriber(a.topic, batch=True, max_records=BATCH, **options)  # type: ignore[untyped-decorator, misc, unused-ignore]
         async def many(bodies: list[bytes]) -> None:
             for body in bodies:
                 v = decode(body)
@@ -191,7 +194,7 @@ def run_faststream(a: argparse.Namespace, check: Check, transport: str, batch: b
 
     else:
 
-        @broker.subscriber(a.topic, **options)  # type: ignore[misc]
+        @broker.subscriber(a.topic, **options)  # type: ignore[untyped-decorator, misc, unused-ignore]
         async def one(body: bytes) -> None:
             v = decode(body)
             check(v["order_id"], v["customer_id"], v["quantity"])
@@ -389,7 +392,9 @@ def main() -> None:
     parser.add_argument("--topic", default="", help="reuse this topic (with --workdir)")
     parser.add_argument("--workdir", default="", help="keeps registry.db and schema.json")
     parser.add_argument(
-        "--service-config", default="", help='ServiceConfig overrides as JSON, e.g. {"poll_records": 500}'
+        "--service-config",
+        default="",
+        help='ServiceConfig overrides as JSON, e.g. {"poll_records": 500}',
     )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--group", default="", help=argparse.SUPPRESS)
