@@ -367,9 +367,9 @@ def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> d
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {args.timeout:g}s"}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[7:])
+    for line in (out.stdout + out.stderr).splitlines():  # faust logs what a child prints
+        if "RESULT {" in line:
+            result: dict[str, Any] = json.loads(line[line.index("RESULT {") + 7 :])
             if result["duplicates"] or result["bad"]:
                 result["error"] = f"{result['duplicates']} duplicates, {result['bad']} bad values"
             return result
