@@ -256,6 +256,126 @@ def run_faust(a: argparse.Namespace, check: Check) -> None:
     worker.execute_from_commandline()
 
 
+# -- the producing side: each run writes --events records to a fresh topic of its own -----
+
+
+def _produced(a: argparse.Namespace, start: float, cpu: float) -> None:
+    """Print the result once every record is acknowledged and the topic holds them all."""
+    from confluent_kafka import TopicPartition as RdPartition
+    from confluent_kafka.admin import AdminClient
+
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    parts = admin.list_topics(a.produce_topic, timeout=10).topics[a.produce_topic].partitions
+    from confluent_kafka import Consumer
+
+    reader = Consumer({"bootstrap.servers": a.bootstrap, "group.id": a.group})
+    held = sum(
+        reader.get_watermark_offsets(RdPartition(a.produce_topic, p), timeout=10)[1] for p in parts
+    )
+    reader.close()
+    result = {
+        "msgs_s": a.events / elapsed,
+        "cpu_us": used / a.events * 1e6,
+        "duplicates": max(0, held - a.events),
+        "bad": max(0, a.events - held),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+    os._exit(0)
+
+
+def _avro_values(a: argparse.Namespace) -> tuple[list[dict[str, Any]], Callable[[Any], bytes]]:
+    schema = fastavro.parse_schema(json.loads(Path(a.schema_file).read_text()))
+    header = Path(a.schema_file + ".header").read_bytes()
+    writer = fastavro.schemaless_writer
+
+    def encode(value: Any) -> bytes:
+        buf = io.BytesIO()
+        buf.write(header)
+        writer(buf, schema, value)
+        return buf.getvalue()
+
+    return [vars(_event(i)) for i in range(a.events)], encode
+
+
+def run_bare_produce(a: argparse.Namespace, _: Check) -> None:
+    """Producer.produce(value, key, on_delivery) with ferryman's producer settings, fastavro
+    encoding per record, poll(0) per record, flush at the end."""
+    from confluent_kafka import Producer
+
+    from ferryman.broker.kafka import PRODUCER_DEFAULTS
+
+    events, encode = _avro_values(a)
+    producer = Producer({"bootstrap.servers": a.bootstrap, **PRODUCER_DEFAULTS})
+    failed = 0
+
+    def on_delivery(err: Any, _: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    topic = a.produce_topic
+    start, cpu = time.perf_counter(), time.process_time()
+    for e in events:
+        value = encode(e)
+        while True:
+            try:
+                producer.produce(topic, value, e["order_id"].encode(), on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush()
+    assert failed == 0, f"{failed} records not acknowledged"
+    _produced(a, start, cpu)
+
+
+def run_ferryman_emit(a: argparse.Namespace, _: Check, awaited: bool) -> None:
+    """Service.emit of each event; awaited: every Delivery of a batch of BATCH awaited before
+    the next batch; else never awaited, and flush() at the end."""
+    from ferryman.config import ServiceConfig
+    from ferryman.service import Service
+    from ferryman.topics import EventTopic
+
+    topic = EventTopic(a.produce_topic, OrderPlaced, partition_key="order_id", partitions=4)
+    events = [_event(i) for i in range(a.events)]
+
+    async def main() -> None:
+        svc = Service(
+            a.group,
+            broker=f"kafka://{a.bootstrap}",
+            registry=f"embedded:{a.registry}",
+            config=ServiceConfig(create_topics=False),
+        )
+        svc.emit(topic, events[0])  # the first send looks the topic up and registers the schema
+        assert svc.flush(30) == 0
+        emit = svc.emit
+        start, cpu = time.perf_counter(), time.process_time()
+        if awaited:
+            for i in range(1, len(events), BATCH):
+                for d in [emit(topic, e) for e in events[i : i + BATCH]]:
+                    await d
+        else:
+            for e in events[1:]:
+                emit(topic, e)
+        assert svc.flush(300) == 0
+        _produced(a, start, cpu)
+
+    asyncio.run(main())
+
+
+PRODUCERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
+    "bare-produce": ("bare confluent-kafka `Producer.produce` + fastavro", run_bare_produce),
+    "ferryman-emit-awaited": (
+        f"ferryman `emit`, awaited in batches of {BATCH}",
+        lambda a, c: run_ferryman_emit(a, c, True),
+    ),
+    "ferryman-emit-nowait": (
+        "ferryman `emit`, never awaited, `flush()` at the end",
+        lambda a, c: run_ferryman_emit(a, c, False),
+    ),
+}
+
 CONTENDERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
     "bare": ("bare confluent-kafka `consume(1000)` + fastavro", run_bare),
     "ferryman-one": (
@@ -312,15 +432,18 @@ def produce(bootstrap: str, registry: str, topic: str, partitions: int, n: int) 
     asyncio.run(svc.stop())
 
 
-def schema_of(registry: str, topic: str) -> str:
+def schema_of(registry: str, topic: str) -> tuple[str, bytes]:
+    """The topic's value schema, and the 5-byte wire-format header of its id."""
     from ferryman.schema import open_registry
 
     reg = open_registry(registry)
     try:
-        text = reg.latest(f"{topic}-value").schema
+        latest = reg.latest(f"{topic}-value")
     finally:
         reg.close()
-    return text if isinstance(text, str) else json.dumps(text)
+    text = latest.schema
+    header = b"\0" + latest.schema_id.to_bytes(4, "big")
+    return (text if isinstance(text, str) else json.dumps(text)), header
 
 
 def versions() -> dict[str, str]:
@@ -337,7 +460,23 @@ def versions() -> dict[str, str]:
 
 def child(args: argparse.Namespace) -> None:
     check = Check(args.events)
-    CONTENDERS[args.child][1](args, check)
+    {**CONTENDERS, **PRODUCERS}[args.child][1](args, check)
+
+
+def fresh_topic(bootstrap: str, partitions: int) -> str:
+    """A new topic of ``partitions`` partitions, for one producing run."""
+    from ferryman.broker import open_broker
+    from ferryman.records import TopicSpec
+
+    name = f"bench.peers.produce.{uuid.uuid4().hex[:8]}"
+    opened = open_broker(f"kafka://{bootstrap}")
+    admin = opened.admin()
+    try:
+        admin.create_topic(TopicSpec(name, partitions))
+    finally:
+        admin.close()
+        opened.close()
+    return name
 
 
 def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> dict[str, Any]:
@@ -363,6 +502,8 @@ def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> d
         "--service-config",
         args.service_config,
     ]
+    if name in PRODUCERS:
+        cmd += ["--produce-topic", fresh_topic(args.bootstrap, args.partitions)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -396,7 +537,14 @@ def main() -> None:
         default="",
         help='ServiceConfig overrides as JSON, e.g. {"poll_records": 500}',
     )
+    parser.add_argument(
+        "--side",
+        choices=["consume", "produce"],
+        default="consume",
+        help="consume the topic, or produce --events records to a fresh topic per run",
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--produce-topic", default="", help=argparse.SUPPRESS)
     parser.add_argument("--group", default="", help=argparse.SUPPRESS)
     parser.add_argument("--registry", default="", help=argparse.SUPPRESS)
     parser.add_argument("--schema-file", default="", help=argparse.SUPPRESS)
@@ -404,10 +552,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    names = [n for n in args.only.split(",") if n] or list(CONTENDERS)
-    unknown = [n for n in names if n not in CONTENDERS]
+    table = CONTENDERS if args.side == "consume" else PRODUCERS
+    names = [n for n in args.only.split(",") if n] or list(table)
+    unknown = [n for n in names if n not in table]
     if unknown:
-        parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+        parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(table)}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="ferryman-peers-")
     registry = f"embedded:{Path(workdir) / 'registry.db'}"
     if not args.topic:
@@ -415,7 +564,9 @@ def main() -> None:
         t0 = time.perf_counter()
         produce(args.bootstrap, registry, args.topic, args.partitions, args.events)
         print(f"produced {args.events} events to {args.topic} in {time.perf_counter() - t0:.1f}s")
-    (Path(workdir) / "schema.json").write_text(schema_of(registry, args.topic))
+    schema_text, header = schema_of(registry, args.topic)
+    (Path(workdir) / "schema.json").write_text(schema_text)
+    (Path(workdir) / "schema.json.header").write_bytes(header)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -431,10 +582,10 @@ def main() -> None:
     )
     print("| contender | msgs/s | us CPU/msg | vs bare |\n|---|---:|---:|---:|")
     good = {n: [x for x in rs if "error" not in x] for n, rs in results.items()}
-    bare = max((x["msgs_s"] for x in good.get("bare", [])), default=None)
+    bare = max((x["msgs_s"] for x in good.get(next(iter(table)), [])), default=None)
     rows = []
     for name in names:
-        label = CONTENDERS[name][0]
+        label = table[name][0]
         if not good[name]:
             errors = "; ".join(x["error"] for x in results[name])
             rows.append((0.0, f"| {label} | FAILED: {errors[:200]} | | |"))

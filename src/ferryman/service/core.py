@@ -231,7 +231,10 @@ class Service:
             timestamp,
             self._source,
             allow_expired,
-            prepare=lambda: self._conn.ensure_topics(topic.specs()),
+            # checked per record: once created, no specs to build and compare on each send
+            prepare=None
+            if self._conn.created(topic.name)
+            else lambda: self._conn.ensure_topics(topic.specs()),
         )
 
     def _send(
