@@ -472,7 +472,8 @@ class Service:
         return {} if self._consumer is None else self._consumer.in_flight()
 
     def paused(self) -> set[TopicPartition]:
-        """Partitions whose fetching is paused because ``max_in_flight`` records wait."""
+        """Partitions whose fetching is paused: ``max_in_flight`` records wait, or their handler
+        stalled while the poll thread waited for room."""
         return set() if self._consumer is None else self._consumer.paused()
 
     @property
