@@ -289,6 +289,7 @@ class ConsumerLoop:
                     self._commit(consumer)
                     last_commit = now
                 if not self._wait_for_room(consumer, now):
+                    self.polls += 1  # alive, waiting for the handlers (stats' liveness)
                     continue
                 rows: Sequence[Row] = consumer.poll(POLL_TIMEOUT, self._config.poll_records).rows
                 if self._seeks:  # routes that keep their offsets resume from them
