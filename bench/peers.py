@@ -485,11 +485,17 @@ def fresh_topic(bootstrap: str, partitions: int) -> str:
 
 
 def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> dict[str, Any]:
+    env = None
+    if name.endswith("@before"):  # ferryman from another source tree (--before-src)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([args.before_src, str(Path(__file__).parent.parent)]),
+        }
     cmd = [
         python,
         __file__,
         "--child",
-        name,
+        name.removesuffix("@before"),
         "--bootstrap",
         args.bootstrap,
         "--events",
@@ -499,7 +505,7 @@ def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> d
         "--topic",
         args.topic,
         "--group",
-        f"bench-{name}-{uuid.uuid4().hex[:8]}",
+        f"bench-{name.replace('@', '-')}-{uuid.uuid4().hex[:8]}",
         "--registry",
         str(Path(workdir) / "registry.db"),
         "--schema-file",
@@ -510,7 +516,7 @@ def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> d
     if name in PRODUCERS:
         cmd += ["--produce-topic", fresh_topic(args.bootstrap, args.partitions)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {args.timeout:g}s"}
     for line in (out.stdout + out.stderr).splitlines():  # faust logs what a child prints
@@ -548,6 +554,11 @@ def main() -> None:
         default="consume",
         help="consume the topic, or produce --events records to a fresh topic per run",
     )
+    parser.add_argument(
+        "--before-src",
+        default="",
+        help="a ferryman src/ directory of an earlier version: its runs are added as '@before' rows",
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--produce-topic", default="", help=argparse.SUPPRESS)
     parser.add_argument("--group", default="", help=argparse.SUPPRESS)
@@ -562,6 +573,8 @@ def main() -> None:
     unknown = [n for n in names if n not in table]
     if unknown:
         parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(table)}")
+    if args.before_src:
+        names += [f"{n}@before" for n in names if n.startswith("ferryman")]
     workdir = args.workdir or tempfile.mkdtemp(prefix="ferryman-peers-")
     registry = f"embedded:{Path(workdir) / 'registry.db'}"
     if not args.topic:
@@ -595,7 +608,9 @@ def main() -> None:
     bare_median = statistics.median(bare_runs) if bare_runs else None
     rows = []
     for name in names:
-        label = table[name][0]
+        label = table[name.removesuffix("@before")][0]
+        if name.endswith("@before"):
+            label += ", before (--before-src)"
         if not good[name]:
             errors = "; ".join(x["error"] for x in results[name])
             rows.append((0.0, f"| {label} | FAILED: {errors[:200]} | | | | |"))
