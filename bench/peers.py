@@ -513,7 +513,7 @@ def run_one(args: argparse.Namespace, name: str, python: str, workdir: str) -> d
         "--service-config",
         args.service_config,
     ]
-    if name in PRODUCERS:
+    if name.removesuffix("@before") in PRODUCERS:
         cmd += ["--produce-topic", fresh_topic(args.bootstrap, args.partitions)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
