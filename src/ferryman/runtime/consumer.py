@@ -47,9 +47,10 @@ from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
 
-CHUNK = 256
-"""Records handed to a one-at-a-time handler per step (one thread hop for sync handlers); the
-step's own cost (decoding call, failure policy, timing, offsets) is paid once per chunk."""
+CHUNK = 64
+"""Records handed to a one-at-a-time handler per step (one thread hop for sync handlers). A
+revoke waits for the step in progress, so a bigger one (256 was tried) slows rebalances with a
+slow handler for a gain lost in the noise of bench/peers.py."""
 POLL_TIMEOUT = 0.1
 STALL = 1.0
 """Seconds the poll thread waits for room before it pauses the partitions that made no
