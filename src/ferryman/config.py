@@ -193,8 +193,12 @@ class ServiceConfig:
     """How a service consumes: grouping, back-pressure, retries, errors and shutdown.
 
     ``group`` defaults to the service name. ``poll_records`` is the most records one poll
-    fetches. ``max_in_flight`` bounds the records fetched but not yet handled per partition;
-    past it the partition is paused until half is drained.
+    fetches. ``max_buffered`` (default three polls, ``3 * poll_records``) bounds the records
+    fetched but not yet handled over the partitions being read: the poll thread polls only
+    while a full poll fits, and otherwise waits for the handlers (nothing is paused, so nothing
+    librdkafka prefetched is thrown away). ``max_in_flight`` bounds them per partition; past it,
+    or when its handler makes no progress for a second while the poll thread waits, the
+    partition is paused until half is drained.
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
     ``backoff_multiplier`` each time up to ``backoff_max``; then ``on_error`` decides: send the
     record to ``<topic>.dlq`` and go on, or stop the service with HandlerError.
@@ -213,6 +217,9 @@ class ServiceConfig:
     # Several polls' worth, so that a partition is paused when its handler falls behind, not
     # after every full poll: on Kafka a pause drops the records librdkafka prefetched for it.
     max_in_flight: int = 8000
+    # What a Service holds besides librdkafka's own prefetch (queued.max.messages.kbytes, 64 MB
+    # by default): max_buffered records, plus what paused partitions hold (each < max_in_flight).
+    max_buffered: int | None = None
     # Each poll costs a few GIL hand-overs between the poll thread and a busy event loop, so
     # bigger polls keep the loop fed (0.68x -> 0.87x of a bare loop, docs/benchmarks.md).
     poll_records: int = 2000
@@ -252,6 +259,14 @@ class ServiceConfig:
             )
         _whole(self, "max_in_flight", 1)
         _whole(self, "poll_records", 1)
+        if self.max_buffered is not None:
+            _whole(
+                self,
+                "max_buffered",
+                self.poll_records,
+                f"a whole number >= poll_records ({self.poll_records}): a full poll must fit, "
+                "or None for 3 * poll_records",
+            )
         _whole(self, "retries", 0, "0 (no retry) or more")
         if self.registry_retries is not None:
             _whole(
@@ -288,6 +303,11 @@ class ServiceConfig:
             raise ConfigError(f"create_topics={self.create_topics!r}: write True or False")
         for name in ("consumer_config", "producer_config"):
             _properties(name, getattr(self, name))
+
+    @property
+    def buffered(self) -> int:
+        """``max_buffered``, or its default of three polls."""
+        return self.max_buffered if self.max_buffered is not None else 3 * self.poll_records
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""

@@ -222,6 +222,8 @@ def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> N
         ("poll_records", 0),
         ("poll_records", True),
         ("max_in_flight", "10"),
+        ("max_buffered", 1999),  # below poll_records (2000): a full poll would never fit
+        ("max_buffered", 0),
         ("group", ""),
         ("create_topics", "yes"),
         ("consumer_config", {"session.timeout.ms": 6000}),
@@ -245,6 +247,8 @@ def test_service_config_accepts_sensible_values() -> None:
     )
     assert cfg.commit_interval == 1
     assert ServiceConfig().registry_retries is None, "waits for the registry forever by default"
+    assert ServiceConfig(poll_records=500).buffered == 1500, "three polls by default"
+    assert ServiceConfig(poll_records=500, max_buffered=500).buffered == 500
 
 
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:

@@ -67,3 +67,32 @@ def test_a_revoked_paused_partition_is_not_resumed() -> None:
     assert offsets.must_resume()
     offsets.revoke({A})
     assert offsets.take_resumes() == set()
+
+
+def test_room_counts_the_partitions_being_read_and_frees_as_records_are_handled() -> None:
+    offsets = Offsets(max_in_flight=100, max_buffered=10)
+    assert offsets.room_for(10)
+    offsets.fetched(A, 6)
+    offsets.fetched(B, 2)
+    assert offsets.room_for(2)
+    assert not offsets.room_for(3), "8 in flight: a poll of 3 would pass max_buffered"
+    offsets.handled(A, 0, offset=0, count=1)
+    assert offsets.room_for(3)
+    assert offsets.paused() == set(), "waiting for room pauses nothing"
+
+
+def test_a_stalled_partition_is_paused_and_leaves_the_room_to_the_others() -> None:
+    offsets = Offsets(max_in_flight=100, max_buffered=10)
+    offsets.fetched(A, 5)
+    offsets.fetched(B, 5)
+    since = offsets.progress()
+    offsets.handled(B, 0, offset=0, count=1)  # B moved, A did not
+    assert offsets.stalled(since) == {A}
+    assert offsets.paused() == {A}
+    assert offsets.room_for(6), "A's records no longer hold the room"
+    assert offsets.stalled(offsets.progress()) == {B}, "no progress since the new snapshot"
+    offsets.handled(A, 0, offset=0, count=1)
+    assert offsets.take_resumes() == {A}, "A moved: it resumes (under half in flight); B did not"
+    assert not offsets.room_for(7), "A's records count again once it is read again"
+    offsets.revoke({A})
+    assert offsets.room_for(10), "revoked: its records count no more (B is paused)"

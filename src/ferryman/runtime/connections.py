@@ -121,6 +121,10 @@ class Connections:
                 serde = self._serde
         return serde
 
+    def created(self, topic: str) -> bool:
+        """Whether ``ensure_topics`` made sure ``topic`` exists (with the rest of its specs)."""
+        return topic in self._created
+
     def ensure_topics(self, specs: list[TopicSpec]) -> None:
         """Create the topics that do not exist yet; an existing one must match its declaration."""
         missing = [s for s in specs if s.name not in self._created]

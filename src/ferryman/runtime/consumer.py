@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import threading
 import time
@@ -47,12 +48,59 @@ from ferryman.topics import RequestTopic, dlq_name
 log = logging.getLogger("ferryman.runtime")
 
 CHUNK = 64
-"""Records handed to a one-at-a-time handler per step (one thread hop for sync handlers)."""
+"""Records handed to a one-at-a-time handler per step (one thread hop for sync handlers). A
+revoke waits for the step in progress, so a bigger one (256 was tried) slows rebalances with a
+slow handler for a gain lost in the noise of bench/peers.py."""
 POLL_TIMEOUT = 0.1
+STALL = 1.0
+"""Seconds the poll thread waits for room before it pauses the partitions that made no
+progress meanwhile (a stuck or slow handler must not hold the others' room)."""
 UNDECODABLE_LOG_INTERVAL = 60.0
 """Seconds between warnings about undecodable records of one partition (the rest are counted)."""
 
 _partition_of = itemgetter(0, 1)
+
+YOUNG_THRESHOLD = 20_000
+"""The garbage collector's young-generation threshold while a consumer loop runs."""
+
+_heap_lock = threading.Lock()
+_heap_users = 0
+_heap_thresholds: tuple[int, int, int] | None = None
+
+
+def _tune_heap() -> None:
+    """Tune the garbage collector for the records flowing through, when the first consumer
+    loop starts, until the last one stops (``_untune_heap``).
+
+    Records in flight are containers that outlive many young collections (700 allocations
+    apart by default) and so trigger full ones, each walking the whole startup heap again: the
+    collector took a fifth of a Service's CPU on Kafka (docs/benchmarks.md). So what exists at
+    start (modules, classes, schemas, the service) is frozen out of collections, and young
+    collections run every YOUNG_THRESHOLD allocations, unless the application chose more.
+    Frozen objects are still freed by reference counting; the garbage of the moment is
+    collected first.
+    """
+    global _heap_users, _heap_thresholds
+    with _heap_lock:
+        _heap_users += 1
+        if _heap_users == 1:
+            gc.collect()
+            gc.freeze()
+            young, *older = gc.get_threshold()
+            if 0 < young < YOUNG_THRESHOLD:
+                _heap_thresholds = (young, *older)  # type: ignore[assignment]
+                gc.set_threshold(YOUNG_THRESHOLD, *older)
+
+
+def _untune_heap() -> None:
+    global _heap_users, _heap_thresholds
+    with _heap_lock:
+        _heap_users -= 1
+        if _heap_users == 0:
+            gc.unfreeze()
+            if _heap_thresholds is not None and gc.get_threshold()[0] == YOUNG_THRESHOLD:
+                gc.set_threshold(*_heap_thresholds)  # unless the application changed it since
+            _heap_thresholds = None
 
 
 @dataclass(eq=False)
@@ -94,7 +142,10 @@ class _Run:
         loop = self._loop
         loop.handled += count
         with loop._lock:
-            loop._offsets.handled(self.tp, self._epoch, offset, count)
+            offsets = loop._offsets
+            offsets.handled(self.tp, self._epoch, offset, count)
+            if loop._waiting_for_room and offsets.room_for(loop._config.poll_records):
+                loop._room.set()
 
 
 class ConsumerLoop:
@@ -114,10 +165,13 @@ class ConsumerLoop:
         self._config = config
         self._on_fatal = on_fatal
         self._lock = threading.Lock()  # guards _offsets and _busy: poll thread vs event loop
-        self._offsets = Offsets(config.max_in_flight)
+        self._offsets = Offsets(config.max_in_flight, config.buffered)
+        self._room = threading.Event()  # set by the event loop when a full poll fits again
+        self._waiting_for_room = False
         self._workers: dict[TopicPartition, _Worker] = {}
         self._policy = FailurePolicy(config, group, self._dead_letter, self._fail)
         self._stopping = threading.Event()
+        self._tuned = False
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,6 +203,9 @@ class ConsumerLoop:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._consumer = await asyncio.to_thread(self._join)
+        if not self._tuned:
+            self._tuned = True
+            _tune_heap()
         self._thread = threading.Thread(
             target=self._poll_forever, name=f"ferryman-poll-{self.group}", daemon=True
         )
@@ -178,8 +235,13 @@ class ConsumerLoop:
             return_exceptions=True,
         )
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await asyncio.to_thread(self._close, consumer)
+        try:
+            if consumer is not None:
+                await asyncio.to_thread(self._close, consumer)
+        finally:
+            if self._tuned:
+                self._tuned = False
+                _untune_heap()
 
     def _join(self) -> Consumer:
         """A new member of the group, subscribed to the routes' topics."""
@@ -228,6 +290,9 @@ class ConsumerLoop:
                 if now - last_commit >= self._config.commit_interval:
                     self._commit(consumer)
                     last_commit = now
+                if not self._wait_for_room(consumer, now):
+                    self.polls += 1  # alive, waiting for the handlers (stats' liveness)
+                    continue
                 rows: Sequence[Row] = consumer.poll(POLL_TIMEOUT, self._config.poll_records).rows
                 if self._seeks:  # routes that keep their offsets resume from them
                     rows = seek_pending(consumer, self._seeks, rows)
@@ -236,6 +301,44 @@ class ConsumerLoop:
                 self.polls += 1
         except BaseException as exc:
             self._fail(exc)
+
+    _stall_since: float | None = None
+    _stall_progress: dict[TopicPartition, int] | None = None
+
+    def _wait_for_room(self, consumer: Consumer, now: float) -> bool:
+        """True when a full poll fits under ``max_buffered``; else wait (up to POLL_TIMEOUT)
+        for the handlers to make room, and return False so that the caller loops (commits,
+        resumes, watches for stuck handlers) before it asks again.
+
+        Not polling, instead of pausing, keeps what librdkafka prefetched: on Kafka a paused
+        partition's prefetched records are thrown away and fetched again on resume. A
+        partition whose handler made no progress for STALL seconds of waiting is paused, so
+        that a stuck handler does not stop the other partitions.
+        """
+        poll = self._config.poll_records
+        with self._lock:
+            if self._offsets.room_for(poll):
+                self._stall_since = self._stall_progress = None
+                return True
+            self._room.clear()
+            self._waiting_for_room = True
+            if self._stall_since is None or self._stall_progress is None:
+                self._stall_since, self._stall_progress = now, self._offsets.progress()
+                stalled: set[TopicPartition] = set()
+            elif now - self._stall_since >= STALL:
+                stalled = self._offsets.stalled(self._stall_progress)
+                self._stall_since = self._stall_progress = None
+            else:
+                stalled = set()
+        if stalled:
+            owned = stalled & consumer.assignment()
+            if owned:
+                log.debug("group %s: pausing %s: no progress for %gs", self.group, owned, STALL)
+                consumer.pause(owned)
+            return False
+        self._room.wait(POLL_TIMEOUT)
+        self._waiting_for_room = False
+        return False
 
     def _hand_over(self, consumer: Consumer, records: Sequence[Row]) -> None:
         """Group the rows by partition (once; a poll's rows come in runs of one partition),

