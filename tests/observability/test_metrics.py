@@ -176,7 +176,7 @@ def test_mirror_lag_gauges_fall_to_zero(env: Env, tmp_path: Path) -> None:
             database=f"sqlite:///{tmp_path / 'copy.db'}",
             config=FAST,
         )
-        copy.mirror(customers)
+        table = copy.mirror(customers).table.name
         labels = {"service": copy.name, "topic": customers.name}
         async with owner, copy:
             for i in range(20):
@@ -192,6 +192,18 @@ def test_mirror_lag_gauges_fall_to_zero(env: Env, tmp_path: Path) -> None:
             )
             records = copy.metrics_registry.get_sample_value("ferryman_mirror_lag_records", labels)
             seconds = copy.metrics_registry.get_sample_value("ferryman_mirror_lag_seconds", labels)
+            applied = {**labels, "table": table}
+
+            def count() -> float | None:
+                value: float | None = copy.metrics_registry.get_sample_value(
+                    "ferryman_mirror_records_applied_total", applied
+                )
+                return value
+
+            await eventually(lambda: count() == 20, env.timeout, f"20 applied (got {count()})")
+            for i in range(5):  # tombstones are applied records too
+                await owner.delete(customers, i)
+            await eventually(lambda: count() == 25, env.timeout, f"25 applied (got {count()})")
             return records, seconds
 
     assert run(main()) == (0, 0)

@@ -88,6 +88,7 @@ class Observer(Protocol):
     def assigned(self, group: str, partitions: Iterable[TopicPartition]) -> None: ...
     def revoked(self, group: str, partitions: Iterable[TopicPartition]) -> None: ...
     def owned(self, group: str) -> frozenset[TopicPartition]: ...
+    def mirror_applied(self, topic: str, table: str, records: int) -> None: ...
 
 
 class NoMetrics:
@@ -127,6 +128,9 @@ class NoMetrics:
 
     def owned(self, group: str) -> frozenset[TopicPartition]:
         return frozenset()
+
+    def mirror_applied(self, topic: str, table: str, records: int) -> None:
+        pass
 
 
 NO_METRICS = NoMetrics()
@@ -240,6 +244,13 @@ class Metrics:
             ["service", "topic"],
             registry=r,
         )
+        self._mirror_applied = Counter(
+            "ferryman_mirror_records_applied",
+            "Records of an entity topic applied to a mirror or joined table (committed with "
+            "their offsets; redeliveries skipped by offset are not counted).",
+            ["service", "topic", "table"],
+            registry=r,
+        )
         self._assigned = Gauge(
             "ferryman_partitions_assigned",
             "Partitions this instance owns in its consumer group.",
@@ -289,6 +300,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = self._produced.labels(self.service, topic)
         child.inc()
+
+    def mirror_applied(self, topic: str, table: str, records: int) -> None:
+        if records:
+            self._child(self._mirror_applied, self.service, topic, table).inc(records)
 
     def request_answered(self, topic: str, seconds: float, error: bool) -> None:
         outcome = "error" if error else "reply"

@@ -161,7 +161,7 @@ class ServiceData:
             exclude=exclude,
             transform=transform,
         )
-        run = StoreRun(self.database, mirror, self._group())
+        run = StoreRun(self.database, mirror, self._group(), self._applied(topic, mirror.table))
         self._store_route(topic, run, MIRROR_BATCH, repr(mirror), isolate=True)
         self.mirrors[topic.name] = mirror
         self._runs[topic.name] = run
@@ -203,10 +203,15 @@ class ServiceData:
             self.joins.part(topic, into, fields, key, owner=True, required=True)
         else:
             self.joins.part(topic, into, fields, key, owner=False, required=required)
-        run = StoreRun(self.database, joined, self._group())
+        run = StoreRun(self.database, joined, self._group(), self._applied(topic, table_of(into)))
         self._store_route(topic, run, MIRROR_BATCH, repr(joined), isolate=True)
         self._runs[topic.name] = run
         return joined
+
+    def _applied(self, topic: Topic[Any], table: Table) -> Callable[[int], None]:
+        """Counts the records a run applied to ``table`` (read at call time: the service sets
+        its metrics after its stores are declared)."""
+        return lambda n: self._conn.metrics.mirror_applied(topic.name, table.name, n)
 
     def transactional_route(
         self, topic: Topic[Any], fn: Callable[..., Any], batch: int | None, session: str

@@ -78,12 +78,20 @@ def stored_offsets(
 
 
 class StoreRun:
-    """Applies runs of one topic's records through ``store`` (a Mirror), one transaction each."""
+    """Applies runs of one topic's records through ``store`` (a Mirror), one transaction each;
+    ``applied(n)`` is told how many records each committed run applied (metrics)."""
 
-    def __init__(self, database: Database, store: Applier, group: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        store: Applier,
+        group: str,
+        applied: Callable[[int], None] | None = None,
+    ) -> None:
         self.database = database
         self.store = store
         self.group = group
+        self.applied = applied
 
     def __call__(self, items: Sequence[Consumed]) -> Outcome:
         # The loop's Keyed tuples have MirrorRecord's fields in its order: the store reads
@@ -103,6 +111,8 @@ class StoreRun:
                     ) from first.error
         except Exception as exc:
             return 0, exc
+        if self.applied is not None:
+            self.applied(applied.applied)
         return len(items), None
 
 
