@@ -31,7 +31,7 @@ from tests.waiting import wait_until
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-FRAGMENTS = {"joins.md", "registry.md"}
+FRAGMENTS = {"registry.md"}
 """Pages of reference fragments, written before their code was run: compiled only."""
 
 _FILE = re.compile(r"#\s*([\w/.-]+\.py)\b")
