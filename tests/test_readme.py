@@ -4,8 +4,7 @@ A Python block whose first line is a comment naming a file (``# shop/topics.py: 
 file of the example project: it is written there, then run the way the text says (the README's
 two terminals, its test file under pytest). Any other block of a page is executed, in order, in
 one namespace per page, as in ``python -m asyncio`` (top-level ``await`` allowed), in a fresh
-directory with a fresh embedded broker. Pages listed in ``FRAGMENTS`` hold reference fragments
-(they name things they do not define): their blocks are compiled, not run.
+directory with a fresh embedded broker. Every page's blocks run: none is only compiled.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import types
 from collections.abc import Iterator
@@ -31,14 +31,14 @@ from tests.waiting import wait_until
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-FRAGMENTS = {"broker.md", "joins.md", "outbox.md", "runtime.md", "stores.md", "registry.md"}
-"""Pages of reference fragments, written before their code was run: compiled only."""
 
 _FILE = re.compile(r"#\s*([\w/.-]+\.py)\b")
 
 
 def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    """The page's Python blocks, dedented (a block inside a list item is indented)."""
+    found = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    return [textwrap.dedent(block) for block in found]
 
 
 def bash_blocks(page: Path) -> list[str]:
@@ -217,7 +217,7 @@ def test_the_readmes_tests_pass(tmp_path: Path) -> None:
 
 
 def runnable_pages() -> list[Path]:
-    return sorted(p for p in DOCS.glob("*.md") if p.name not in FRAGMENTS and python_blocks(p))
+    return sorted(p for p in DOCS.glob("*.md") if python_blocks(p))
 
 
 @pytest.fixture
@@ -273,15 +273,7 @@ def test_a_docs_page_runs(
 @pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
 def test_every_docs_block_compiles(page: Path) -> None:
     for n, block in enumerate(python_blocks(page)):
-        if page.name == "registry.md" and not block.startswith(("import", "from")):
-            continue  # an indented excerpt inside a list item
         compile(block, f"{page.name}[{n}]", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-
-
-def test_every_docs_page_is_run_or_listed_as_fragments() -> None:
-    pages = {p.name for p in DOCS.glob("*.md") if python_blocks(p)}
-    assert pages <= {p.name for p in runnable_pages()} | FRAGMENTS
-    assert FRAGMENTS - {p.name for p in DOCS.glob("*.md")} == set(), "a listed page is gone"
 
 
 def test_every_error_class_has_a_section_in_the_errors_page() -> None:
