@@ -113,6 +113,58 @@ def test_a_topic_assigned_just_after_creation_waits_for_its_leaders(broker: Kafk
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(180)
+def test_a_paused_partition_revoked_and_assigned_back_is_read_again(broker: KafkaBroker) -> None:
+    """librdkafka keeps a partition's pause across a rebalance (librdkafka #1849): a partition
+    paused for back-pressure, revoked and assigned back came back paused while the consumer
+    loop, which forgets pauses on revoke, never resumed it, and it was never read again."""
+    admin = broker.admin()
+    name = unique("repaused")
+    admin.create_topic(TopicSpec(name, 2, {}))
+    group = unique("group")
+    first = broker.consumer(group)
+    second = broker.consumer(group)
+    try:
+        owned: set[TopicPartition] = set()
+        first.subscribe(
+            [name],
+            on_assign=lambda tps: owned.update(tps),
+            on_revoke=lambda tps: owned.difference_update(tps),
+        )
+        wait_until(lambda: (first.poll(0.1), len(owned) == 2)[1], 60, "first owns both")
+        first.pause(owned)
+        second.subscribe([name])
+        wait_until(
+            lambda: (first.poll(0.1), second.poll(0.1), len(owned) == 1)[2],
+            60,
+            "the second member took a partition",
+        )
+        [kept] = owned
+        [moved] = {TopicPartition(name, p) for p in range(2)} - owned
+        second.close()
+        wait_until(lambda: (first.poll(0.1), moved in owned)[1], 60, "the moved one came back")
+        producer = broker.producer()
+        producer.send(name, b"after", partition=moved.partition).result(30)
+        producer.close()
+        got: list[bytes | None] = []
+
+        def read() -> list[bytes | None]:
+            got.extend(r.value for r in first.poll(0.2))
+            return got
+
+        wait_until(
+            read,
+            30,
+            f"a record of {moved}, assigned back after its pause (the kept {kept} stays paused)",
+        )
+        assert got == [b"after"]
+    finally:
+        first.close()
+        second.close()
+        admin.delete_topic(name)
+
+
+@pytest.mark.kafka
 def test_topic_mismatch_says_what_differs_and_how_to_change_it(broker: KafkaBroker) -> None:
     admin = broker.admin()
     name = unique("mismatch")

@@ -149,6 +149,15 @@ class KafkaConsumer:
             if self._on_revoke is not None and gone and not self._closed:
                 self._on_revoke(gone)
         finally:
+            # librdkafka keeps a partition's pause across a rebalance (librdkafka #1849): a
+            # paused partition revoked now would come back paused, with nobody to resume it.
+            # A partition assigned to this member starts unpaused, as on the embedded broker.
+            paused = [tp for tp in gone if tp in self._paused]
+            if paused and not self._closed:
+                try:
+                    self._consumer.resume([_RdPartition(tp.topic, tp.partition) for tp in paused])
+                except KafkaException as exc:
+                    log.warning("resuming revoked partitions %s failed: %s", paused, exc)
             for tp in gone:
                 self._seeked.pop((tp.topic, tp.partition), None)
                 self._paused.discard(tp)
