@@ -18,6 +18,7 @@ ALLOWED = (
     "ferryman.errors",
     "ferryman.topics",
     "ferryman.schema",
+    "ferryman.clock",  # the republisher's cadence follows a test's FakeClock (ferryman.testing)
     # The outbox partitions by key as producers do; the relay sends through the Producer seam.
     "ferryman.broker.base",
     "ferryman.broker.partitioner",

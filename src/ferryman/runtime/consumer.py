@@ -25,8 +25,8 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from ferryman import clock
 from ferryman.broker.base import Consumer
+from ferryman.clock import current as current_clock
 from ferryman.config import ServiceConfig
 from ferryman.errors import CommitFailed, DecodeError, RegistryError
 from ferryman.records import Record, Row, TopicPartition
@@ -134,7 +134,7 @@ class _Run:
             raise Abandoned
         loop._conn.metrics.retried(loop.group, self.tp)
         w.interrupt.clear()
-        await clock.current().sleep(loop._config.delay(attempt), w.interrupt)
+        await current_clock().sleep(loop._config.delay(attempt), w.interrupt)
         if w.generation != self._generation or loop._stopping.is_set():
             raise Abandoned
 

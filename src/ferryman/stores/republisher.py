@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from ferryman import clock
+from ferryman.clock import current as current_clock
 from ferryman.errors import ConfigError
 from ferryman.stores.database import Database
 from ferryman.stores.dirty import in_values, mark_dirty
@@ -119,7 +119,7 @@ class Republisher:
     def run(self, send: Send, stop: threading.Event) -> None:
         """Run a pass every ``every`` seconds until ``stop`` is set."""
         while not stop.is_set():
-            ticks = clock.current()  # a test's FakeClock paces the passes (ferryman.testing)
+            ticks = current_clock()  # a test's FakeClock paces the passes (ferryman.testing)
             started = ticks.monotonic()
             self.run_once(send)
             ticks.wait(stop, max(0.0, self.every - (ticks.monotonic() - started)))
