@@ -43,14 +43,27 @@ def test_a_joining_instance_takes_partitions_without_duplicates(env: Env) -> Non
 
         first, second = instance("first"), instance("second")
         producer = env.service("producer")
-        for i in range(total):
-            producer.emit(ticks, Tick(f"k{i % 40}", i))
-        producer.flush()
+        sent = 0
+
+        async def send(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                producer.emit(ticks, Tick(f"k{sent % 40}", sent))
+                sent += 1
+            await asyncio.to_thread(producer.flush)
+
+        await send(total)
         async with first:
             await eventually(lambda: by_instance["first"] >= 200, env.timeout, lambda: by_instance)
             async with second:
+                # Keep the stream going until the second instance handles something: the first
+                # alone may finish the backlog before the group has rebalanced (CI saw it).
+                deadline = asyncio.get_running_loop().time() + env.timeout * 3
+                while not by_instance["second"] and asyncio.get_running_loop().time() < deadline:
+                    await send(40)
+                    await asyncio.sleep(0.05)
                 await eventually(
-                    lambda: len(handled) == total, env.timeout * 3, lambda: len(handled)
+                    lambda: len(handled) == sent, env.timeout * 3, lambda: (len(handled), sent)
                 )
         await producer.stop()
 
