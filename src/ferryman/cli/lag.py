@@ -23,7 +23,7 @@ from ferryman.cli.app import (
     reporting,
     set_locations,
 )
-from ferryman.cli.run import load_service
+from ferryman.cli.run import load_one_service
 
 BEHIND_STATUS = 3
 """Exit status when a mirror is further behind than ``--max-records`` or ``--max-seconds``."""
@@ -54,17 +54,13 @@ def lag(
     debug: Debug = False,
 ) -> None:
     """Show each mirror's lag: records not applied yet, seconds since the last applied one."""
-    from ferryman.service.core import Service
-
     debug = debugging(ctx, debug)
     for option, limit in (("--max-records", max_records), ("--max-seconds", max_seconds)):
         if limit is not None and limit < 0:
             fail("lag", f"{option} {limit} is negative; give a limit of 0 or more", 2)
     with reporting("lag", debug):
         set_locations(broker, registry, database)
-        svc = load_service(service, debug)
-        if not isinstance(svc, Service):
-            fail("lag", f"{service!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+        svc = load_one_service("lag", service, debug)
         lags = svc.lag()
         asyncio.run(svc.stop())  # closes the clients and the database's connections
     if not lags:

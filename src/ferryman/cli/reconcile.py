@@ -19,11 +19,10 @@ from ferryman.cli.app import (
     RegistryUrl,
     app,
     debugging,
-    fail,
     reporting,
     set_locations,
 )
-from ferryman.cli.run import load_service
+from ferryman.cli.run import load_one_service
 
 DRIFT_STATUS = 3
 """Exit status when a table differs from its topic (1 is for when the comparison failed)."""
@@ -43,14 +42,10 @@ def reconcile(
     debug: Debug = False,
 ) -> None:
     """Compare mirror tables with their topics: keys missing, extra and differing, and lag."""
-    from ferryman.service.core import Service
-
     debug = debugging(ctx, debug)
     with reporting("reconcile", debug):
         set_locations(broker, registry, database)
-        svc = load_service(service, debug)
-        if not isinstance(svc, Service):
-            fail("reconcile", f"{service!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+        svc = load_one_service("reconcile", service, debug)
         err = Console(stderr=True)
         with Progress(
             TextColumn("reading the log"),

@@ -16,11 +16,10 @@ from ferryman.cli.app import (
     RegistryUrl,
     app,
     debugging,
-    fail,
     reporting,
     set_locations,
 )
-from ferryman.cli.run import load_service, without_password
+from ferryman.cli.run import load_one_service, without_password
 
 
 @app.command()
@@ -38,14 +37,10 @@ def relay(
 
     Run as many as you like: relays split the outbox's partitions by lease.
     """
-    from ferryman.service.core import Service
-
     debug = debugging(ctx, debug)
     with reporting("relay", debug):
         set_locations(broker, registry, database)
-        svc = load_service(service, debug)
-        if not isinstance(svc, Service):
-            fail("relay", f"{service!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+        svc = load_one_service("relay", service, debug)
         stop = threading.Event()
 
         def on_signal(_sig: int, _frame: FrameType | None) -> None:

@@ -16,11 +16,10 @@ from ferryman.cli.app import (
     RegistryUrl,
     app,
     debugging,
-    fail,
     reporting,
     set_locations,
 )
-from ferryman.cli.run import load_service
+from ferryman.cli.run import load_one_service
 
 
 @app.command()
@@ -45,14 +44,10 @@ def republish(
 
     A relay (inside the running service, or `ferryman relay`) publishes an outbox's rows.
     """
-    from ferryman.service.core import Service
-
     debug = debugging(ctx, debug)
     with reporting("republish", debug):
         set_locations(broker, registry, database)
-        svc = load_service(service, debug)
-        if not isinstance(svc, Service):
-            fail("republish", f"{service!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+        svc = load_one_service("republish", service, debug)
         joined = topic in svc.joined_sources
         try:
             with Progress(

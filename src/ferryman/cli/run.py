@@ -82,6 +82,17 @@ def load_service(target: str, debug: bool = False) -> object:
     return obj
 
 
+def load_one_service(command: str, target: str, debug: bool = False) -> Service:
+    """The Service ``target`` (``module:attribute``) names; anything else is one line on
+    stderr and exit status 2 (the commands that act on one service: relay, lag, ...)."""
+    from ferryman.service.core import Service
+
+    svc = load_service(target, debug)
+    if not isinstance(svc, Service):
+        fail(command, f"{target!r} is a {type(svc).__name__}, not a ferryman Service", 2)
+    return svc
+
+
 def _where(exc: BaseException) -> str:
     """`` at FILE:LINE``: the innermost line of the user's code that raised ``exc``."""
     if isinstance(exc, SyntaxError) and exc.filename:
