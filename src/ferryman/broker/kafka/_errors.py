@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import time
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -67,6 +69,23 @@ def moving_leader(exc: BaseException) -> bool:
     """A partition's leader is being elected or moved: the request is worth repeating."""
     err = kafka_error(exc)
     return err is not None and err.code() in LEADER_MOVING
+
+
+T = TypeVar("T")
+
+
+def while_leader_moves(request: Callable[[], T], timeout: float) -> T:
+    """``request()``, repeated while a partition's leader is being elected or moved (a new
+    topic's, or a failed-over one's) for up to ``timeout`` seconds; other failures, and the
+    last one, are raised as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return request()
+        except KafkaException as exc:
+            if not moving_leader(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def raise_mapped(exc: BaseException, what: str, *, bootstrap: str, topic: str = "") -> NoReturn:

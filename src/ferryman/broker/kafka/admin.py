@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -22,8 +23,8 @@ from ferryman.broker.base import GroupMember
 from ferryman.broker.kafka._errors import (
     UNKNOWN_TOPIC,
     kafka_error,
-    moving_leader,
     raise_mapped,
+    while_leader_moves,
 )
 from ferryman.errors import (
     BrokerError,
@@ -229,18 +230,21 @@ class KafkaAdmin:
         deadline = time.monotonic() + self._timeout
         for index, spec in enumerate(_EDGES):
             request = {_RdPartition(topic, p): spec for p in parts}
-            while True:
-                try:
-                    futures = self._client.list_offsets(request, request_timeout=self._timeout)
-                    for tp, future in futures.items():
-                        bounds[tp.partition][index] = future.result().offset
-                    break
-                except KafkaException as exc:
-                    # A new topic's or a failed-over partition's leader may not be ready yet.
-                    if not moving_leader(exc) or time.monotonic() >= deadline:
-                        self._fail(exc, f"listing the offsets of topic {topic!r}", topic)
-                    time.sleep(0.05)
+            try:
+                # A new topic's or a failed-over partition's leader may not be ready yet.
+                found = while_leader_moves(
+                    functools.partial(self._list_offsets, request),
+                    max(0.0, deadline - time.monotonic()),
+                )
+            except KafkaException as exc:
+                self._fail(exc, f"listing the offsets of topic {topic!r}", topic)
+            for partition, offset in found.items():
+                bounds[partition][index] = offset
         return {p: PartitionOffsets(earliest=lo, latest=hi) for p, (lo, hi) in bounds.items()}
+
+    def _list_offsets(self, request: dict[_RdPartition, Any]) -> dict[int, int]:
+        futures = self._client.list_offsets(request, request_timeout=self._timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
     def committed(self, group: str, topic: str | None = None) -> dict[TopicPartition, int]:
         self._check_open()

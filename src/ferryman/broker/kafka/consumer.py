@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -17,9 +16,9 @@ from ferryman.broker.kafka._errors import (
     UNAVAILABLE,
     UNKNOWN_TOPIC,
     kafka_error,
-    moving_leader,
     raise_mapped,
     reason,
+    while_leader_moves,
 )
 from ferryman.errors import (
     BrokerError,
@@ -290,24 +289,20 @@ class KafkaConsumer:
         return lo if self._reset == "earliest" else hi
 
     def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                lo, hi = self._consumer.get_watermark_offsets(
-                    _RdPartition(partition.topic, partition.partition), timeout=self._timeout
-                )
-                return int(lo), int(hi)
-            except KafkaException as exc:
-                # A new topic's or a failed-over partition's leader may not be ready yet: ask
-                # again until the timeout, as the admin's offsets() does.
-                if not moving_leader(exc) or time.monotonic() >= deadline:
-                    raise_mapped(
-                        exc,
-                        f"reading the offsets of {partition}",
-                        bootstrap=self._bootstrap,
-                        topic=partition.topic,
-                    )
-                time.sleep(0.05)
+        target = _RdPartition(partition.topic, partition.partition)
+        try:
+            lo, hi = while_leader_moves(
+                lambda: self._consumer.get_watermark_offsets(target, timeout=self._timeout),
+                self._timeout,
+            )
+        except KafkaException as exc:
+            raise_mapped(
+                exc,
+                f"reading the offsets of {partition}",
+                bootstrap=self._bootstrap,
+                topic=partition.topic,
+            )
+        return int(lo), int(hi)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._check_open()
