@@ -168,6 +168,8 @@ class ConsumerLoop:
         self._offsets = Offsets(config.max_in_flight, config.buffered)
         self._room = threading.Event()  # set by the event loop when a full poll fits again
         self._waiting_for_room = False
+        # While waiting for room: since when, and each partition's progress then.
+        self._stall: tuple[float, dict[TopicPartition, int]] | None = None
         self._workers: dict[TopicPartition, _Worker] = {}
         self._policy = FailurePolicy(config, group, self._dead_letter, self._fail)
         self._stopping = threading.Event()
@@ -302,9 +304,6 @@ class ConsumerLoop:
         except BaseException as exc:
             self._fail(exc)
 
-    _stall_since: float | None = None
-    _stall_progress: dict[TopicPartition, int] | None = None
-
     def _wait_for_room(self, consumer: Consumer, now: float) -> bool:
         """True when a full poll fits under ``max_buffered``; else wait (up to POLL_TIMEOUT)
         for the handlers to make room, and return False so that the caller loops (commits,
@@ -318,18 +317,16 @@ class ConsumerLoop:
         poll = self._config.poll_records
         with self._lock:
             if self._offsets.room_for(poll):
-                self._stall_since = self._stall_progress = None
+                self._stall = None
                 return True
             self._room.clear()
             self._waiting_for_room = True
-            if self._stall_since is None or self._stall_progress is None:
-                self._stall_since, self._stall_progress = now, self._offsets.progress()
-                stalled: set[TopicPartition] = set()
-            elif now - self._stall_since >= STALL:
-                stalled = self._offsets.stalled(self._stall_progress)
-                self._stall_since = self._stall_progress = None
-            else:
-                stalled = set()
+            stalled: set[TopicPartition] = set()
+            if self._stall is None:
+                self._stall = (now, self._offsets.progress())
+            elif now - self._stall[0] >= STALL:
+                stalled = self._offsets.stalled(self._stall[1])
+                self._stall = None
         if stalled:
             owned = stalled & consumer.assignment()
             if owned:
