@@ -132,6 +132,18 @@ node_pid() {
   return 1
 }
 
+# Alive = the pid this script started is still running (or a zombie not yet reaped). Right after
+# start_node the pid can still be the forked shell that has not exec'd java yet, whose command
+# line does not name the node's server.properties: node_pid would call that "not running".
+node_alive() {
+  local f="$DIR/node-$1/pid" pid state
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$pid/stat" 2>/dev/null)"
+  [[ "$state" != Z ]]
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_config() {
@@ -218,7 +230,7 @@ wait_ready() {
   local deadline=$((SECONDS + START_TIMEOUT)) n
   while :; do
     for ((n = 1; n <= BROKERS; n++)); do
-      if ! node_pid "$n" >/dev/null; then
+      if ! node_alive "$n"; then
         tail -n 30 "$DIR/node-$n/server.log" "$DIR/node-$n/stdout.log" >&2 2>/dev/null || true
         die "node $n of $DIR exited while starting (its log is above, full log in $DIR/node-$n/server.log)"
       fi
