@@ -7,8 +7,10 @@ the Avro binary body. Any Schema-Registry-aware Kafka tool reads it.
 from __future__ import annotations
 
 import copy
+import decimal
 import functools
 import json
+import uuid
 from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
@@ -26,6 +28,7 @@ from ferryman.errors import (
 from ferryman.schema.base import SchemaLookupNeeded, SerdeContext
 from ferryman.schema.compat import Compatibility, renamed_types
 from ferryman.schema.converters import exact_decimals, failing_field
+from ferryman.schema.fastread import Reader, body_reader
 from ferryman.schema.models import Binding, binding, model_name
 from ferryman.schema.parsing import canonical, parse
 from ferryman.schema.registry import Registry
@@ -35,6 +38,16 @@ HEADER_SIZE = 5
 
 _writer = fastavro.schemaless_writer
 _reader = fastavro.schemaless_reader
+
+MEMO_SIZE = 100_000
+"""Decoded keys remembered per codec (a few MB at most); the memo starts over when full."""
+
+_IMMUTABLE = frozenset({int, str, bytes, float, bool, uuid.UUID, decimal.Decimal})
+
+_Schemas = tuple[Any, Any, tuple[str, ...], Reader | None]
+"""Per writer schema id: the parsed writer schema, the reader schema when it differs (None:
+the same), top-level fields whose defaults must be copied, and a generated reader (None: read
+with fastavro)."""
 
 
 def frame(schema_id: int) -> bytes:
@@ -59,6 +72,7 @@ class AvroCodec:
         self.compatibility = None if compatibility is None else Compatibility.of(compatibility)
         self.schema = self.binding.schema
         self._parsed = parse(self.schema)
+        self._fast = body_reader(self._parsed)
         self._canonical = canonical(self.schema)
         self._to = self.binding.to_avro
         self._from = self.binding.from_avro
@@ -66,7 +80,13 @@ class AvroCodec:
         self._short_strings = model is str and self.schema == "string" and self._to is None
         self._headers: dict[str, bytes] = {}
         # schema id -> (writer schema, reader schema or None when they are the same)
-        self._readers: dict[bytes, tuple[Any, Any, tuple[str, ...]]] = {}
+        self._readers: dict[bytes, _Schemas] = {}
+        # Keys (and primitive values) repeat: an entity topic's keys are its entities. Their
+        # wire bytes -> the decoded, immutable value, for codecs of schemas that are not
+        # records, enums or containers (whose values may be mutable).
+        self._memo: dict[bytes, Any] | None = (
+            {} if isinstance(self._parsed, str) or _is_primitive(self._parsed) else None
+        )
 
     def encode(self, value: Any, ctx: SerdeContext) -> bytes:
         """``value`` in the wire format; SchemaError, before anything is sent, if it does not fit."""
@@ -93,6 +113,11 @@ class AvroCodec:
 
     def decode(self, data: bytes, ctx: SerdeContext) -> Any:
         """The value in ``data``; DecodeError with ``ctx``'s coordinates when it cannot be read."""
+        memo = self._memo
+        if memo is not None:
+            value = memo.get(data)
+            if value is not None:
+                return value
         # Keyed by the 5 header bytes: a hit proves the magic byte and skips parsing the id.
         schemas = self._readers.get(data[:HEADER_SIZE]) if data is not None else None
         if schemas is None:
@@ -103,12 +128,18 @@ class AvroCodec:
                 load = functools.partial(self._load_writer, schema_id, ctx)
                 raise SchemaLookupNeeded(schema_id, load)
             schemas = self._load_writer(schema_id, ctx)
-        fo = BytesIO(data)
-        fo.seek(HEADER_SIZE)
+        fast = schemas[3]
+        datum: Any
         try:
-            datum: Any = _reader(fo, schemas[0], schemas[1])
-            for name in schemas[2]:  # fastavro hands out the schema's own default object
-                datum[name] = copy.deepcopy(datum[name])
+            if fast is not None:
+                datum, end = fast(data, HEADER_SIZE)
+            else:
+                fo = BytesIO(data)
+                fo.seek(HEADER_SIZE)
+                datum = _reader(fo, schemas[0], schemas[1])
+                for name in schemas[2]:  # fastavro hands out the schema's own default object
+                    datum[name] = copy.deepcopy(datum[name])
+                end = fo.tell()
         except Exception as exc:
             raise _decode_error(
                 f"the body of a message with schema id {_id_of(data)} cannot be read "
@@ -116,23 +147,27 @@ class AvroCodec:
                 "with that schema, or the model cannot read that schema",
                 ctx,
             ) from exc
-        if fo.tell() != len(data):
+        if end != len(data):
             raise _decode_error(
-                f"{len(data) - fo.tell()} bytes left after the body of a message with schema id "
+                f"{len(data) - end} bytes left after the body of a message with schema id "
                 f"{_id_of(data)}; it was not written with that schema",
                 ctx,
             )
         fr = self._from
-        if fr is None:
-            return datum
-        try:
-            return fr(datum)
-        except Exception as exc:
-            raise _decode_error(
-                f"the message does not fit {model_name(self.model)} ({type(exc).__name__}: {exc}); "
-                "is the model in step with the topic's schema?",
-                ctx,
-            ) from exc
+        if fr is not None:
+            try:
+                datum = fr(datum)
+            except Exception as exc:
+                raise _decode_error(
+                    f"the message does not fit {model_name(self.model)} ({type(exc).__name__}: "
+                    f"{exc}); is the model in step with the topic's schema?",
+                    ctx,
+                ) from exc
+        if memo is not None and datum.__class__ in _IMMUTABLE:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[data] = datum
+        return datum
 
     def _register(self, subject: str) -> bytes:
         if self.compatibility is not None:
@@ -148,7 +183,7 @@ class AvroCodec:
             raise IncompatibleSchema(f"{exc}. {hint}") from exc
         header = frame(schema_id)
         self._headers[subject] = header
-        self._readers.setdefault(header, (self._parsed, None, ()))
+        self._readers.setdefault(header, (self._parsed, None, (), self._fast))
         return header
 
     def _rename_hint(self, subject: str) -> str | None:
@@ -268,7 +303,7 @@ class AvroCodec:
                 return str(field["name"])
         return None
 
-    def _load_writer(self, schema_id: int, ctx: SerdeContext) -> tuple[Any, Any, tuple[str, ...]]:
+    def _load_writer(self, schema_id: int, ctx: SerdeContext) -> _Schemas:
         try:
             writer = self.registry.get_schema(schema_id)
         except SchemaNotFound as exc:
@@ -283,8 +318,10 @@ class AvroCodec:
             raise _decode_error(f"the writer schema {schema_id} is invalid: {exc}", ctx) from exc
         reader = None if canonical(writer) == self._canonical else self._reader_for(writer)
         fresh = () if reader is None else _mutable_defaults(self._parsed, writer)
-        self._readers[frame(schema_id)] = (parsed, reader, fresh)
-        return parsed, reader, fresh
+        # Same schema: nothing to resolve, so the generated reader can read it.
+        fast = body_reader(parsed) if reader is None else None
+        schemas = self._readers[frame(schema_id)] = (parsed, reader, fresh, fast)
+        return schemas
 
     def _reader_for(self, writer: Any) -> Any:
         """The model's schema, told that the writer's top-level record is another name for it.
@@ -314,6 +351,21 @@ class AvroCodec:
             "message is truncated or not in the Confluent wire format",
             ctx,
         )
+
+
+def _is_primitive(parsed: Any) -> bool:
+    """True for a parsed primitive schema, logical types included (``{"type": "string",
+    "logicalType": "uuid"}``): not a record, enum, fixed, union or container."""
+    return isinstance(parsed, dict) and parsed.get("type") in {
+        "null",
+        "boolean",
+        "int",
+        "long",
+        "float",
+        "double",
+        "bytes",
+        "string",
+    }
 
 
 def _id_of(data: bytes) -> int:
