@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import random
 import struct
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import fastavro
@@ -32,6 +34,21 @@ EVERY_KIND = {
         {"name": "maybe", "type": ["null", "string"]},
         {"name": "either", "type": ["null", "long", "string", "double"]},
         {"name": "color", "type": {"type": "enum", "name": "Color", "symbols": ["R", "G", "B"]}},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "at_us", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "clock", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+        {
+            "name": "price",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 3},
+        },
+        {"name": "odd", "type": {"type": "long", "logicalType": "not-a-known-one"}},
+        {
+            "name": "when",
+            "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}],
+        },
         {
             "name": "inner",
             "type": {
@@ -75,6 +92,20 @@ def random_value(rng: random.Random) -> dict[str, Any]:
         "maybe": rng.choice([None, "", "some"]),
         "either": rng.choice([None, some_long(), "s", 2.5]),
         "color": rng.choice("RGB"),
+        "at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        + dt.timedelta(milliseconds=some_long() % 10**12),
+        "at_us": dt.datetime(1969, 7, 20, tzinfo=dt.UTC)
+        + dt.timedelta(microseconds=rng.randint(0, 10**15)),
+        "local": dt.datetime(2000, 1, 1)
+        + dt.timedelta(milliseconds=rng.randint(-(10**11), 10**11)),
+        "day": dt.date(1970, 1, 1) + dt.timedelta(days=rng.randint(-30000, 30000)),
+        "clock": dt.time(
+            rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59), 1000 * rng.randint(0, 999)
+        ),
+        "ref": uuid.UUID(int=rng.getrandbits(128)),
+        "price": Decimal(rng.randint(-(10**12) + 1, 10**12 - 1)).scaleb(-3),
+        "odd": some_long(),
+        "when": rng.choice([None, dt.datetime(2030, 5, 5, 1, 2, 3, 456789, tzinfo=dt.UTC)]),
         "inner": {"a": rng.randint(-5, 5), "b": rng.choice([None, {"c": "deep"}])},
     }
 
@@ -131,8 +162,7 @@ def test_a_primitive_schema_is_read_alike(primitive: str) -> None:
         {"type": "array", "items": "long"},
         {"type": "map", "values": "string"},
         {"type": "fixed", "name": "F", "size": 4},
-        {"type": "long", "logicalType": "timestamp-millis"},
-        {"type": "string", "logicalType": "uuid"},
+        {"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal", "precision": 9},
         {
             "type": "record",
             "name": "WithList",
