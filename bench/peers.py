@@ -18,8 +18,10 @@ timed); CPU is the process's (all threads: librdkafka's too) over the same span.
 of a contender are its best and median rounds by wall clock and its least CPU per message.
 
 ``--side produce``: each run sends ``--events`` events to a fresh topic (bare: fastavro +
-``Producer.produce``; ferryman: ``Service.emit``), timed from the first send to the end of
-``flush()``; the run checks that every send was acknowledged and the topic holds them all.
+``Producer.produce``; ferryman: ``Service.emit``; the peers: their publish calls, each value
+encoded with fastavro in the Confluent wire format as bare does), timed from the first send
+to the last acknowledgement; the run checks that every send was acknowledged, then
+reads the topic back and checks it holds exactly the events (each once, its fields right).
 """
 
 from __future__ import annotations
@@ -265,28 +267,56 @@ def run_faust(a: argparse.Namespace, check: Check) -> None:
 
 
 def _produced(a: argparse.Namespace, start: float, cpu: float) -> None:
-    """Print the result once every record is acknowledged and the topic holds them all."""
-    from confluent_kafka import TopicPartition as RdPartition
-    from confluent_kafka.admin import AdminClient
-
+    """Print the result once every record is acknowledged: the clock stops here. Then read
+    the topic back and check it holds exactly the events (each number once, its fields right)."""
     elapsed, used = time.perf_counter() - start, time.process_time() - cpu
-    admin = AdminClient({"bootstrap.servers": a.bootstrap})
-    parts = admin.list_topics(a.produce_topic, timeout=10).topics[a.produce_topic].partitions
-    from confluent_kafka import Consumer
-
-    reader = Consumer({"bootstrap.servers": a.bootstrap, "group.id": a.group})
-    held = sum(
-        reader.get_watermark_offsets(RdPartition(a.produce_topic, p), timeout=10)[1] for p in parts
-    )
-    reader.close()
+    duplicates, bad, missing = _read_back(a)
     result = {
         "msgs_s": a.events / elapsed,
         "cpu_us": used / a.events * 1e6,
-        "duplicates": max(0, held - a.events),
-        "bad": max(0, a.events - held),
+        "duplicates": duplicates,
+        "bad": bad + missing,
     }
     print("RESULT " + json.dumps(result), flush=True)
     os._exit(0)
+
+
+def _read_back(a: argparse.Namespace) -> tuple[int, int, int]:
+    """(duplicates, bad values, missing events) of the produced topic, read from its start
+    to its high watermarks with a bare consumer and decoded with fastavro."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as RdPartition
+
+    reader = Consumer(
+        {"bootstrap.servers": a.bootstrap, "group.id": a.group, "enable.auto.commit": False}
+    )
+    meta = reader.list_topics(a.produce_topic, timeout=10).topics[a.produce_topic].partitions
+    ends = {
+        p: reader.get_watermark_offsets(RdPartition(a.produce_topic, p), timeout=10)[1]
+        for p in meta
+    }
+    reader.assign([RdPartition(a.produce_topic, p, 0) for p, end in ends.items() if end])
+    decode = _decoder(a.schema_file)
+    seen = bytearray(a.events)
+    left = sum(ends.values())
+    duplicates = bad = 0
+    while left > 0:
+        messages: list[Any] = reader.consume(1000, 5.0)  # Any: the stubs make value Optional
+        if not messages:
+            break
+        for m in messages:
+            if m.error() is not None or m.offset() >= ends[m.partition()]:
+                continue
+            left -= 1
+            v = decode(m.value())
+            i = int(v["order_id"][2:])
+            if v["customer_id"] != i % 997 or v["quantity"] != 1 + i % 5:
+                bad += 1
+            if seen[i]:
+                duplicates += 1
+            seen[i] = 1
+    reader.close()
+    return duplicates, bad, a.events - sum(seen)
 
 
 def _avro_values(a: argparse.Namespace) -> tuple[list[dict[str, Any]], Callable[[Any], bytes]]:
@@ -369,6 +399,162 @@ def run_ferryman_emit(a: argparse.Namespace, _: Check, awaited: bool) -> None:
     asyncio.run(main())
 
 
+LINGER_MS = 5
+"""The producers' linger, as ferryman's (``PRODUCER_DEFAULTS``), wherever a peer takes one."""
+
+
+def run_faststream_publish(a: argparse.Namespace, _: Check, transport: str, how: str) -> None:
+    """FastStream's ``KafkaBroker.publish`` of each event (``how="one"``: each awaited, its
+    acknowledgement included; ``"nowait"``: ``no_confirm=True``, the futures of each BATCH
+    awaited before the next), or ``publish_batch`` of BATCH events at a time (``"batch"``)."""
+    from faststream.kafka.response import (  # type: ignore[import-not-found, unused-ignore]
+        KafkaResponse,
+    )
+
+    events, encode = _avro_values(a)
+    settings: dict[str, Any] = {
+        "acks": "all",
+        "compression_type": "lz4",
+        "linger_ms": LINGER_MS,
+        "enable_idempotence": True,
+    }
+    broker: Any
+    if transport == "aiokafka":
+        from faststream.kafka import KafkaBroker  # type: ignore[import-not-found, unused-ignore]
+
+        # aiokafka's batch is 16 KB by default, too small for BATCH events in one
+        # publish_batch; 1 MB is librdkafka's batch.size default
+        broker = KafkaBroker(a.bootstrap, max_batch_size=1_048_576, **settings)
+    else:
+        from faststream.confluent import (  # type: ignore[import-not-found, unused-ignore]
+            KafkaBroker as ConfluentBroker,
+        )
+
+        broker = ConfluentBroker(a.bootstrap, **settings)
+    topic = a.produce_topic
+
+    async def main() -> None:
+        await broker.start()
+        first = events[0]  # the first send fetches the topic's metadata: not timed
+        await broker.publish(encode(first), topic, key=first["order_id"].encode())
+        publish = broker.publish
+        start, cpu = time.perf_counter(), time.process_time()
+        if how == "one":
+            for e in events[1:]:
+                await publish(encode(e), topic, key=e["order_id"].encode())
+        elif how == "nowait":
+            for i in range(1, len(events), BATCH):
+                futures = [
+                    await publish(encode(e), topic, key=e["order_id"].encode(), no_confirm=True)
+                    for e in events[i : i + BATCH]
+                ]
+                for f in futures:
+                    await f
+        else:
+            for i in range(1, len(events), BATCH):
+                await broker.publish_batch(
+                    *(
+                        KafkaResponse(encode(e), key=e["order_id"].encode())
+                        for e in events[i : i + BATCH]
+                    ),
+                    topic=topic,
+                )
+        _produced(a, start, cpu)  # every send above was awaited to its acknowledgement
+
+    asyncio.run(main())
+
+
+def run_quix_produce(a: argparse.Namespace, _: Check) -> None:
+    """Quix Streams' ``Application.get_producer()``: ``produce(topic, value, key,
+    on_delivery=...)`` per event (it polls after each), ``flush()`` at the end."""
+    from quixstreams import Application  # type: ignore[import-not-found, unused-ignore]
+
+    events, encode = _avro_values(a)
+    app = Application(
+        broker_address=a.bootstrap,
+        consumer_group=a.group,
+        state_dir=tempfile.mkdtemp(prefix="quix-"),
+        producer_extra_config={
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": LINGER_MS,
+        },
+    )
+    failed = 0
+
+    def on_delivery(err: Any, _: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    topic = a.produce_topic
+    with app.get_producer() as producer:
+        first = events[0]  # the first send connects and fetches metadata: not timed
+        producer.produce(topic, encode(first), first["order_id"].encode(), on_delivery=on_delivery)
+        producer.flush()
+        produce = producer.produce
+        start, cpu = time.perf_counter(), time.process_time()
+        for e in events[1:]:
+            produce(topic, encode(e), e["order_id"].encode(), on_delivery=on_delivery)
+        producer.flush()
+        assert failed == 0, f"{failed} records not acknowledged"
+        _produced(a, start, cpu)
+
+
+def run_faust_produce(a: argparse.Namespace, _: Check) -> None:
+    """faust-streaming's ``topic.send(key=, value=)`` of each event, awaited as faust's docs
+    show (it queues the record and returns its future), from an app task; the producer
+    flushed at the end and every future checked."""
+    import faust  # type: ignore[import-untyped, unused-ignore]
+
+    events, encode = _avro_values(a)
+    app = faust.App(
+        a.group,
+        broker=f"kafka://{a.bootstrap}",
+        web_enabled=False,
+        topic_disable_leader=True,
+        store="memory://",
+        datadir=tempfile.mkdtemp(prefix="faust-"),
+        producer_acks=-1,
+        producer_compression_type="lz4",
+        producer_linger=LINGER_MS / 1000,
+        consumer_auto_offset_reset="latest",
+    )
+    # a faust worker will not start without a subscription: an agent idles at the end of the
+    # consuming side's topic
+    idle = app.topic(a.topic, value_serializer="raw")
+
+    @app.agent(idle)  # type: ignore[untyped-decorator, unused-ignore]
+    async def nothing(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+    topic = app.topic(
+        a.produce_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=a.partitions,
+    )
+
+    @app.task  # type: ignore[untyped-decorator, unused-ignore]
+    async def produce() -> None:
+        first = events[0]  # the first send fetches the topic's metadata: not timed
+        await (await topic.send(key=first["order_id"].encode(), value=encode(first)))
+        send = topic.send
+        start, cpu = time.perf_counter(), time.process_time()
+        futures = [await send(key=e["order_id"].encode(), value=encode(e)) for e in events[1:]]
+        await app.producer.flush()
+        for f in futures:
+            await f  # raises for a record not acknowledged
+        _produced(a, start, cpu)
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
+
+
 PRODUCERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
     "bare-produce": ("bare confluent-kafka `Producer.produce` + fastavro", run_bare_produce),
     "ferryman-emit-awaited": (
@@ -379,7 +565,36 @@ PRODUCERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = 
         "ferryman `emit`, never awaited, `flush()` at the end",
         lambda a, c: run_ferryman_emit(a, c, False),
     ),
+    "quix-produce": ("Quix Streams `Producer.produce`", run_quix_produce),
+    "faststream-aiokafka-publish": (
+        "FastStream, aiokafka, `publish` awaited one at a time",
+        lambda a, c: run_faststream_publish(a, c, "aiokafka", "one"),
+    ),
+    "faststream-aiokafka-nowait": (
+        f"FastStream, aiokafka, `publish(no_confirm=True)`, awaited in batches of {BATCH}",
+        lambda a, c: run_faststream_publish(a, c, "aiokafka", "nowait"),
+    ),
+    "faststream-aiokafka-publish-batch": (
+        f"FastStream, aiokafka, `publish_batch` of {BATCH}",
+        lambda a, c: run_faststream_publish(a, c, "aiokafka", "batch"),
+    ),
+    "faststream-confluent-publish": (
+        "FastStream, confluent, `publish` awaited one at a time",
+        lambda a, c: run_faststream_publish(a, c, "confluent", "one"),
+    ),
+    "faststream-confluent-nowait": (
+        f"FastStream, confluent, `publish(no_confirm=True)`, awaited in batches of {BATCH}",
+        lambda a, c: run_faststream_publish(a, c, "confluent", "nowait"),
+    ),
+    "faststream-confluent-publish-batch": (
+        f"FastStream, confluent, `publish_batch` of {BATCH}",
+        lambda a, c: run_faststream_publish(a, c, "confluent", "batch"),
+    ),
+    "faust-produce": ("faust-streaming `topic.send`", run_faust_produce),
 }
+
+ONLY_BY_NAME = {"faststream-aiokafka-publish", "faststream-confluent-publish"}
+"""Run only when named in ``--only``: a publish awaited one at a time makes ~130 records/s."""
 
 CONTENDERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
     "bare": ("bare confluent-kafka `consume(1000)` + fastavro", run_bare),
@@ -534,7 +749,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated contenders (default: all)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated contenders (default: all but "
+        + ", ".join(sorted(ONLY_BY_NAME))
+        + ", which take minutes per 10,000 records)",
+    )
     parser.add_argument(
         "--quix-python",
         default=sys.executable,
@@ -569,7 +790,7 @@ def main() -> None:
         child(args)
         return
     table = CONTENDERS if args.side == "consume" else PRODUCERS
-    names = [n for n in args.only.split(",") if n] or list(table)
+    names = [n for n in args.only.split(",") if n] or [n for n in table if n not in ONLY_BY_NAME]
     unknown = [n for n in names if n not in table]
     if unknown:
         parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(table)}")
@@ -589,7 +810,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            python = args.quix_python if name == "quix" else sys.executable
+            python = args.quix_python if name.startswith("quix") else sys.executable
             res = run_one(args, name, python, workdir)
             results[name].append(res)
             shown = res.get("error") or f"{res['msgs_s']:,.0f} msgs/s {res['cpu_us']:.1f} us"
