@@ -112,6 +112,8 @@ class _Ack(Future[RecordMetadata]):
                     "%s failed and nobody awaited it: %r", self._unretrieved, exc, exc_info=exc
                 )
             return
+        if self._unretrieved is not None:
+            return  # its Delivery is gone: nothing can read the result (or wait for it)
         meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
         with _ACKS_LOCK:
             self._result = meta
@@ -230,7 +232,17 @@ class KafkaProducer:
             self._check_destination(topic, partition)
         future = _Ack()
         try:
-            if timestamp is None and not headers:
+            if headers:  # a service's sends: message id and source on every record
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    partition,
+                    future,
+                    timestamp=timestamp or 0,
+                    headers=list(headers),
+                )
+            elif timestamp is None:
                 self._producer.produce(topic, value, key, partition, future)
             else:
                 self._produce(topic, value, key, partition, future, timestamp, headers)
