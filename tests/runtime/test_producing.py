@@ -72,7 +72,7 @@ def test_unawaited_emits_each_carry_a_message_id_and_the_source_in_key_order(env
         assert parsed.hex == raw.decode()
     assert {r.header(SOURCE) for r in got} == {env.name("shop").encode()}
     decode = shop._conn.serde.decode  # the consumed values, through the service's own codecs
-    by_key: dict[object, list[int]] = {}
+    by_key: dict[str, list[int]] = {}
     for r in sorted(got, key=lambda r: (r.partition, r.offset)):
         message = decode(placed, r)
         assert message.value is not None
