@@ -4,6 +4,9 @@ and the parent the flow says."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -117,3 +120,38 @@ def test_one_trace_spans_producer_consumer_request_and_reply(env: Env, tracer: T
     assert attributes["messaging.consumer.group.name"] == env.name("orders")
     assert isinstance(attributes["messaging.message.id"], str)
     assert (send_placed.attributes or {})["messaging.system"] in ("ferryman", "kafka")
+
+
+def _active_in_a_fresh_process(code: str, **env: str) -> list[str]:
+    """What ``code`` prints, run where no tracer provider was set yet (one per process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return out.stdout.split()
+
+
+def test_a_global_provider_set_after_the_service_is_used_from_then_on() -> None:
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from ferryman.observability.tracing import tracing_for\n"
+        "tracing = tracing_for('svc', 'kafka')\n"
+        "print(tracing.active(), tracing.active())\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "print(tracing.active(), tracing.active())\n"
+    )
+    assert _active_in_a_fresh_process(code) == ["False", "False", "True", "True"]
+
+
+def test_a_provider_named_in_the_environment_is_used() -> None:
+    code = (
+        "from ferryman.observability.tracing import tracing_for\n"
+        "print(tracing_for('svc', 'kafka').active())\n"
+    )
+    assert _active_in_a_fresh_process(code) == ["False"]
+    named = {"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    assert _active_in_a_fresh_process(code, **named) == ["True"]

@@ -11,6 +11,7 @@ returns None and callers skip every hook: nothing is paid.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,10 @@ try:
     from opentelemetry import propagate, trace
 except ImportError:  # the otel extra is not installed: tracing_for() says None
     trace = None  # type: ignore[assignment]
+
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
+"""The environment variable that names a global tracer provider for OpenTelemetry to load."""
+_UNKNOWN: Any = object()
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 """The W3C headers carried on records (baggage too, when a propagator sets it)."""
@@ -49,16 +54,24 @@ class Tracing:
         self.system = system
         self._provider = provider
         self._tracer = (provider or trace).get_tracer("ferryman")
+        self._active = provider is not None
+        # A provider named in the environment is loaded by the first get_tracer_provider().
+        self._from_environment = _PROVIDER_VARIABLE in os.environ
 
     def active(self) -> bool:
         """Whether spans are recorded: the service was given a tracer provider, or a global one
         was set up (an SDK). With only the API's no-op provider, hooks skip their spans, so
         having ``opentelemetry-api`` installed costs nothing."""
-        if self._provider is not None:
+        if self._active:  # a global provider is set once and for all: active stays so
             return True
-        return not isinstance(
+        # While none is set, get_tracer_provider() looks the environment up on every call
+        # (~2.5 us, a tenth of a send); the API's module global says "none set" at once.
+        if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not self._from_environment:
+            return False
+        self._active = not isinstance(
             trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
         )
+        return self._active
 
     # -- producing ----------------------------------------------------------------------
 

@@ -72,13 +72,13 @@ class Delivery(Generic[T]):
             raise
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> T:
         self._retrieved = True
         future = self._future
-        if future.done():  # the common case when awaiting a batch of sends: no asyncio future
-            return future.result()
+        if future.done():  # the common case when awaiting a batch of sends: no coroutine and
+            return future.result()  # no asyncio future, one generator
+        return (yield from self._wait().__await__())
+
+    async def _wait(self) -> T:
         wait, at_deadline = self._wait_for(None)
         # shield: a cancelled or timed-out await must not cancel the send itself
         waiting = asyncio.shield(asyncio.wrap_future(self._future))

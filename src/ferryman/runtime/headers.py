@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import random
 
 MESSAGE_ID = "ferryman.message-id"
@@ -45,6 +46,13 @@ def new_id() -> str:
     return "%032x" % (_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
+def new_id_bytes() -> bytes:
+    """``new_id()`` as ASCII bytes, as a header carries it (half the cost of formatting a str
+    and encoding it: this runs for every record sent)."""
+    return _hexlify((_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16, "big"))
+
+
+_hexlify = binascii.hexlify
 _getrandbits = random.getrandbits
 _UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET = (0x8000 << 48) | (4 << 76)

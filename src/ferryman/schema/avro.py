@@ -79,6 +79,8 @@ class AvroCodec:
         self._cls = model if isinstance(model, type) else None
         self._short_strings = model is str and self.schema == "string" and self._to is None
         self._headers: dict[str, bytes] = {}
+        # the last context encoded with and its header: no subject formatted per record
+        self._last: tuple[SerdeContext | None, bytes] = (None, b"")
         # schema id -> (writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, _Schemas] = {}
         # Keys (and primitive values) repeat: an entity topic's keys are its entities. Their
@@ -90,9 +92,13 @@ class AvroCodec:
 
     def encode(self, value: Any, ctx: SerdeContext) -> bytes:
         """``value`` in the wire format; SchemaError, before anything is sent, if it does not fit."""
-        header = self._headers.get(ctx.subject)
-        if header is None:
-            header = self._register(ctx.subject)
+        last = self._last
+        if ctx is last[0]:  # a sender passes its topic's one context on every record
+            header = last[1]
+        else:
+            known = self._headers.get(ctx.subject)
+            header = self._register(ctx.subject) if known is None else known
+            self._last = (ctx, header)
         if self._short_strings and isinstance(value, str) and len(value) < 64:
             # a string key: length (zigzag, one byte below 64 bytes) and UTF-8, as fastavro
             # writes it, without its call (a tenth of a send's CPU)

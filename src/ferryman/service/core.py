@@ -90,6 +90,7 @@ class Service:
             raise ConfigError("a Service needs a name, e.g. fm.Service('orders')")
         self.name = name
         self._source = name.encode()  # the ferryman.source header, once rather than per send
+        self._send_names: dict[str, str] = {}  # topic -> what its Deliveries say in logs
         self.config = config or ServiceConfig()
         self.locations: Locations = resolve_locations(
             broker if isinstance(broker, str) else None,
@@ -329,7 +330,12 @@ class Service:
             headers=record.headers,
             timestamp=record.timestamp_ms,
         )
-        return Delivery(future, f"{'delete' if value is None else 'send'} to {topic.name!r}")
+        what = self._send_names.get(topic.name) if value is not None else None
+        if what is None:  # formatted once per topic: a Delivery is made per record
+            what = f"{'delete' if value is None else 'send'} to {topic.name!r}"
+            if value is not None:
+                self._send_names[topic.name] = what
+        return Delivery(future, what)
 
     def publish(
         self,

@@ -34,6 +34,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
 }
 
+# A named tuple's own __new__ is a Python function; tuple.__new__ builds one directly.
+_as_metadata = tuple.__new__
+
 _ACKS_LOCK = threading.RLock()
 _ACKS = threading.Condition(_ACKS_LOCK)
 
@@ -82,6 +85,9 @@ class _Ack(Future[RecordMetadata]):
         self._unretrieved = what
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
+        if self._state == FINISHED and self._exception is None:
+            # acknowledged (the result is set before the state): no lock, as done()
+            return self._result  # type: ignore[return-value]
         self._wait(timeout)
         return super().result(0)
 
@@ -112,7 +118,11 @@ class _Ack(Future[RecordMetadata]):
                     "%s failed and nobody awaited it: %r", self._unretrieved, exc, exc_info=exc
                 )
             return
-        meta = RecordMetadata(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        if self._unretrieved is not None:
+            return  # its Delivery is gone: nothing can read the result (or wait for it)
+        meta = _as_metadata(
+            RecordMetadata, (msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+        )
         with _ACKS_LOCK:
             self._result = meta
             self._state = FINISHED
@@ -230,7 +240,17 @@ class KafkaProducer:
             self._check_destination(topic, partition)
         future = _Ack()
         try:
-            if timestamp is None and not headers:
+            if headers:  # a service's sends: message id and source on every record
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    partition,
+                    future,
+                    timestamp=timestamp or 0,
+                    headers=list(headers),
+                )
+            elif timestamp is None:
                 self._producer.produce(topic, value, key, partition, future)
             else:
                 self._produce(topic, value, key, partition, future, timestamp, headers)
