@@ -75,7 +75,7 @@ def produce_bulk(broker: str, registry: str, topic: EventTopic[OrderPlaced], n: 
     made ~7,000: 5,000,000 events would take 12 minutes through emit). The embedded broker
     then writes larger batch rows than at emit's pace: ``--bulk`` is for memory runs; the
     speed comparison stays on logs written by ``emit``."""
-    from ferryman.runtime.headers import MESSAGE_ID, SOURCE, new_id
+    from ferryman.runtime.headers import MESSAGE_ID, SOURCE, new_id_bytes
     from ferryman.schema import open_registry
 
     svc = Service("bench-producer", broker=broker, registry=registry)
@@ -107,7 +107,7 @@ def produce_bulk(broker: str, registry: str, topic: EventTopic[OrderPlaced], n: 
             topic.name,
             encode(value_header, value_schema, e),
             key=encode(key_header, key_schema, e["order_id"]),
-            headers=((MESSAGE_ID, new_id().encode()), source),
+            headers=((MESSAGE_ID, new_id_bytes()), source),
         )
     assert producer.flush(600) == 0
     producer.close()

@@ -119,11 +119,15 @@ bootstrap() {
   echo "$out"
 }
 
-node_pid() {
+# The pid recorded when node $1 was started (whatever runs under it now).
+recorded_pid() {
   local f="$DIR/node-$1/pid"
-  [[ -f "$f" ]] || return 1
+  [[ -f "$f" ]] && cat "$f"
+}
+
+node_pid() {
   local pid
-  pid="$(cat "$f")"
+  pid="$(recorded_pid "$1")" || return 1
   # The pid must still be a Kafka of this node (pids are reused).
   if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$DIR/node-$1/server.properties"; then
     echo "$pid"
@@ -136,9 +140,8 @@ node_pid() {
 # start_node the pid can still be the forked shell that has not exec'd java yet, whose command
 # line does not name the node's server.properties: node_pid would call that "not running".
 node_alive() {
-  local f="$DIR/node-$1/pid" pid state
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
+  local pid state
+  pid="$(recorded_pid "$1")" || return 1
   kill -0 "$pid" 2>/dev/null || return 1
   state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$pid/stat" 2>/dev/null)"
   [[ "$state" != Z ]]

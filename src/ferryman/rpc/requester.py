@@ -48,6 +48,7 @@ from ferryman.runtime.headers import (
     REQUESTER,
     SOURCE,
     new_id,
+    new_id_bytes,
 )
 from ferryman.topics import RequestTopic
 
@@ -275,7 +276,7 @@ class Requester:
     def _send(self, unsent: _Unsent, tp: TopicPartition) -> None:
         pending = unsent.pending
         headers = [
-            (MESSAGE_ID, new_id().encode()),
+            (MESSAGE_ID, new_id_bytes()),
             (SOURCE, self._source),
             (CORRELATION_ID, pending.correlation_id.encode()),
             (REPLY_TO, f"{tp.topic}:{tp.partition}".encode()),

@@ -33,7 +33,7 @@ from ferryman.runtime.headers import (
     REPLY_TO,
     REQUESTER,
     SOURCE,
-    new_id,
+    new_id_bytes,
 )
 from ferryman.runtime.message import Message
 from ferryman.runtime.threads import in_thread
@@ -89,7 +89,7 @@ def responder_route(
         if partition is None:
             return  # a one-way request: nobody waits for a reply
         headers = (
-            (MESSAGE_ID, new_id().encode()),
+            (MESSAGE_ID, new_id_bytes()),
             (SOURCE, source_header),
             (CORRELATION_ID, m.header(CORRELATION_ID) or b""),
             (REQUESTER, m.header(REQUESTER) or b""),

@@ -330,11 +330,12 @@ class Service:
             headers=record.headers,
             timestamp=record.timestamp_ms,
         )
-        what = self._send_names.get(topic.name) if value is not None else None
-        if what is None:  # formatted once per topic: a Delivery is made per record
-            what = f"{'delete' if value is None else 'send'} to {topic.name!r}"
-            if value is not None:
-                self._send_names[topic.name] = what
+        if value is None:
+            what = f"delete to {topic.name!r}"
+        else:  # formatted once per topic: a Delivery is made per record
+            what = self._send_names.get(topic.name) or self._send_names.setdefault(
+                topic.name, f"send to {topic.name!r}"
+            )
         return Delivery(future, what)
 
     def publish(
