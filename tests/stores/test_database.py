@@ -7,9 +7,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, event, inspect, text
 
 from ferryman.errors import ConfigError
 from ferryman.stores import OFFSETS_TABLE, Database
@@ -171,3 +172,109 @@ def test_threads_take_turns_to_write_to_sqlite_and_not_to_postgresql(database: D
         assert entered.wait(0.5) == (database.dialect == "postgresql")
     assert entered.wait(10)
     waiter.join(10)
+
+
+def _grouped_in_threads(
+    database: Database, works: list[Any]
+) -> tuple[list[Any], list[BaseException | None], int]:
+    """Run each of ``works`` through ``grouped`` in a thread of its own, all submitted while the
+    turn is held (so on SQLite they wait together); their results, errors, and the commits."""
+    commits = 0
+
+    def count(_conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(database.engine, "commit", count)
+    results: list[Any] = [None] * len(works)
+    errors: list[BaseException | None] = [None] * len(works)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = database.grouped(works[i])
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(works))]
+    with database.turn():
+        for t in threads:
+            t.start()
+        if database.dialect == "sqlite":  # each waits for the turn, its work queued
+            deadline = time.monotonic() + 10
+            while len(database._waiting) < len(works) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(database._waiting) == len(works)
+    for t in threads:
+        t.join(10)
+    event.remove(database.engine, "commit", count)
+    return results, errors, commits
+
+
+def _table(database: Database) -> Table:
+    t = Table(
+        f"g_{uuid.uuid4().hex[:8]}", database.metadata, Column("id", Integer, primary_key=True)
+    )
+    database.create_missing([t])
+    return t
+
+
+def _ids(database: Database, t: Table) -> list[int]:
+    with database.read() as conn:
+        return sorted(conn.execute(t.select()).scalars())
+
+
+def test_sqlite_writers_waiting_for_their_turn_share_one_transaction(database: Database) -> None:
+    t = _table(database)
+
+    def insert(i: int) -> Any:
+        def work(conn: Connection) -> int:
+            conn.execute(t.insert(), [{"id": i}])
+            return i * 10
+
+        return work
+
+    results, errors, commits = _grouped_in_threads(database, [insert(i) for i in range(4)])
+    assert errors == [None] * 4
+    assert results == [0, 10, 20, 30]  # each caller gets its own work's result
+    assert _ids(database, t) == [0, 1, 2, 3]
+    # SQLite: one commit for the four (group commit); PostgreSQL: a transaction each.
+    assert commits == (1 if database.dialect == "sqlite" else 4)
+
+
+def test_a_grouped_work_that_raises_rolls_back_alone(database: Database) -> None:
+    t = _table(database)
+
+    def insert(i: int, fail: bool = False) -> Any:
+        def work(conn: Connection) -> None:
+            conn.execute(t.insert(), [{"id": i}])
+            if fail:
+                raise ValueError(f"work {i} fails")
+
+        return work
+
+    works = [insert(1), insert(2, fail=True), insert(3)]
+    _, errors, _ = _grouped_in_threads(database, works)
+    assert [type(e) for e in errors] == [type(None), ValueError, type(None)]
+    assert "work 2 fails" in str(errors[1])
+    assert _ids(database, t) == [1, 3]  # its row rolled back, the others' committed
+
+
+def test_a_failed_group_commit_fails_every_work_of_the_group(database: Database) -> None:
+    t = _table(database)
+
+    def refuse(_conn: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    def insert(i: int) -> Any:
+        def work(conn: Connection) -> None:
+            conn.execute(t.insert(), [{"id": i}])
+
+        return work
+
+    event.listen(database.engine, "commit", refuse)
+    try:
+        _, errors, _ = _grouped_in_threads(database, [insert(1), insert(2)])
+    finally:
+        event.remove(database.engine, "commit", refuse)
+    assert all(isinstance(e, RuntimeError) and "disk is full" in str(e) for e in errors)
+    assert _ids(database, t) == []

@@ -8,10 +8,10 @@ declares lives on the service's ``MetaData``, so a user's Alembic ``env.py`` can
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
@@ -29,6 +29,20 @@ _DDL_LOCK = text(
 _READ_ONLY = "ferryman_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before it fails."""
+
+T = TypeVar("T")
+
+
+class _Work:
+    """One caller's part of a grouped transaction, and how it ended."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Connection], Any]) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class Database:
@@ -49,6 +63,8 @@ class Database:
         # its busy handler (up to 100 ms a time): the consumer loop's threads that write in
         # parallel (a mirror's partitions) take turns here instead (see ``turn``).
         self._turn = threading.Lock() if self.dialect == "sqlite" else None
+        self._waiting: list[_Work] = []  # works for the next grouped transaction (SQLite)
+        self._waiting_lock = threading.Lock()
 
     def create_missing(self, tables: Collection[Table] | None = None) -> list[str]:
         """Create the tables of ``metadata`` (or just ``tables``, which may belong to another
@@ -112,6 +128,55 @@ class Database:
         finally:
             if mine:
                 self._turn.release()
+
+    def grouped(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in a transaction, committed unless it raises (then rolled back, and the
+        error raised here), as ``with begin() as conn: return fn(conn)``.
+
+        On SQLite, writers take turns (see ``turn``), and the works that other threads submit
+        while one waits for its turn share a transaction (group commit): the thread whose turn
+        comes runs every work waiting then, each under a savepoint, so one that raises rolls back
+        alone, and commits once. A commit writes every page its transaction changed to the WAL,
+        so four partitions' runs of 500 rows in one transaction cost about half as much per row
+        as in four (bench/mirror.py). A failed commit fails every work of its group. PostgreSQL
+        writers run in parallel, each in its own transaction.
+        """
+        if self._turn is None:
+            with self.begin() as conn:
+                return fn(conn)
+        work = _Work(fn)
+        with self._waiting_lock:
+            self._waiting.append(work)
+        with self.turn():
+            if not work.done:  # else a thread whose turn came first ran it in its group
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                self._run_group(group)
+        if work.error is not None:
+            raise work.error
+        return work.result  # type: ignore[no-any-return]
+
+    def _run_group(self, group: list[_Work]) -> None:
+        try:
+            with self.begin() as conn:
+                if len(group) == 1:  # alone: its error rolls the transaction back
+                    group[0].result = group[0].fn(conn)
+                else:
+                    for work in group:
+                        try:
+                            with conn.begin_nested():
+                                work.result = work.fn(conn)
+                        except Exception as exc:
+                            work.error, work.result = exc, None
+        except BaseException as exc:  # nothing of the group is committed
+            for work in group:
+                if work.error is None:
+                    work.error, work.result = exc, None
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for work in group:
+                work.done = True
 
     def dispose(self) -> None:
         """Close the pooled connections (the Database can still be used; it reconnects)."""

@@ -18,6 +18,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Connection
@@ -97,18 +98,22 @@ class StoreRun:
         # The loop's Keyed tuples have MirrorRecord's fields in its order: the store reads
         # them as they are.
         records: Sequence[Any] = (
-            items if all(isinstance(m, tuple) for m in items) else [_record_of(m) for m in items]
+            items if all(map(isinstance, items, repeat(tuple))) else [_record_of(m) for m in items]
         )
-        try:
-            with self.database.turn(), self.database.begin() as conn:
-                applied = self.store.apply(conn, records, self.group)
-                if applied.poisoned:  # roll back: the policy isolates the record, then skips it
-                    first = applied.poisoned[0]
-                    r = first.record
-                    raise PoisonedRecord(
-                        f"{self.store!r} could not apply {r.topic}[{r.partition}]@{r.offset} "
-                        f"(key {r.key!r}): {type(first.error).__name__}: {first.error}"
-                    ) from first.error
+
+        def apply(conn: Connection) -> Applied:
+            applied = self.store.apply(conn, records, self.group)
+            if applied.poisoned:  # roll back: the policy isolates the record, then skips it
+                first = applied.poisoned[0]
+                r = first.record
+                raise PoisonedRecord(
+                    f"{self.store!r} could not apply {r.topic}[{r.partition}]@{r.offset} "
+                    f"(key {r.key!r}): {type(first.error).__name__}: {first.error}"
+                ) from first.error
+            return applied
+
+        try:  # on SQLite, in one transaction with other partitions' runs waiting meanwhile
+            applied = self.database.grouped(apply)
         except Exception as exc:
             return 0, exc
         if self.applied is not None:
