@@ -19,9 +19,10 @@ poisoned records are returned for the caller's failure policy. The consumer loop
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, delete
+from sqlalchemy import Connection, Table, bindparam, delete
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
 
 from ferryman.errors import ConfigError, StoreError
@@ -38,6 +39,8 @@ from ferryman.stores.tables import (
 )
 from ferryman.stores.upsert import RowUpsert, upsert
 from ferryman.topics import EntityTopic
+
+_offset = itemgetter(2)  # a record's offset: max() and min() run their loops in C with it
 
 DELETE_CHUNK = 10_000
 """Keys per DELETE: one bind parameter each, and PostgreSQL takes at most 65535 per statement."""
@@ -157,6 +160,10 @@ class Mirror:
         # Without a transform every row has the mapper's columns: rows go as tuples through a
         # statement compiled once (RowUpsert), the mirror's hot path.
         self._upsert = RowUpsert(self.table, self._mapper.names)
+        # Built once: a statement made per run coerces each key it is given into the IN list.
+        self._delete = delete(self.table).where(
+            self.key_column.in_(bindparam("gone", expanding=True))
+        )
 
     def check(self, conn: Connection) -> None:
         """Raise MirrorSchemaError when the live table lacks columns this mirror writes."""
@@ -196,28 +203,37 @@ class Mirror:
             conn, group, [TopicPartition(name, p) for p in partitions], lock=True
         )
         floor = {tp.partition: offset for tp, offset in stored.items()}
-        latest: dict[Any, tuple[Any, ...]] = {}
-        poisoned: list[Poisoned] = []
+        # Records below the floor were applied before: a redelivery changes nothing.
+        fresh_records = batch
+        if floor and not (
+            len(partitions) == 1 and batch and min(batch, key=_offset)[2] >= min(floor.values())
+        ):
+            fresh_records = [r for r in batch if r[2] >= floor.get(r[1], -1)]
+        fresh = len(fresh_records)
         ends: dict[int, int] = {}  # the last offset seen per partition
         stamps: dict[int, int] = {}  # and its record's timestamp
-        fresh = 0
-        for r in batch:
-            _, partition, offset, key, _, timestamp = r
-            if offset < floor.get(partition, -1):
-                continue  # applied before: a redelivery changes nothing
-            fresh += 1
-            if offset >= ends.get(partition, -1):
-                ends[partition] = offset
-                stamps[partition] = timestamp
-            if key is None:
-                poisoned.append(
-                    Poisoned(
-                        _record(r), StoreError(f"{_where(r)} has no key; entity records need one")
-                    )
-                )
-                continue
-            latest.pop(key, None)  # keep the order of each key's last change
+        if len(partitions) == 1 and fresh_records:  # a run of one partition, the loop's case
+            last = max(fresh_records, key=_offset)
+            ends[last[1]], stamps[last[1]] = last[2], last[5]
+        else:
+            for r in fresh_records:
+                partition, offset = r[1], r[2]
+                if offset >= ends.get(partition, -1):
+                    ends[partition], stamps[partition] = offset, r[5]
+        latest: dict[Any, tuple[Any, ...]] = {}
+        drop = latest.pop
+        for r in fresh_records:
+            key = r[3]
+            drop(key, None)  # keep the order of each key's last change
             latest[key] = r
+        poisoned: list[Poisoned] = []
+        if None in latest:  # records without a key: none can be applied
+            del latest[None]
+            poisoned = [
+                Poisoned(_record(r), StoreError(f"{_where(r)} has no key; entity records need one"))
+                for r in fresh_records
+                if r[3] is None
+            ]
         ops = self._ops(latest.values(), poisoned)
         poisoned.extend(self._write(conn, ops))
         offsets = {TopicPartition(name, p): end + 1 for p, end in ends.items()}
@@ -246,11 +262,20 @@ class Mirror:
         """Each key's last change as an op: its key as stored, and its row (a tuple of the
         mapper's columns, or a transform's dict) or None to delete; a record whose value cannot
         be mapped is added to ``poisoned``."""
-        ops: list[_Op] = []
-        append = ops.append
         key_convert = self._key_convert
         transform = self._transform
         to_row = self._mapper.values
+        if key_convert is None and transform is None:  # the common case, in C loops mostly
+            records = list(latest)
+            values = [r[4] for r in records]
+            try:
+                rows = self._mapper.rows(values)
+            except Exception:  # a value that cannot be mapped: found below, record by record
+                pass
+            else:
+                return list(zip(records, [r[3] for r in records], rows, strict=True))
+        ops: list[_Op] = []
+        append = ops.append
         for r in latest:
             key, value = r[3], r[4]
             try:
@@ -303,13 +328,8 @@ class Mirror:
     def _execute(self, conn: Connection, ops: list[_Op]) -> None:
         gone: list[Any] = []
         if self._transform is None:
-            rows: list[Any] = []
-            for _, key, row in ops:
-                if row is None:
-                    gone.append(key)
-                else:
-                    rows.append(row)
-            self._upsert(conn, rows)
+            gone = [key for _, key, row in ops if row is None]
+            self._upsert(conn, [row for _, _, row in ops if row is not None])
         else:  # a transform's rows may differ in their columns: one upsert per set of them
             by_columns: dict[tuple[str, ...], list[Row]] = {}
             for _, key, row in ops:
@@ -320,8 +340,7 @@ class Mirror:
             for dicts in by_columns.values():
                 upsert(conn, self.table, dicts)
         for start in range(0, len(gone), DELETE_CHUNK):
-            chunk = gone[start : start + DELETE_CHUNK]
-            conn.execute(delete(self.table).where(self.key_column.in_(chunk)))
+            conn.execute(self._delete, {"gone": gone[start : start + DELETE_CHUNK]})
 
     def __repr__(self) -> str:
         return f"Mirror({self.topic.name!r} -> {self.table.name!r})"

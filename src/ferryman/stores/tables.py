@@ -197,6 +197,22 @@ class RowMapper:
                 out[i] = convert(v)
         return tuple(out)
 
+    def rows(self, values: list[Any]) -> list[tuple[Any, ...] | None]:
+        """``values`` as rows (``values`` of each; None stays None, a tombstone): for values of
+        one type and no converters, the getter maps them in a C loop."""
+        kinds = set(map(type, values))
+        tombstones = type(None) in kinds
+        kinds.discard(type(None))
+        if len(kinds) != 1 or self._converted:
+            return [None if v is None else self.values(v) for v in values]
+        (kind,) = kinds
+        get = self._getters.get(kind)
+        if get is None:
+            get = self._getters[kind] = self._getter(kind)
+        if not tombstones:
+            return list(map(get, values))
+        return [None if v is None else get(v) for v in values]
+
     def _getter(self, kind: type) -> Callable[[Any], tuple[Any, ...]]:
         fields = self._fields
         get: Callable[[Any], Any] = (
