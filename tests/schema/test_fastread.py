@@ -141,7 +141,11 @@ def test_a_generated_reader_reads_what_fastavro_reads() -> None:
 @pytest.mark.parametrize("primitive", ["long", "int", "string", "bytes", "double", "boolean"])
 def test_a_primitive_schema_is_read_alike(primitive: str) -> None:
     every: dict[str, list[Any]] = {
-        "long": [0, -1, 63, -64, 64, 8191, -8193, 2**40, -(2**63), 2**63 - 1],
+        "long": [
+            *(0, -1, 63, -64, 64, 8191, -8192, 8192, -8193),  # one and two bytes, and past
+            *(2**20 - 1, -(2**20), 2**20, -(2**20) - 1),  # three bytes (inline), and four
+            *(2**40, -(2**63), 2**63 - 1),
+        ],
         "int": [0, 1, -(2**31), 2**31 - 1],
         "string": ["", "k", "ключ" * 30],
         "bytes": [b"", b"\x00\xff" * 40],

@@ -28,6 +28,9 @@ KeyedEncoder = Callable[[Any], tuple[bytes | None, bytes]]
 """A value -> its (key, value) bytes, the key being the value's own key field."""
 
 
+_new = tuple.__new__
+
+
 class Keyed(NamedTuple):
     """A consumed record with its key and value decoded (value None: a tombstone)."""
 
@@ -183,8 +186,9 @@ class Serde:
         """A row as ``Keyed`` (coordinates, key and value decoded, as a mirror applies them),
         with shared contexts as ``value_decoder``: no Message per record."""
         value_of = self.value_decoder(topic, lookup=lookup)
+        # tuple.__new__ builds the namedtuple without its generated __new__'s extra call
         if topic.key_type is None:
-            return lambda row: Keyed(row[0], row[1], row[2], row[3], value_of(row), row[6])
+            return lambda row: _new(Keyed, (row[0], row[1], row[2], row[3], value_of(row), row[6]))
         codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
         decode = codec.decode
         shared = SerdeContext(topic.name, "key", lookup=lookup)
@@ -198,7 +202,7 @@ class Serde:
                     raise
                 except Exception:
                     key = _decode_again(topic, codec, row, raw, lookup, "key")
-            return Keyed(row[0], row[1], row[2], key, value_of(row), row[6])
+            return _new(Keyed, (row[0], row[1], row[2], key, value_of(row), row[6]))
 
         return keyed
 

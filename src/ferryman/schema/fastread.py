@@ -51,9 +51,9 @@ def body_reader(schema: Any) -> Reader | None:
 
 
 def _more(b: bytes, i: int, n: int) -> tuple[int, int]:
-    """The rest of a varint whose first 14 bits are in ``n`` (not zig-zag decoded yet), and the
+    """The rest of a varint whose first 21 bits are in ``n`` (not zig-zag decoded yet), and the
     position after it."""
-    shift = 14
+    shift = 21
     while True:
         c = b[i]
         i += 1
@@ -98,7 +98,7 @@ class _Gen:
 
     def long(self, target: str, indent: str) -> None:
         """Read a zig-zag varint into ``target``, inline: a call per field costs more than the
-        bytes it reads, and most varints are one or two bytes."""
+        bytes it reads, and most varints are one to three bytes (up to 2**20 after zig-zag)."""
         add = self.lines.append
         add(f"{indent}x = b[i]")
         add(f"{indent}i += 1")
@@ -108,7 +108,11 @@ class _Gen:
         add(f"{indent}    i += 1")
         add(f"{indent}    x |= (c & 0x7F) << 7")
         add(f"{indent}    if c >= 0x80:")
-        add(f"{indent}        x, i = _more(b, i, x)")
+        add(f"{indent}        c = b[i]")
+        add(f"{indent}        i += 1")
+        add(f"{indent}        x |= (c & 0x7F) << 14")
+        add(f"{indent}        if c >= 0x80:")
+        add(f"{indent}            x, i = _more(b, i, x)")
         add(f"{indent}{target} = (x >> 1) ^ -(x & 1)")
 
     def primitive(self, kind: str, indent: str) -> str:
