@@ -137,8 +137,9 @@ class Database:
         while one waits for its turn share a transaction (group commit): the thread whose turn
         comes runs every work waiting then, each under a savepoint, so one that raises rolls back
         alone, and commits once. A commit writes every page its transaction changed to the WAL,
-        so four partitions' runs of 500 rows in one transaction cost about half as much per row
-        as in four (bench/mirror.py). A failed commit fails every work of its group. PostgreSQL
+        so four partitions' runs of 500 rows cost about 40% less per row in one transaction than
+        in four (the stdlib sqlite3, random keys: 5.6 against 9.0 us per row). A failed commit
+        fails every work of its group. PostgreSQL
         writers run in parallel, each in its own transaction.
         """
         if self._turn is None:
