@@ -278,3 +278,26 @@ def test_a_failed_group_commit_fails_every_work_of_the_group(database: Database)
         event.remove(database.engine, "commit", refuse)
     assert all(isinstance(e, RuntimeError) and "disk is full" in str(e) for e in errors)
     assert _ids(database, t) == []
+
+
+def test_a_group_whose_transaction_sqlite_ended_fails_every_work(tmp_path: Path) -> None:
+    # SQLite itself rolls a transaction back on some errors (a full disk, an I/O error); the
+    # works applied before are undone then, and must not be reported applied, nor may the
+    # works after commit on their own. (PostgreSQL runs no groups.)
+    database = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    t = _table(database)
+
+    def insert(i: int) -> Any:
+        def work(conn: Connection) -> None:
+            conn.execute(t.insert(), [{"id": i}])
+
+        return work
+
+    def full_disk(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise OSError("database or disk is full")
+
+    _, errors, _ = _grouped_in_threads(database, [insert(1), full_disk, insert(3)])
+    assert all(e is not None for e in errors), errors
+    assert _ids(database, t) == []
+    database.dispose()

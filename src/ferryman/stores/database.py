@@ -169,6 +169,11 @@ class Database:
                                 work.result = work.fn(conn)
                         except Exception as exc:
                             work.error, work.result = exc, None
+                            if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                                # SQLite ended the whole transaction (a full disk, an I/O
+                                # error): the works before this one are undone too, and the
+                                # ones after would commit one by one. All of them fail.
+                                raise
         except BaseException as exc:  # nothing of the group is committed
             for work in group:
                 if work.error is None:
