@@ -301,3 +301,62 @@ def test_a_group_whose_transaction_sqlite_ended_fails_every_work(tmp_path: Path)
     assert all(e is not None for e in errors), errors
     assert _ids(database, t) == []
     database.dispose()
+
+
+def test_a_work_raising_a_base_exception_fails_alone(database: Database) -> None:
+    t = _table(database)
+
+    def insert(i: int, exit_: bool = False) -> Any:
+        def work(conn: Connection) -> None:
+            conn.execute(t.insert(), [{"id": i}])
+            if exit_:
+                raise SystemExit(f"work {i} exits")
+
+        return work
+
+    _, errors, _ = _grouped_in_threads(database, [insert(1), insert(2, exit_=True), insert(3)])
+    assert [type(e) for e in errors] == [type(None), SystemExit, type(None)]
+    assert _ids(database, t) == [1, 3]  # raised in its own caller's thread only
+
+
+def test_a_work_taken_by_a_group_is_waited_for_past_the_turns_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A thread whose wait for the turn times out goes ahead; a caller whose work it took must
+    # still get its work's own result, after the work ran, not an empty success.
+    import ferryman.stores.database as database_module
+
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    database = Database(f"sqlite:///{tmp_path / 't.db'}")
+    t = _table(database)
+    ran: dict[str, float] = {}
+    returned: dict[str, tuple[Any, float]] = {}
+    start = time.monotonic()
+
+    def slow(name: str, i: int) -> Any:
+        def work(conn: Connection) -> str:
+            conn.execute(t.insert(), [{"id": i}])
+            time.sleep(0.4)
+            ran[name] = time.monotonic() - start
+            return f"result of {name}"
+
+        return work
+
+    def caller(name: str, i: int, delay: float) -> None:
+        time.sleep(delay)
+        returned[name] = (database.grouped(slow(name, i)), time.monotonic() - start)
+
+    threads = [
+        threading.Thread(target=caller, args=(name, i, i * 0.05), daemon=True)
+        for i, name in enumerate(["first", "second", "third"])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert {name: got for name, (got, _) in returned.items()} == {
+        name: f"result of {name}" for name in ("first", "second", "third")
+    }
+    assert all(returned[name][1] >= ran[name] for name in ran)
+    assert _ids(database, t) == [0, 1, 2]
+    database.dispose()

@@ -36,13 +36,14 @@ T = TypeVar("T")
 class _Work:
     """One caller's part of a grouped transaction, and how it ended."""
 
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("error", "finished", "fn", "result", "taken")
 
     def __init__(self, fn: Callable[[Connection], Any]) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = False
+        self.taken = False  # into a group (under the waiting lock)
+        self.finished = threading.Event()
 
 
 class Database:
@@ -149,15 +150,24 @@ class Database:
         with self._waiting_lock:
             self._waiting.append(work)
         with self.turn():
-            if not work.done:  # else a thread whose turn came first ran it in its group
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
+            with self._waiting_lock:
+                group = [] if work.taken else self._waiting
+                if group:
+                    self._waiting = []
+                    for w in group:
+                        w.taken = True
+            if group:
                 self._run_group(group)
+        # Else another thread's group took this work, and that thread finishes it: it may still
+        # be running (one that went ahead when the turn's wait timed out), so wait for the work.
+        work.finished.wait()
         if work.error is not None:
             raise work.error
         return work.result  # type: ignore[no-any-return]
 
     def _run_group(self, group: list[_Work]) -> None:
+        """Run ``group``'s works in one transaction; each ends with its result or error (what
+        a work raises is its caller's to raise, in the caller's thread)."""
         try:
             with self.begin() as conn:
                 if len(group) == 1:  # alone: its error rolls the transaction back
@@ -167,7 +177,7 @@ class Database:
                         try:
                             with conn.begin_nested():
                                 work.result = work.fn(conn)
-                        except Exception as exc:
+                        except BaseException as exc:  # this work's alone: its savepoint
                             work.error, work.result = exc, None
                             if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
                                 # SQLite ended the whole transaction (a full disk, an I/O
@@ -178,11 +188,9 @@ class Database:
             for work in group:
                 if work.error is None:
                     work.error, work.result = exc, None
-            if not isinstance(exc, Exception):
-                raise
         finally:
             for work in group:
-                work.done = True
+                work.finished.set()
 
     def dispose(self) -> None:
         """Close the pooled connections (the Database can still be used; it reconnects)."""

@@ -213,7 +213,7 @@ class Mirror:
         ends: dict[int, int] = {}  # the last offset seen per partition
         stamps: dict[int, int] = {}  # and its record's timestamp
         if len(partitions) == 1 and fresh_records:  # a run of one partition, the loop's case
-            last = max(fresh_records, key=_offset)
+            last = max(reversed(fresh_records), key=_offset)  # of equal offsets, the last
             ends[last[1]], stamps[last[1]] = last[2], last[5]
         else:
             for r in fresh_records:
