@@ -223,17 +223,23 @@ def _ids(database: Database, t: Table) -> list[int]:
         return sorted(conn.execute(t.select()).scalars())
 
 
+def _insert(t: Table, i: int, raises: BaseException | None = None) -> Any:
+    """A work that inserts row ``i`` into ``t`` and returns ``i * 10``, or then raises."""
+
+    def work(conn: Connection) -> int:
+        conn.execute(t.insert(), [{"id": i}])
+        if raises is not None:
+            raise raises
+        return i * 10
+
+    return work
+
+
 def test_sqlite_writers_waiting_for_their_turn_share_one_transaction(database: Database) -> None:
     t = _table(database)
 
-    def insert(i: int) -> Any:
-        def work(conn: Connection) -> int:
-            conn.execute(t.insert(), [{"id": i}])
-            return i * 10
-
-        return work
-
-    results, errors, commits = _grouped_in_threads(database, [insert(i) for i in range(4)])
+    works = [_insert(t, i) for i in range(4)]
+    results, errors, commits = _grouped_in_threads(database, works)
     assert errors == [None] * 4
     assert results == [0, 10, 20, 30]  # each caller gets its own work's result
     assert _ids(database, t) == [0, 1, 2, 3]
@@ -244,15 +250,7 @@ def test_sqlite_writers_waiting_for_their_turn_share_one_transaction(database: D
 def test_a_grouped_work_that_raises_rolls_back_alone(database: Database) -> None:
     t = _table(database)
 
-    def insert(i: int, fail: bool = False) -> Any:
-        def work(conn: Connection) -> None:
-            conn.execute(t.insert(), [{"id": i}])
-            if fail:
-                raise ValueError(f"work {i} fails")
-
-        return work
-
-    works = [insert(1), insert(2, fail=True), insert(3)]
+    works = [_insert(t, 1), _insert(t, 2, ValueError("work 2 fails")), _insert(t, 3)]
     _, errors, _ = _grouped_in_threads(database, works)
     assert [type(e) for e in errors] == [type(None), ValueError, type(None)]
     assert "work 2 fails" in str(errors[1])
@@ -265,15 +263,9 @@ def test_a_failed_group_commit_fails_every_work_of_the_group(database: Database)
     def refuse(_conn: Any) -> None:
         raise RuntimeError("the disk is full")
 
-    def insert(i: int) -> Any:
-        def work(conn: Connection) -> None:
-            conn.execute(t.insert(), [{"id": i}])
-
-        return work
-
     event.listen(database.engine, "commit", refuse)
     try:
-        _, errors, _ = _grouped_in_threads(database, [insert(1), insert(2)])
+        _, errors, _ = _grouped_in_threads(database, [_insert(t, 1), _insert(t, 2)])
     finally:
         event.remove(database.engine, "commit", refuse)
     assert all(isinstance(e, RuntimeError) and "disk is full" in str(e) for e in errors)
@@ -287,17 +279,11 @@ def test_a_group_whose_transaction_sqlite_ended_fails_every_work(tmp_path: Path)
     database = Database(f"sqlite:///{tmp_path / 'g.db'}")
     t = _table(database)
 
-    def insert(i: int) -> Any:
-        def work(conn: Connection) -> None:
-            conn.execute(t.insert(), [{"id": i}])
-
-        return work
-
     def full_disk(conn: Connection) -> None:
         conn.exec_driver_sql("ROLLBACK")  # what SQLite does on SQLITE_FULL
         raise OSError("database or disk is full")
 
-    _, errors, _ = _grouped_in_threads(database, [insert(1), full_disk, insert(3)])
+    _, errors, _ = _grouped_in_threads(database, [_insert(t, 1), full_disk, _insert(t, 3)])
     assert all(e is not None for e in errors), errors
     assert _ids(database, t) == []
     database.dispose()
@@ -306,15 +292,8 @@ def test_a_group_whose_transaction_sqlite_ended_fails_every_work(tmp_path: Path)
 def test_a_work_raising_a_base_exception_fails_alone(database: Database) -> None:
     t = _table(database)
 
-    def insert(i: int, exit_: bool = False) -> Any:
-        def work(conn: Connection) -> None:
-            conn.execute(t.insert(), [{"id": i}])
-            if exit_:
-                raise SystemExit(f"work {i} exits")
-
-        return work
-
-    _, errors, _ = _grouped_in_threads(database, [insert(1), insert(2, exit_=True), insert(3)])
+    works = [_insert(t, 1), _insert(t, 2, SystemExit("work 2 exits")), _insert(t, 3)]
+    _, errors, _ = _grouped_in_threads(database, works)
     assert [type(e) for e in errors] == [type(None), SystemExit, type(None)]
     assert _ids(database, t) == [1, 3]  # raised in its own caller's thread only
 

@@ -28,7 +28,8 @@ KeyedEncoder = Callable[[Any], tuple[bytes | None, bytes]]
 """A value -> its (key, value) bytes, the key being the value's own key field."""
 
 
-_new = tuple.__new__
+# A named tuple's own __new__ is a Python function; tuple.__new__ builds one straight from a row.
+_as_keyed = tuple.__new__
 
 
 class Keyed(NamedTuple):
@@ -186,9 +187,10 @@ class Serde:
         """A row as ``Keyed`` (coordinates, key and value decoded, as a mirror applies them),
         with shared contexts as ``value_decoder``: no Message per record."""
         value_of = self.value_decoder(topic, lookup=lookup)
-        # tuple.__new__ builds the namedtuple without its generated __new__'s extra call
         if topic.key_type is None:
-            return lambda row: _new(Keyed, (row[0], row[1], row[2], row[3], value_of(row), row[6]))
+            return lambda row: _as_keyed(
+                Keyed, (row[0], row[1], row[2], row[3], value_of(row), row[6])
+            )
         codec = self._codec(topic.name, "key", topic.key_type, topic.compatibility)
         decode = codec.decode
         shared = SerdeContext(topic.name, "key", lookup=lookup)
@@ -202,7 +204,7 @@ class Serde:
                     raise
                 except Exception:
                     key = _decode_again(topic, codec, row, raw, lookup, "key")
-            return _new(Keyed, (row[0], row[1], row[2], key, value_of(row), row[6]))
+            return _as_keyed(Keyed, (row[0], row[1], row[2], key, value_of(row), row[6]))
 
         return keyed
 

@@ -140,8 +140,8 @@ class Database:
         alone, and commits once. A commit writes every page its transaction changed to the WAL,
         so four partitions' runs of 500 rows cost about 40% less per row in one transaction than
         in four (the stdlib sqlite3, random keys: 5.6 against 9.0 us per row). A failed commit
-        fails every work of its group. PostgreSQL
-        writers run in parallel, each in its own transaction.
+        fails every work of its group. PostgreSQL writers run in parallel, each in its own
+        transaction.
         """
         if self._turn is None:
             with self.begin() as conn:

@@ -203,16 +203,15 @@ class Mirror:
             conn, group, [TopicPartition(name, p) for p in partitions], lock=True
         )
         floor = {tp.partition: offset for tp, offset in stored.items()}
+        one = len(partitions) == 1  # a run of one partition, the consumer loop's case
         # Records below the floor were applied before: a redelivery changes nothing.
         fresh_records = batch
-        if floor and not (
-            len(partitions) == 1 and batch and min(batch, key=_offset)[2] >= min(floor.values())
-        ):
+        if floor and not (one and min(batch, key=_offset)[2] >= min(floor.values())):
             fresh_records = [r for r in batch if r[2] >= floor.get(r[1], -1)]
         fresh = len(fresh_records)
         ends: dict[int, int] = {}  # the last offset seen per partition
         stamps: dict[int, int] = {}  # and its record's timestamp
-        if len(partitions) == 1 and fresh_records:  # a run of one partition, the loop's case
+        if one and fresh_records:
             last = max(reversed(fresh_records), key=_offset)  # of equal offsets, the last
             ends[last[1]], stamps[last[1]] = last[2], last[5]
         else:

@@ -183,11 +183,7 @@ class RowMapper:
 
     def values(self, value: Any) -> tuple[Any, ...]:
         """The row of ``value`` as a tuple of the columns' values, in the order of ``names``."""
-        kind = type(value)
-        get = self._getters.get(kind)
-        if get is None:
-            get = self._getters[kind] = self._getter(kind)
-        got = get(value)
+        got = self._getter_of(type(value))(value)
         if not self._converted:
             return got
         out = list(got)
@@ -206,12 +202,16 @@ class RowMapper:
         if len(kinds) != 1 or self._converted:
             return [None if v is None else self.values(v) for v in values]
         (kind,) = kinds
-        get = self._getters.get(kind)
-        if get is None:
-            get = self._getters[kind] = self._getter(kind)
+        get = self._getter_of(kind)
         if not tombstones:
             return list(map(get, values))
         return [None if v is None else get(v) for v in values]
+
+    def _getter_of(self, kind: type) -> Callable[[Any], tuple[Any, ...]]:
+        get = self._getters.get(kind)
+        if get is None:
+            get = self._getters[kind] = self._getter(kind)
+        return get
 
     def _getter(self, kind: type) -> Callable[[Any], tuple[Any, ...]]:
         fields = self._fields
