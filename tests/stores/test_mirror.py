@@ -270,10 +270,7 @@ def test_a_key_the_database_cannot_store_poisons_its_record(
     ]
     with database.begin() as conn:
         applied = mirror.apply(conn, batch, GROUP)
-    if database.dialect == "sqlite" and isinstance(bad_id, str):
-        # SQLite stores text in an INTEGER column (type affinity): nothing to refuse there.
-        assert applied.poisoned == ()
-        return
+    # SQLite too: an INTEGER key is the rowid, which takes integers only ("datatype mismatch")
     assert [p.record.offset for p in applied.poisoned] == [1]
     assert sorted(rows(database, mirror.table)) == [1, 3]
 
@@ -297,6 +294,39 @@ def test_a_transform_returning_what_the_table_cannot_take_poisons_its_record(
     assert "returned column(s) colour" in errors[0]
     assert "returned list" in errors[1]
     assert rows(database, mirror.table) == {3: ("c", None)}
+
+
+def test_a_transform_giving_the_key_column_none_poisons_its_record(database: Database) -> None:
+    """SQLite numbers a row itself when its INTEGER key is NULL: such a row must not be written
+    under a made-up key, on either database."""
+    mirror = Mirror(database, customers, transform=lambda c: {"id": None, "name": c.name})
+    database.create_missing()
+    with database.begin() as conn:
+        applied = mirror.apply(conn, [rec(0, 7, Customer(7, "a"))], GROUP)
+    assert [p.record.offset for p in applied.poisoned] == [0]
+    assert "key column 'id' is None" in str(applied.poisoned[0].error)
+    assert rows(database, mirror.table) == {}
+
+
+def test_an_integer_key_is_the_rowid_on_sqlite(database: Database, mirror: Mirror) -> None:
+    """A model's integer key is declared INTEGER on SQLite (one B-tree, the rowid's), BIGINT on
+    PostgreSQL: no second index written on every upsert."""
+    with database.begin() as conn:
+        mirror.apply(
+            conn, [rec(0, 2**62, Customer(2**62, "big")), rec(1, -5, Customer(-5, "neg"))], GROUP
+        )
+        declared = conn.dialect.type_compiler_instance.process(
+            mirror.table.c.id.type.dialect_impl(conn.dialect)
+        )
+        if database.engine.dialect.name == "sqlite":
+            assert declared == "INTEGER"
+            stored = conn.execute(text("SELECT rowid, id FROM customers ORDER BY id")).all()
+            assert [tuple(r) for r in stored] == [(-5, -5), (2**62, 2**62)]
+            # no sqlite_autoindex: the key needs no index of its own
+            assert conn.execute(text("PRAGMA index_list(customers)")).all() == []
+        else:
+            assert declared == "BIGINT"
+    assert rows(database, mirror.table) == {2**62: ("big", None), -5: ("neg", None)}
 
 
 @pytest.mark.parametrize(

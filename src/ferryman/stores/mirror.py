@@ -304,8 +304,14 @@ class Mirror:
                 f"the transform of mirror {self!r} returned column(s) {', '.join(unknown)} that "
                 f"table {self.table.name!r} lacks (its columns: {', '.join(self.table.c.keys())})"
             )
-        if self.key_column.name not in row:
-            return {self.key_column.name: key, **row}
+        name = self.key_column.name
+        if name not in row:
+            return {name: key, **row}
+        if row[name] is None:  # SQLite would number the row itself: an INTEGER key is the rowid
+            raise StoreError(
+                f"the transform of mirror {self!r} returned a row whose key column {name!r} is "
+                "None; leave the key out (the record's key is used) or give it a value"
+            )
         return row
 
     def _write(self, conn: Connection, ops: list[_Op]) -> list[Poisoned]:

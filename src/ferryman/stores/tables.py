@@ -4,6 +4,7 @@ the mapping of a value to a row, and the check of a table against the live datab
 Column types from Avro::
 
     int, long -> BigInteger          float -> Float           double -> Double
+    (an integer key on SQLite: INTEGER, the rowid itself, so rows live in one B-tree)
     string -> Text                   boolean -> Boolean       bytes, fixed -> LargeBinary
     enum -> Text (the symbol)        record, array, map, unions of several types -> JSON
     date -> Date   time-* -> Time    timestamp-* -> DateTime(timezone=True)
@@ -33,6 +34,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     Float,
+    Integer,
     LargeBinary,
     MetaData,
     Numeric,
@@ -60,6 +62,13 @@ _PRIMITIVE_TYPES: dict[str, Callable[[], TypeEngine[Any]]] = {
     "boolean": Boolean,
     "bytes": LargeBinary,
 }
+
+
+_KEY_INTEGER = BigInteger().with_variant(Integer(), "sqlite")
+"""An integer key column: on SQLite declared INTEGER, which makes a single-column primary key
+the table's rowid. A BIGINT key is a second B-tree beside the rowid's, written on every upsert:
+raw sqlite3 upserts of 200,000 rows over 20,000 keys took 20-30% less CPU with INTEGER here.
+Both hold 64-bit integers; PostgreSQL keeps BIGINT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +141,10 @@ def table_from_model(
     columns = []
     for fc in field_columns(model, rename=rename, exclude=exclude):
         is_key = fc.field == key
-        column = Column(fc.column, fc.type, primary_key=is_key, nullable=fc.nullable and not is_key)
+        sql_type = _KEY_INTEGER if is_key and type(fc.type) is BigInteger else fc.type
+        column = Column(
+            fc.column, sql_type, primary_key=is_key, nullable=fc.nullable and not is_key
+        )
         if is_key:
             column.autoincrement = False  # keys come from the topic, never from a sequence
         columns.append(column)
