@@ -104,10 +104,12 @@ def hand_written(
     engine = create_engine(database)
     table = f"hand_{uuid.uuid4().hex[:8]}"
     group = f"bench-hand-{uuid.uuid4().hex[:6]}"
+    # the key as the mirror declares it: INTEGER (the rowid) on SQLite, BIGINT elsewhere
+    key_type = "INTEGER" if engine.dialect.name == "sqlite" else "BIGINT"
     with engine.begin() as conn:
         conn.execute(
             text(
-                f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, owner TEXT NOT NULL, "
+                f"CREATE TABLE {table} (id {key_type} PRIMARY KEY, owner TEXT NOT NULL, "
                 "balance BIGINT NOT NULL, note TEXT NOT NULL)"
             )
         )
