@@ -6,7 +6,7 @@ built on top of them by the runtime.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import eq
@@ -61,6 +61,29 @@ class Record(NamedTuple):
 Row = tuple[str, int, int, bytes | None, bytes | None, Headers, int]
 """A record as a plain tuple, in :class:`Record`'s field order:
 ``(topic, partition, offset, key, value, headers, timestamp)``."""
+
+PendingHeaders = Callable[[], Headers]
+"""Headers a consumer has not built as Python objects yet: calling it builds them. See Polled."""
+
+Polled = tuple[str, int, int, bytes | None, bytes | None, Headers | PendingHeaders, int]
+"""A row as ``Consumer.poll_rows`` returns it: its headers may still be pending, built when
+``headers_of`` asks for them. A handler of values or a mirror never reads a record's headers,
+and building them was most of what an embedded poll cost per record (and a tenth of a
+Service's CPU per message on Kafka)."""
+
+
+def headers_of(headers: Headers | PendingHeaders) -> Headers:
+    """The headers of a Polled row (``row[5]``), built now if they were pending."""
+    return headers if isinstance(headers, tuple) else headers()
+
+
+def settled(row: Polled) -> Row:
+    """``row`` with its headers built: a Row."""
+    headers = row[5]
+    if isinstance(headers, tuple):
+        return row  # type: ignore[return-value]  # its headers are a tuple: a Row
+    return (row[0], row[1], row[2], row[3], row[4], headers(), row[6])
+
 
 # A named tuple's own __new__ is a Python function; tuple.__new__ builds one straight from a row.
 _as_record = tuple.__new__

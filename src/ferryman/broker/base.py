@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from ferryman.records import (
     Headers,
     PartitionOffsets,
+    Polled,
     RecordBatch,
     RecordMetadata,
     TopicInfo,
@@ -177,6 +178,12 @@ class Consumer(Protocol):
 
         The batch is a sequence of ``Record``; its ``rows`` are the same records as plain tuples,
         for callers that read many records and want no object built per record."""
+        ...
+
+    def poll_rows(self, timeout: float = 1.0, max_records: int = 500) -> Sequence[Polled]:
+        """``poll(...).rows``, except that a row's headers may be pending: ``headers_of(row[5])``
+        builds them. For callers that read the headers of few records (the Service's consumer
+        loop: its value handlers and mirrors never do), and so should not build them all."""
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ferryman.records import headers_of
+
 LogFormat = Literal["text", "json"]
 FIELDS = ("service", "group", "topic", "partition", "offset", "message_id")
 """The record-related fields a line may carry, in the order they are shown."""
@@ -24,11 +26,12 @@ MESSAGE_ID = "ferryman.message-id"
 
 
 def record_fields(row: Sequence[Any], group: str | None = None) -> dict[str, Any]:
-    """``extra=`` for a log line about ``row`` (a Row or Record): its coordinates and id."""
+    """``extra=`` for a log line about ``row`` (a Row, Polled or Record): its coordinates and
+    id."""
     fields: dict[str, Any] = {"topic": row[0], "partition": row[1], "offset": row[2]}
     if group is not None:
         fields["group"] = group
-    for k, v in row[5]:
+    for k, v in headers_of(row[5]):
         if k == MESSAGE_ID:
             fields["message_id"] = v.decode(errors="replace")
     return fields

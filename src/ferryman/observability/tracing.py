@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ferryman.records import Headers
+from ferryman.records import Headers, headers_of
 
 try:
     from opentelemetry import context as otel_context
@@ -119,12 +119,13 @@ class Tracing:
 
     @contextlib.contextmanager
     def process(self, group: str, record: Sequence[Any]) -> Iterator[None]:
-        """A ``process <topic>`` span around handling ``record`` (a Row or Record), a child of
+        """A ``process <topic>`` span around handling ``record`` (a Row, Polled or Record), a child of
         the context its producer injected."""
         if not self.active():
             yield
             return
-        topic, partition, offset, _key, _value, headers, _ts = record
+        topic, partition, offset, _key, _value, pending, _ts = record
+        headers = headers_of(pending)
         parent = propagate.extract(carrier_of(headers))
         attributes: dict[str, Any] = {
             "messaging.system": self.system,
@@ -153,7 +154,9 @@ class Tracing:
         topic = records[0][0]
         links = []
         for r in records:
-            ctx = trace.get_current_span(propagate.extract(carrier_of(r[5]))).get_span_context()
+            ctx = trace.get_current_span(
+                propagate.extract(carrier_of(headers_of(r[5])))
+            ).get_span_context()
             if ctx.is_valid:
                 links.append(trace.Link(ctx))
         with self._tracer.start_as_current_span(

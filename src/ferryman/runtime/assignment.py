@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ferryman.broker.base import Consumer
-from ferryman.records import Row, TopicPartition
+from ferryman.records import Polled, TopicPartition
 from ferryman.runtime.handlers import Route
 
 
@@ -34,8 +34,8 @@ def stored_positions(
 
 
 def seek_pending(
-    consumer: Consumer, pending: dict[TopicPartition, int], rows: Sequence[Row]
-) -> Sequence[Row]:
+    consumer: Consumer, pending: dict[TopicPartition, int], rows: Sequence[Polled]
+) -> Sequence[Polled]:
     """Seek the partitions of ``pending`` still owned (emptying it); returns ``rows`` without
     those partitions' records, which were read from before the seek."""
     sought = set()

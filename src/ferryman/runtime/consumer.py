@@ -29,7 +29,7 @@ from ferryman.broker.base import Consumer
 from ferryman.clock import current as current_clock
 from ferryman.config import ServiceConfig
 from ferryman.errors import CommitFailed, DecodeError, RegistryError
-from ferryman.records import Record, Row, TopicPartition
+from ferryman.records import Polled, Record, TopicPartition, settled
 from ferryman.runtime.assignment import seek_pending, stored_positions
 from ferryman.runtime.connections import Connections
 from ferryman.runtime.dead_letters import dead_letter
@@ -107,7 +107,7 @@ def _untune_heap() -> None:
 class _Worker:
     tp: TopicPartition
     route: Route
-    queue: deque[tuple[int, list[Row]]] = field(default_factory=deque)
+    queue: deque[tuple[int, list[Polled]]] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)
@@ -295,7 +295,7 @@ class ConsumerLoop:
                 if not self._wait_for_room(consumer, now):
                     self.polls += 1  # alive, waiting for the handlers (stats' liveness)
                     continue
-                rows: Sequence[Row] = consumer.poll(POLL_TIMEOUT, self._config.poll_records).rows
+                rows = consumer.poll_rows(POLL_TIMEOUT, self._config.poll_records)
                 if self._seeks:  # routes that keep their offsets resume from them
                     rows = seek_pending(consumer, self._seeks, rows)
                 if rows:
@@ -337,17 +337,17 @@ class ConsumerLoop:
         self._waiting_for_room = False
         return False
 
-    def _hand_over(self, consumer: Consumer, records: Sequence[Row]) -> None:
+    def _hand_over(self, consumer: Consumer, records: Sequence[Polled]) -> None:
         """Group the rows by partition (once; a poll's rows come in runs of one partition),
         count them in flight, pause the partitions that reach ``max_in_flight``."""
-        by_partition: dict[tuple[str, int], list[Row]] = {}
+        by_partition: dict[tuple[str, int], list[Polled]] = {}
         for where, run in groupby(records, _partition_of):
             rows = by_partition.get(where)
             if rows is None:
                 by_partition[where] = list(run)
             else:
                 rows.extend(run)
-        batches: list[tuple[TopicPartition, int, list[Row]]] = []
+        batches: list[tuple[TopicPartition, int, list[Polled]]] = []
         to_pause: list[TopicPartition] = []
         with self._lock:
             offsets = self._offsets
@@ -447,7 +447,7 @@ class ConsumerLoop:
 
     # -- the event loop side --------------------------------------------------------------
 
-    def _dispatch(self, batches: list[tuple[TopicPartition, int, list[Row]]]) -> None:
+    def _dispatch(self, batches: list[tuple[TopicPartition, int, list[Polled]]]) -> None:
         for tp, epoch, rows in batches:
             w = self._workers.get(tp)
             if w is None:
@@ -495,7 +495,7 @@ class ConsumerLoop:
                 self._fail(exc)
 
     @staticmethod
-    def _take(w: _Worker, limit: int) -> tuple[int, list[Row]]:
+    def _take(w: _Worker, limit: int) -> tuple[int, list[Polled]]:
         """Up to ``limit`` queued records of one epoch, in order."""
         epoch, chunk = w.queue.popleft()
         if len(chunk) > limit:
@@ -509,7 +509,7 @@ class ConsumerLoop:
             chunk = chunk + more[:room]
         return epoch, chunk
 
-    async def _process(self, part: _Run, route: Route, rows: list[Row]) -> None:
+    async def _process(self, part: _Run, route: Route, rows: list[Polled]) -> None:
         """Decode ``rows`` and apply them through the route; an undecodable record is
         dead-lettered at once, in order, and one waiting for the registry waits in order."""
         decoders = route_decoders(self._conn.serde, route)
@@ -582,9 +582,11 @@ class ConsumerLoop:
 
         return timed
 
-    async def _dead_letter(self, record: Row, exc: BaseException, attempts: int) -> None:
+    async def _dead_letter(self, record: Polled, exc: BaseException, attempts: int) -> None:
         await asyncio.wrap_future(
-            dead_letter(self._conn.producer, Record._make(record), self.group, exc, attempts)
+            dead_letter(
+                self._conn.producer, Record._make(settled(record)), self.group, exc, attempts
+            )
         )
         self.dead_lettered += 1
         self._conn.metrics.dead_lettered(self.group, record[0], record[1])

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ferryman.errors import DecodeError, RegistryError
 from ferryman.observability.logs import record_fields
-from ferryman.records import Row
+from ferryman.records import Polled
 from ferryman.runtime.handlers import Route
 from ferryman.runtime.serde import Serde
 from ferryman.schema.base import SchemaLookupNeeded
@@ -30,8 +30,8 @@ class Decoders(NamedTuple):
     """A route's two decoders: ``cached`` never calls the registry (for the event loop),
     ``fetching`` may (for a thread)."""
 
-    cached: Callable[[Row], Any]
-    fetching: Callable[[Row], Any]
+    cached: Callable[[Polled], Any]
+    fetching: Callable[[Polled], Any]
 
 
 def route_decoders(serde: Serde, route: Route) -> Decoders:
@@ -62,7 +62,7 @@ async def decode_off_loop(record: R, cached: Callable[[R], T], fetching: Callabl
         return await asyncio.to_thread(fetching, record)
 
 
-async def decode_all(rows: Sequence[Row], decode: Callable[[Row], Any]) -> list[Any] | None:
+async def decode_all(rows: Sequence[Polled], decode: Callable[[Polled], Any]) -> list[Any] | None:
     """Every row decoded in one pass (the common case), fetching unseen writer schemas in a
     thread; None if one cannot be decoded (the caller goes record by record)."""
     while True:
@@ -93,7 +93,7 @@ class UndecodableLog:
         self._last: dict[tuple[str, int], float] = {}
         self._suppressed: dict[tuple[str, int], int] = {}
 
-    def warn(self, record: Row, reason: BaseException, dlq: str) -> None:
+    def warn(self, record: Polled, reason: BaseException, dlq: str) -> None:
         topic, partition, offset = record[:3]
         where = (topic, partition)
         now = self._clock()

@@ -22,16 +22,16 @@ from typing import Any, Protocol
 from ferryman.config import ServiceConfig
 from ferryman.errors import HandlerError, RecordRejected, RegistryError
 from ferryman.observability.logs import record_fields
-from ferryman.records import Row
+from ferryman.records import Polled
 from ferryman.runtime.handlers import RunItems
 from ferryman.topics import dlq_name
 
 log = logging.getLogger("ferryman.runtime")
 
-Item = tuple[Row, Any]
+Item = tuple[Polled, Any]
 """A record (as its row: Record is one too) and what the route's ``run`` gets for it."""
 
-DeadLetter = Callable[[Row, BaseException, int], Awaitable[None]]
+DeadLetter = Callable[[Polled, BaseException, int], Awaitable[None]]
 """Sends a record to its DLQ with the exception and the attempts made (0: undecodable)."""
 
 
@@ -106,7 +106,7 @@ class FailurePolicy:
                 part.handled(failing[-1][0][2], len(failing))
 
     async def give_up(
-        self, name: str, records: list[Row], exc: BaseException, attempts: int
+        self, name: str, records: list[Polled], exc: BaseException, attempts: int
     ) -> None:
         """Retries are spent: dead-letter ``records``, or stop the service (raising Abandoned)."""
         topic, partition, offset = records[0][:3]
@@ -139,7 +139,7 @@ class FailurePolicy:
     async def wait_for_registry(
         self,
         part: Partition,
-        record: Row,
+        record: Polled,
         fetch: Callable[[], Awaitable[Any]],
         exc: RegistryError,
     ) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ferryman.errors import DecodeError, RegistryError, SchemaError
-from ferryman.records import Record, Row
+from ferryman.records import Polled, Record, headers_of
 from ferryman.runtime.message import Message
 from ferryman.schema.base import Codec, Field, SchemaLookupNeeded, SerdeContext
 from ferryman.topics import RequestTopic, Topic
@@ -49,7 +49,7 @@ class Serde:
     def __init__(self, factory: CodecFactory) -> None:
         self._factory = factory
         self._codecs: dict[tuple[str, Field], Codec] = {}
-        self._value_decoders: dict[tuple[str, bool], Callable[[Row], Any]] = {}
+        self._value_decoders: dict[tuple[str, bool], Callable[[Polled], Any]] = {}
         # per topic name, as the codecs: (codec.encode, the topic's send context)
         self._value_encoders: dict[str, tuple[Callable[[Any, SerdeContext], bytes], SerdeContext]]
         self._key_encoders: dict[str, tuple[Callable[[Any, SerdeContext], bytes], SerdeContext]]
@@ -152,7 +152,7 @@ class Serde:
             )
         return codec.decode(record.value, _ctx(record, "value", lookup))
 
-    def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Row], Any]:
+    def value_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Polled], Any]:
         """``decode_value`` for ``topic`` with its codec and context looked up once (and the
         decoder cached here, the one cache of them): the consumer's per-record path, which takes
         a Record or its row. With ``lookup=False`` a writer schema not fetched yet raises
@@ -163,14 +163,14 @@ class Serde:
             self._value_decoders[(topic.name, lookup)] = decode
         return decode
 
-    def _value_decoder(self, topic: Topic[Any], lookup: bool) -> Callable[[Row], Any]:
+    def _value_decoder(self, topic: Topic[Any], lookup: bool) -> Callable[[Polled], Any]:
         codec = self._codec(topic.name, "value", topic.model, topic.compatibility)
         decode = codec.decode
         # The codec (AvroCodec) reads the context only to describe a failure; a shared one
         # saves building a context per record, and a failure decodes again with the full one.
         shared = SerdeContext(topic.name, "value", lookup=lookup)
 
-        def value_of(record: Row) -> Any:
+        def value_of(record: Polled) -> Any:
             raw = record[4]  # a row or a Record: the consumer hands rows over, not Records
             if raw is None:
                 return None
@@ -183,7 +183,7 @@ class Serde:
 
         return value_of
 
-    def keyed_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Row], Keyed]:
+    def keyed_decoder(self, topic: Topic[Any], *, lookup: bool = True) -> Callable[[Polled], Keyed]:
         """A row as ``Keyed`` (coordinates, key and value decoded, as a mirror applies them),
         with shared contexts as ``value_decoder``: no Message per record."""
         value_of = self.value_decoder(topic, lookup=lookup)
@@ -195,7 +195,7 @@ class Serde:
         decode = codec.decode
         shared = SerdeContext(topic.name, "key", lookup=lookup)
 
-        def keyed(row: Row) -> Keyed:
+        def keyed(row: Polled) -> Keyed:
             raw, key = row[3], None
             if raw is not None:
                 try:
@@ -215,7 +215,7 @@ class Serde:
         return self.value_decoder(topic, lookup=lookup)(record)
 
     def decode(
-        self, topic: Topic[Any], record: Row, *, key: bool = True, lookup: bool = True
+        self, topic: Topic[Any], record: Polled, *, key: bool = True, lookup: bool = True
     ) -> Message[Any]:
         """The Message of ``record`` (a Record or its row); raises DecodeError (with
         coordinates) if it cannot be decoded. With ``key=False`` the key is decoded only if
@@ -232,7 +232,7 @@ class Serde:
             offset,
             raw_key,
             self.value_decoder(topic, lookup=lookup)(record),
-            headers,
+            headers_of(headers),
             timestamp,
             key_codec,
         )
@@ -266,12 +266,17 @@ def _bad_key(topic: Topic[Any], key_type: type, key: Any) -> SchemaError:
     )
 
 
-def _ctx(record: Row, field: Field, lookup: bool = True) -> SerdeContext:
-    return SerdeContext(record[0], field, record[5], record[1], record[2], lookup)
+def _ctx(record: Polled, field: Field, lookup: bool = True) -> SerdeContext:
+    return SerdeContext(record[0], field, headers_of(record[5]), record[1], record[2], lookup)
 
 
 def _decode_again(
-    topic: Topic[Any], codec: Codec, record: Row, raw: bytes, lookup: bool, field: Field = "value"
+    topic: Topic[Any],
+    codec: Codec,
+    record: Polled,
+    raw: bytes,
+    lookup: bool,
+    field: Field = "value",
 ) -> Any:
     """Decode with the record's full context, so a failure carries its coordinates."""
     try:

@@ -14,9 +14,10 @@ import struct
 import zlib
 from array import array
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
-from ferryman.records import Headers, Row
+from ferryman.records import Headers, PendingHeaders, Polled
 
 _HEAD = struct.Struct("<qiii")
 _HEAD_SIZE = _HEAD.size
@@ -93,14 +94,19 @@ def decode_batch(
     data: bytes,
     start: int,
     crc: int | None = None,
-) -> list[Row]:
-    """The records of one batch row whose offset is at least ``start``, as rows.
+    *,
+    pending: bool = False,
+) -> list[Polled]:
+    """The records of one batch row whose offset is at least ``start``, as rows; with
+    ``pending``, each record's headers are decoded only when called for (see Polled).
 
-    Raises DamagedBatch when the row fails its checksum or its bytes do not parse.
+    Raises DamagedBatch when the row fails its checksum or its bytes do not parse. Headers are
+    left pending only in a row whose checksum held (a row from before checksums is decoded
+    whole, so that damage in its headers is found here, not by whoever reads them).
     """
     verify(deltas, data, crc)
     try:
-        return _decode(topic, partition, base, deltas, data, start)
+        return _decode(topic, partition, base, deltas, data, start, pending and crc is not None)
     except (struct.error, ValueError, IndexError) as exc:
         raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
 
@@ -112,8 +118,9 @@ def _decode(
     deltas: bytes | None,
     data: bytes,
     start: int,
-) -> list[Row]:
-    out: list[Row] = []
+    pending: bool,
+) -> list[Polled]:
+    out: list[Polled] = []
     append = out.append
     gaps = offsets_of(deltas) if deltas is not None else None
     pos = 0
@@ -139,11 +146,11 @@ def _decode(
             pos += vlen
         else:
             value = None
+        headers: Headers | PendingHeaders = ()
         if hlen:
-            headers = decode_headers(data[pos : pos + hlen])
+            block = data[pos : pos + hlen]
+            headers = partial(decode_headers, block) if pending else decode_headers(block)
             pos += hlen
-        else:
-            headers = ()
         append((topic, partition, offset, key, value, headers, ts))
     if pos != end:
         raise ValueError(f"the last record ends at byte {pos} of {end}")

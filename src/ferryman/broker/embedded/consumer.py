@@ -22,7 +22,7 @@ from ferryman.errors import (
     ConfigError,
     UnknownPartition,
 )
-from ferryman.records import RecordBatch, Row, TopicPartition
+from ferryman.records import Polled, RecordBatch, TopicPartition, settled
 
 _BATCHES_FROM = (
     "SELECT id, last_offset, deltas, data, crc FROM batches WHERE id >= coalesce("
@@ -81,7 +81,10 @@ class EmbeddedConsumer:
         self._owned: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
-        self._buffers: dict[TopicPartition, list[Row]] = {}
+        self._buffers: dict[TopicPartition, list[Polled]] = {}
+        # Set by the first poll_rows: from then on records are read with pending headers, and
+        # poll() builds them for the rows it returns.
+        self._pending = False
         self._rotation = 0
         self._closed = False
         self._fenced = threading.Event()
@@ -223,6 +226,16 @@ class EmbeddedConsumer:
     # -- reading ----------------------------------------------------------------------------
 
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> RecordBatch:
+        rows = self._poll(timeout, max_records)
+        if self._pending:
+            rows = [settled(r) for r in rows]
+        return RecordBatch(rows)  # type: ignore[arg-type]  # read whole, or settled above
+
+    def poll_rows(self, timeout: float = 1.0, max_records: int = 500) -> Sequence[Polled]:
+        self._pending = True
+        return self._poll(timeout, max_records)
+
+    def _poll(self, timeout: float, max_records: int) -> list[Polled]:
         self._check_open()
         if max_records < 1:
             raise ConfigError(f"max_records={max_records}: ask for at least one record")
@@ -236,10 +249,10 @@ class EmbeddedConsumer:
             except sqlite3.Error as exc:
                 raise storage_error(self._store.path, exc) from exc
             if records:
-                return RecordBatch(records)
+                return records
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return RecordBatch()
+                return []
             self._waiter.wait(remaining)
 
     def _bounds(
@@ -255,7 +268,7 @@ class EmbeddedConsumer:
         ).fetchall()
         return {TopicPartition(t, p): (pid, s, n) for t, p, pid, s, n in rows}
 
-    def _fetch(self, max_records: int) -> list[Row]:
+    def _fetch(self, max_records: int) -> list[Polled]:
         readable = [tp for tp in self._owned if tp not in self._paused]
         if not readable:
             return []
@@ -263,7 +276,7 @@ class EmbeddedConsumer:
         self._rotation = (self._rotation + 1) % len(readable)
         readable = readable[self._rotation :] + readable[: self._rotation]
         bounds = self._bounds(readable)
-        out: list[Row] = []
+        out: list[Polled] = []
         for tp in readable:
             room = max_records - len(out)
             if room <= 0:
@@ -290,15 +303,24 @@ class EmbeddedConsumer:
             self._positions[tp] = taken[-1][2] + 1  # the last row's offset
         return out
 
-    def _read(self, tp: TopicPartition, pid: int, position: int, end: int, want: int) -> list[Row]:
+    def _read(
+        self, tp: TopicPartition, pid: int, position: int, end: int, want: int
+    ) -> list[Polled]:
         lo = pid << PID_SHIFT
-        records: list[Row] = []
+        records: list[Polled] = []
         cursor = self._conn.execute(_BATCHES_FROM, (lo, lo | position, lo, lo | end))
         try:
             for batch_id, last, deltas, data, crc in cursor:
                 try:
                     records += decode_batch(
-                        tp.topic, tp.partition, batch_id - lo, deltas, data, position, crc
+                        tp.topic,
+                        tp.partition,
+                        batch_id - lo,
+                        deltas,
+                        data,
+                        position,
+                        crc,
+                        pending=self._pending,
                     )
                 except DamagedBatch as exc:
                     raise damaged_batch(

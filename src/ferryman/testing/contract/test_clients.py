@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ferryman.errors import ClientClosed, CommitFailed, ConfigError
-from ferryman.records import Record, RecordBatch, TopicPartition
+from ferryman.records import Polled, Record, RecordBatch, TopicPartition, headers_of, settled
 from ferryman.testing.contract.backend import Backend
 from ferryman.testing.contract.helpers import POLL, consume_all, produce_n
 
@@ -87,3 +89,33 @@ def test_a_polled_batch_gives_the_same_records_as_records_and_as_rows(backend: B
     assert batch == records
     assert batch[1] == records[1]
     assert batch[1:] == records[1:]
+
+
+def test_poll_rows_gives_the_records_of_poll_with_their_headers_built_on_demand(
+    backend: Backend,
+) -> None:
+    """``poll_rows`` (the Service's poll) leaves headers pending; built, they are poll's. A
+    consumer that has used poll_rows still gives whole records from poll."""
+    topic = backend.topic(1)
+    producer = backend.producer()
+    headers = (("h", b"1"), ("h", b"2"), ("e", b""), ("ünï", b"\xff"))
+    for i in range(6):
+        producer.send(topic, b"v%d" % i, key=b"k%d" % i, headers=headers if i % 2 else ())
+    producer.flush()
+    reference = backend.consumer(None)
+    reference.assign([TopicPartition(topic, 0)])
+    expected = consume_all(reference, 6, backend.join_timeout)
+    consumer = backend.consumer(None)
+    consumer.assign([TopicPartition(topic, 0)])
+    polled: list[Polled] = []
+    deadline = time.monotonic() + backend.join_timeout
+    while len(polled) < 3 and time.monotonic() < deadline:
+        polled += consumer.poll_rows(POLL, max_records=3 - len(polled))
+    got = [settled(r) for r in polled]
+    rest: list[Record] = []
+    while len(rest) < 3 and time.monotonic() < deadline:
+        rest += consumer.poll(POLL, max_records=3 - len(rest))
+    assert [headers_of(r[5]) for r in polled] == [r.headers for r in expected[:3]]
+    assert [headers_of(r[5]) for r in polled] == [r.headers for r in expected[:3]]  # twice
+    assert got + [tuple(r) for r in rest] == [tuple(r) for r in expected]
+    assert all(type(r.headers) is tuple for r in rest)
