@@ -145,3 +145,45 @@ def test_the_cleaner_reports_a_damaged_batch_and_still_cleans_other_partitions(
         assert [r.value for r in reader.poll(5)] == [b"new"]
     finally:
         broker.close()
+
+
+def test_a_damaged_header_in_a_row_from_before_checksums_is_not_given_a_checksum(
+    tmp_path: Path,
+) -> None:
+    """Readers trust a checksummed row's header blocks (decoding them only when read), so the
+    cleaner must not stamp a checksum on an unchecked row whose headers do not parse."""
+    file = tmp_path / "broker.db"
+    broker = EmbeddedBroker(file, cleaner_interval=None)
+    broker.admin().create_topic(
+        TopicSpec("t", 1, {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
+    )
+    producer = broker.producer()
+    first = [
+        producer.send("t", b"v0", key=b"k0", headers=(("ab", b"x"),), partition=0),
+        producer.send("t", b"v1", key=b"k1", partition=0),
+    ]
+    producer.flush()
+    for f in first:
+        f.result(10)
+    producer.send("t", b"v1b", key=b"k1", partition=0).result(10)  # makes the first row dirty
+    broker.close()
+    with sqlite3.connect(file) as conn:
+        batch_id, data = conn.execute("SELECT id, data FROM batches ORDER BY id").fetchone()
+        at = data.index(b"ab")
+        bad = data[:at] + b"\xff\xfe" + data[at + 2 :]  # the header name is no longer UTF-8
+        conn.execute("UPDATE batches SET data = ?, crc = NULL WHERE id = ?", (bad, batch_id))
+    broker = EmbeddedBroker(file, cleaner_interval=None)
+    try:
+        with pytest.raises(StorageError, match="offsets 0 to 1: its bytes do not parse"):
+            broker.clean(now_ms=2**50)
+        consumer = broker.consumer(None)
+        consumer.assign([TopicPartition("t", 0)])
+        with pytest.raises(StorageError, match="offsets 0 to 1"):
+            consumer.poll_rows(5)
+    finally:
+        broker.close()
+    with sqlite3.connect(file) as conn:
+        assert conn.execute("SELECT crc FROM batches WHERE id = ?", (batch_id,)).fetchone() == (
+            None,
+        )
+    assert [d.first_offset for d in drop_damaged_batches(file)] == [0]

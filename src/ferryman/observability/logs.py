@@ -13,11 +13,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ferryman.records import headers_of
+from ferryman.records import Polled, headers_of
 
 LogFormat = Literal["text", "json"]
 FIELDS = ("service", "group", "topic", "partition", "offset", "message_id")
@@ -25,7 +24,7 @@ FIELDS = ("service", "group", "topic", "partition", "offset", "message_id")
 MESSAGE_ID = "ferryman.message-id"
 
 
-def record_fields(row: Sequence[Any], group: str | None = None) -> dict[str, Any]:
+def record_fields(row: Polled, group: str | None = None) -> dict[str, Any]:
     """``extra=`` for a log line about ``row`` (a Row, Polled or Record): its coordinates and
     id."""
     fields: dict[str, Any] = {"topic": row[0], "partition": row[1], "offset": row[2]}

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ferryman.records import Headers, headers_of
+from ferryman.records import Headers, Polled, headers_of
 
 try:
     from opentelemetry import context as otel_context
@@ -118,9 +118,9 @@ class Tracing:
     # -- consuming ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def process(self, group: str, record: Sequence[Any]) -> Iterator[None]:
-        """A ``process <topic>`` span around handling ``record`` (a Row, Polled or Record), a child of
-        the context its producer injected."""
+    def process(self, group: str, record: Polled) -> Iterator[None]:
+        """A ``process <topic>`` span around handling ``record`` (a Row, Polled or Record), a
+        child of the context its producer injected."""
         if not self.active():
             yield
             return
@@ -149,7 +149,7 @@ class Tracing:
             otel_context.detach(token)
 
     @contextlib.contextmanager
-    def process_batch(self, group: str, records: Sequence[Sequence[Any]]) -> Iterator[None]:
+    def process_batch(self, group: str, records: Sequence[Polled]) -> Iterator[None]:
         """One ``process <topic>`` span around a batch, linked to each record's context."""
         topic = records[0][0]
         links = []

@@ -180,6 +180,10 @@ def split_batch(base: int, deltas: bytes | None, data: bytes, crc: int | None = 
     """
     verify(deltas, data, crc)
     try:
+        if crc is None:
+            # A row from before checksums: parsed whole, header blocks too, as its rewrite gets a
+            # checksum, and a reader trusts a checksummed row's headers (decoded only if read).
+            _decode("", 0, base, deltas, data, 0, False)
         return _split(base, deltas, data)
     except (struct.error, ValueError, IndexError) as exc:
         raise DamagedBatch(f"its bytes do not parse ({exc})") from exc
