@@ -8,7 +8,7 @@ import pytest
 
 from ferryman.config import ServiceConfig
 from ferryman.errors import HandlerError, RecordRejected, RegistryError
-from ferryman.records import Row
+from ferryman.records import Polled
 from ferryman.runtime.handlers import Outcome
 from ferryman.runtime.policy import Abandoned, FailurePolicy, Item
 
@@ -38,7 +38,7 @@ class Spy:
             ServiceConfig(**config), "g", self.dead_letter, self.stopped.append
         )
 
-    async def dead_letter(self, record: Row, exc: BaseException, attempts: int) -> None:
+    async def dead_letter(self, record: Polled, exc: BaseException, attempts: int) -> None:
         self.dead.append((record[2], str(exc), attempts))
 
 
