@@ -22,7 +22,9 @@ HERE="$ROOT/scripts/kafka"
 CACHE="${FERRYMAN_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferryman}/kafka-$KAFKA_VERSION"
 LIB="$CACHE/lib"
 HEAP="${FERRYMAN_KAFKA_HEAP:--Xms128m -Xmx512m}"
-START_TIMEOUT="${FERRYMAN_KAFKA_START_TIMEOUT:-180}"
+# Not FERRYMAN_KAFKA_*: every such variable is a librdkafka property to ferryman's clients, and
+# a service started from the same shell would refuse "start.timeout".
+START_TIMEOUT="${KAFKA_SH_START_TIMEOUT:-180}"
 PYTHON="${PYTHON:-python3}"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
