@@ -196,9 +196,9 @@ class ServiceConfig:
     fetches. ``max_buffered`` (default three polls, ``3 * poll_records``) bounds the records
     fetched but not yet handled over the partitions being read: the poll thread polls only
     while a full poll fits, and otherwise waits for the handlers (nothing is paused, so nothing
-    librdkafka prefetched is thrown away). ``max_in_flight`` bounds them per partition; past it,
-    or when its handler makes no progress for a second while the poll thread waits, the
-    partition is paused until half is drained.
+    librdkafka prefetched is thrown away). ``max_in_flight`` (default: ``max_buffered``)
+    bounds them per partition; past it, or when its handler makes no progress for a second
+    while the poll thread waits, the partition is paused until half is drained.
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
     ``backoff_multiplier`` each time up to ``backoff_max``; then ``on_error`` decides: send the
     record to ``<topic>.dlq`` and go on, or stop the service with HandlerError.
@@ -214,9 +214,10 @@ class ServiceConfig:
     """
 
     group: str | None = None
-    # Several polls' worth, so that a partition is paused when its handler falls behind, not
-    # after every full poll: on Kafka a pause drops the records librdkafka prefetched for it.
-    max_in_flight: int = 8000
+    # None: max_buffered, so that only a stalled handler pauses its partition. On Kafka a
+    # pause drops what librdkafka prefetched for the partition: a fixed 8,000 paused partitions
+    # as soon as max_buffered was raised past it, and halved the Service's throughput there.
+    max_in_flight: int | None = None
     # What a Service holds besides librdkafka's own prefetch (queued.max.messages.kbytes, 64 MB
     # by default): max_buffered records, plus what paused partitions hold (each < max_in_flight).
     max_buffered: int | None = None
@@ -257,7 +258,8 @@ class ServiceConfig:
                 f"auto_offset_reset={self.auto_offset_reset!r}: write 'earliest' (the default: "
                 "read a new group's topics from the start) or 'latest' (only new records)"
             )
-        _whole(self, "max_in_flight", 1)
+        if self.max_in_flight is not None:
+            _whole(self, "max_in_flight", 1, "a whole number >= 1, or None for max_buffered")
         _whole(self, "poll_records", 1)
         if self.max_buffered is not None:
             _whole(
@@ -308,6 +310,12 @@ class ServiceConfig:
     def buffered(self) -> int:
         """``max_buffered``, or its default of three polls."""
         return self.max_buffered if self.max_buffered is not None else 3 * self.poll_records
+
+    @property
+    def in_flight(self) -> int:
+        """``max_in_flight``, or its default: ``buffered`` (no partition paused for holding
+        much of the buffer, only for a handler that makes no progress)."""
+        return self.max_in_flight if self.max_in_flight is not None else self.buffered
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""

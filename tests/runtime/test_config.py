@@ -20,6 +20,8 @@ from ferryman.config import (
     resolve_locations,
 )
 from ferryman.errors import ConfigError
+from ferryman.records import TopicPartition
+from ferryman.runtime.offsets import Offsets
 from ferryman.service import Service
 from ferryman.topics import EventTopic
 
@@ -222,6 +224,7 @@ def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> N
         ("poll_records", 0),
         ("poll_records", True),
         ("max_in_flight", "10"),
+        ("max_in_flight", 0),
         ("max_buffered", 1999),  # below poll_records (2000): a full poll would never fit
         ("max_buffered", 0),
         ("group", ""),
@@ -249,6 +252,21 @@ def test_service_config_accepts_sensible_values() -> None:
     assert ServiceConfig().registry_retries is None, "waits for the registry forever by default"
     assert ServiceConfig(poll_records=500).buffered == 1500, "three polls by default"
     assert ServiceConfig(poll_records=500, max_buffered=500).buffered == 500
+
+
+def test_max_in_flight_follows_max_buffered_unless_set() -> None:
+    # A fixed per-partition bound below a raised max_buffered paused a busy partition under
+    # normal load; on Kafka each pause drops its prefetch (half the throughput, bench/peers.py).
+    assert ServiceConfig().in_flight == 6000
+    assert ServiceConfig(max_buffered=20_000).in_flight == 20_000
+    assert ServiceConfig(poll_records=4000).in_flight == 12_000
+    assert ServiceConfig(max_buffered=20_000, max_in_flight=100).in_flight == 100
+    config = ServiceConfig(max_buffered=20_000)
+    offsets = Offsets(config.in_flight, config.buffered)
+    tp = TopicPartition("t", 0)
+    assert offsets.room_for(18_000)
+    assert not offsets.fetched(tp, 18_000), "one partition may hold most of the buffer"
+    assert offsets.paused() == set()
 
 
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:

@@ -165,7 +165,7 @@ class ConsumerLoop:
         self._config = config
         self._on_fatal = on_fatal
         self._lock = threading.Lock()  # guards _offsets and _busy: poll thread vs event loop
-        self._offsets = Offsets(config.max_in_flight, config.buffered)
+        self._offsets = Offsets(config.in_flight, config.buffered)
         self._room = threading.Event()  # set by the event loop when a full poll fits again
         self._waiting_for_room = False
         # While waiting for room: since when, and each partition's progress then.
