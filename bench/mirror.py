@@ -273,11 +273,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="best of N for each side")
     parser.add_argument(
-        "--poll", type=int, default=2000, help="records per poll, both mirrors (poll_records)"
+        "--poll",
+        type=int,
+        default=None,
+        help="records per poll, both mirrors (default: the Service's poll_records on the broker)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp:
         broker = args.broker or f"embedded:{Path(tmp) / 'broker.db'}"
+        if args.poll is None:  # what a Service polls on this broker by default
+            embedded = not broker.startswith("kafka")
+            args.poll = ServiceConfig().for_broker(embedded=embedded).polled
         registry = f"embedded:{Path(tmp) / 'registry.db'}"
         database = args.database or f"sqlite:///{Path(tmp) / 'mirror.db'}"
         # Compaction held off for a day: every round must read all N updates (the embedded

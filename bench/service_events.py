@@ -2,7 +2,7 @@
 
 Run: ``python bench/service_events.py`` (embedded broker in a temp dir) or
 ``python bench/service_events.py --broker kafka://127.0.0.1:9092``; ``--events N``;
-``--poll-records N`` (default 2000) is the batch of one poll on both sides;
+``--poll-records N`` (default: the Service's on the broker) is the batch of one poll on both sides;
 ``--max-in-flight N`` and ``--consumer-config PROPERTY=VALUE`` change the Service's settings.
 
 Both sides read the same N events (Avro, Confluent wire format) from the same topic, each in a
@@ -261,7 +261,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
-        "--poll-records", type=int, default=2000, help="records per poll, both sides alike"
+        "--poll-records",
+        type=int,
+        default=None,
+        help="records per poll, both sides alike (default: the Service's on the broker)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="best of N for each side")
     parser.add_argument(
@@ -289,6 +292,9 @@ def main() -> None:
         overrides["consumer_config"] = dict(kv.split("=", 1) for kv in args.consumer_config)
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp:
         broker = args.broker or f"embedded:{Path(tmp) / 'broker.db'}"
+        if args.poll_records is None:  # what a Service polls on this broker by default
+            embedded = not broker.startswith("kafka")
+            args.poll_records = ServiceConfig().for_broker(embedded=embedded).polled
         registry = f"embedded:{Path(tmp) / 'registry.db'}"
         topic = EventTopic(
             f"bench.orders.{uuid.uuid4().hex[:6]}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,12 @@ DEFAULT_DATABASE_NAME = "database"
 """The default database file's name when no service is named (``<service>.db`` otherwise)."""
 REGISTRY_FILE = "registry.db"
 KAFKA_ENV_PREFIX = "FERRYMAN_KAFKA_"
+POLL_RECORDS_KAFKA = 2000
+"""``ServiceConfig.poll_records`` on Kafka by default."""
+POLL_RECORDS_EMBEDDED = 4000
+"""``ServiceConfig.poll_records`` on the embedded broker by default: its buffer is the only
+prefetch there, and a mirror on SQLite commits bigger transactions with bigger polls (about a
+third more rows/s in bench/mirror.py). On Kafka 4,000 ran slower than 2,000 in bench/peers.py."""
 
 OnError = Literal["dead-letter", "stop"]
 
@@ -193,7 +199,8 @@ class ServiceConfig:
     """How a service consumes: grouping, back-pressure, retries, errors and shutdown.
 
     ``group`` defaults to the service name. ``poll_records`` is the most records one poll
-    fetches. ``max_buffered`` (default three polls, ``3 * poll_records``) bounds the records
+    fetches (default 2,000 on Kafka, 4,000 on the embedded broker). ``max_buffered``
+    (default three polls, ``3 * poll_records``) bounds the records
     fetched but not yet handled over the partitions being read: the poll thread polls only
     while a full poll fits, and otherwise waits for the handlers (nothing is paused, so nothing
     librdkafka prefetched is thrown away). ``max_in_flight`` (default: ``max_buffered``)
@@ -221,9 +228,10 @@ class ServiceConfig:
     # What a Service holds besides librdkafka's own prefetch (queued.max.messages.kbytes, 64 MB
     # by default): max_buffered records, plus what paused partitions hold (each < max_in_flight).
     max_buffered: int | None = None
-    # Each poll costs a few GIL hand-overs between the poll thread and a busy event loop, so
-    # bigger polls keep the loop fed (0.68x -> 0.87x of a bare loop, docs/benchmarks.md).
-    poll_records: int = 2000
+    # None: 2,000 on Kafka, 4,000 on the embedded broker (at most max_buffered). Each poll
+    # costs a few GIL hand-overs between the poll thread and a busy event loop, so bigger polls
+    # keep the loop fed (0.68x -> 0.87x of a bare loop at 500 -> 2,000, docs/benchmarks.md).
+    poll_records: int | None = None
     retries: int = 3
     backoff: float = 0.1
     backoff_multiplier: float = 2.0
@@ -260,13 +268,15 @@ class ServiceConfig:
             )
         if self.max_in_flight is not None:
             _whole(self, "max_in_flight", 1, "a whole number >= 1, or None for max_buffered")
-        _whole(self, "poll_records", 1)
+        if self.poll_records is not None:
+            _whole(self, "poll_records", 1, "a whole number >= 1, or None for the broker's")
         if self.max_buffered is not None:
+            least = 1 if self.poll_records is None else self.poll_records
             _whole(
                 self,
                 "max_buffered",
-                self.poll_records,
-                f"a whole number >= poll_records ({self.poll_records}): a full poll must fit, "
+                least,
+                f"a whole number >= poll_records ({least}): a full poll must fit, "
                 "or None for 3 * poll_records",
             )
         _whole(self, "retries", 0, "0 (no retry) or more")
@@ -306,10 +316,25 @@ class ServiceConfig:
         for name in ("consumer_config", "producer_config"):
             _properties(name, getattr(self, name))
 
+    def for_broker(self, *, embedded: bool) -> ServiceConfig:
+        """This config with ``poll_records`` chosen for the broker when it is None (at most
+        ``max_buffered``); what the consumer loop runs with."""
+        if self.poll_records is not None:
+            return self
+        poll = POLL_RECORDS_EMBEDDED if embedded else POLL_RECORDS_KAFKA
+        if self.max_buffered is not None:
+            poll = min(poll, self.max_buffered)
+        return replace(self, poll_records=poll)
+
+    @property
+    def polled(self) -> int:
+        """``poll_records``, or Kafka's default while no broker has chosen (``for_broker``)."""
+        return self.poll_records if self.poll_records is not None else POLL_RECORDS_KAFKA
+
     @property
     def buffered(self) -> int:
         """``max_buffered``, or its default of three polls."""
-        return self.max_buffered if self.max_buffered is not None else 3 * self.poll_records
+        return self.max_buffered if self.max_buffered is not None else 3 * self.polled
 
     @property
     def in_flight(self) -> int:

@@ -225,7 +225,6 @@ def test_a_service_names_the_registry_file_it_cannot_create(tmp_path: Path) -> N
         ("poll_records", True),
         ("max_in_flight", "10"),
         ("max_in_flight", 0),
-        ("max_buffered", 1999),  # below poll_records (2000): a full poll would never fit
         ("max_buffered", 0),
         ("group", ""),
         ("create_topics", "yes"),
@@ -254,10 +253,21 @@ def test_service_config_accepts_sensible_values() -> None:
     assert ServiceConfig(poll_records=500, max_buffered=500).buffered == 500
 
 
+def test_poll_records_defaults_to_the_brokers_and_fits_max_buffered() -> None:
+    kafka, embedded = (ServiceConfig().for_broker(embedded=e) for e in (False, True))
+    assert (kafka.poll_records, kafka.buffered) == (2000, 6000)
+    assert (embedded.poll_records, embedded.buffered) == (4000, 12_000)
+    assert ServiceConfig(max_buffered=3000).for_broker(embedded=True).poll_records == 3000
+    assert ServiceConfig(poll_records=500).for_broker(embedded=True).poll_records == 500
+    assert ServiceConfig(max_buffered=1).for_broker(embedded=False).polled == 1
+    with pytest.raises(ConfigError, match=r"max_buffered=1999: write a whole number >= poll_rec"):
+        ServiceConfig(poll_records=2000, max_buffered=1999)  # a full poll would never fit
+
+
 def test_max_in_flight_follows_max_buffered_unless_set() -> None:
     # A fixed per-partition bound below a raised max_buffered paused a busy partition under
     # normal load; on Kafka each pause drops its prefetch (half the throughput, bench/peers.py).
-    assert ServiceConfig().in_flight == 6000
+    assert ServiceConfig().for_broker(embedded=False).in_flight == 6000
     assert ServiceConfig(max_buffered=20_000).in_flight == 20_000
     assert ServiceConfig(poll_records=4000).in_flight == 12_000
     assert ServiceConfig(max_buffered=20_000, max_in_flight=100).in_flight == 100

@@ -25,6 +25,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
+from ferryman.broker import EmbeddedLocation
 from ferryman.broker.base import Consumer
 from ferryman.clock import current as current_clock
 from ferryman.config import ServiceConfig
@@ -144,7 +145,7 @@ class _Run:
         with loop._lock:
             offsets = loop._offsets
             offsets.handled(self.tp, self._epoch, offset, count)
-            if loop._waiting_for_room and offsets.room_for(loop._config.poll_records):
+            if loop._waiting_for_room and offsets.room_for(loop._config.polled):
                 loop._room.set()
 
 
@@ -162,6 +163,8 @@ class ConsumerLoop:
         self._conn = connections
         self.group = group
         self._routes = routes
+        embedded = isinstance(connections.locations.broker, EmbeddedLocation)
+        config = config.for_broker(embedded=embedded)  # poll_records, if None
         self._config = config
         self._on_fatal = on_fatal
         self._lock = threading.Lock()  # guards _offsets and _busy: poll thread vs event loop
@@ -295,7 +298,7 @@ class ConsumerLoop:
                 if not self._wait_for_room(consumer, now):
                     self.polls += 1  # alive, waiting for the handlers (stats' liveness)
                     continue
-                rows = consumer.poll_rows(POLL_TIMEOUT, self._config.poll_records)
+                rows = consumer.poll_rows(POLL_TIMEOUT, self._config.polled)
                 if self._seeks:  # routes that keep their offsets resume from them
                     rows = seek_pending(consumer, self._seeks, rows)
                 if rows:
@@ -314,7 +317,7 @@ class ConsumerLoop:
         partition whose handler made no progress for STALL seconds of waiting is paused, so
         that a stuck handler does not stop the other partitions.
         """
-        poll = self._config.poll_records
+        poll = self._config.polled
         with self._lock:
             if self._offsets.room_for(poll):
                 self._stall = None
