@@ -10,21 +10,22 @@
 #   scripts/kafka.sh env [--dir DIR]            print the export line for DIR
 #
 # The jars come from Maven Central through Maven (scripts/kafka/pom.xml) and are cached in
-# $FERRYMAN_KAFKA_CACHE (default ~/.cache/ferryman)/kafka-<version>/lib. State (configs, data,
+# $KAFKA_SH_CACHE (default ~/.cache/ferryman)/kafka-<version>/lib. State (configs, data,
 # logs, pids) lives in DIR: .kafka/single for one broker, .kafka/cluster3 for three.
 # `start` is idempotent: nodes already running are left alone, stopped ones are started again on
 # their old data (use --fresh to wipe DIR first).
 set -euo pipefail
 
-KAFKA_VERSION="${FERRYMAN_KAFKA_VERSION:-4.3.1}"
+KAFKA_VERSION="${KAFKA_SH_VERSION:-4.3.1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HERE="$ROOT/scripts/kafka"
-CACHE="${FERRYMAN_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferryman}/kafka-$KAFKA_VERSION"
+CACHE="${KAFKA_SH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferryman}/kafka-$KAFKA_VERSION"
 LIB="$CACHE/lib"
-HEAP="${FERRYMAN_KAFKA_HEAP:--Xms128m -Xmx512m}"
-# Not FERRYMAN_KAFKA_*: every such variable is a librdkafka property to ferryman's clients, and
-# a service started from the same shell would refuse "start.timeout".
+HEAP="${KAFKA_SH_HEAP:--Xms128m -Xmx512m}"
 START_TIMEOUT="${KAFKA_SH_START_TIMEOUT:-180}"
+# The knobs are KAFKA_SH_*, not FERRYMAN_KAFKA_*: every FERRYMAN_KAFKA_* variable is a
+# librdkafka property to ferryman's clients, and a service started from a shell that exported
+# one of these would refuse it ("start.timeout", "version", "cache", "heap").
 PYTHON="${PYTHON:-python3}"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
