@@ -203,7 +203,7 @@ class ServiceConfig:
     (default three polls, ``3 * poll_records``) bounds the records
     fetched but not yet handled over the partitions being read: the poll thread polls only
     while a full poll fits, and otherwise waits for the handlers (nothing is paused, so nothing
-    librdkafka prefetched is thrown away). ``max_in_flight`` (default: ``max_buffered``)
+    librdkafka prefetched is thrown away). ``max_in_flight`` (default: past ``max_buffered``)
     bounds them per partition; past it, or when its handler makes no progress for a second
     while the poll thread waits, the partition is paused until half is drained.
     A failing handler is retried ``retries`` times, waiting ``backoff`` seconds, multiplied by
@@ -221,7 +221,7 @@ class ServiceConfig:
     """
 
     group: str | None = None
-    # None: max_buffered, so that only a stalled handler pauses its partition. On Kafka a
+    # None: past max_buffered, so that only a stalled handler pauses its partition. On Kafka a
     # pause drops what librdkafka prefetched for the partition: a fixed 8,000 paused partitions
     # as soon as max_buffered was raised past it, and halved the Service's throughput there.
     max_in_flight: int | None = None
@@ -271,14 +271,16 @@ class ServiceConfig:
         if self.poll_records is not None:
             _whole(self, "poll_records", 1, "a whole number >= 1, or None for the broker's")
         if self.max_buffered is not None:
-            least = 1 if self.poll_records is None else self.poll_records
-            _whole(
-                self,
-                "max_buffered",
-                least,
-                f"a whole number >= poll_records ({least}): a full poll must fit, "
-                "or None for 3 * poll_records",
-            )
+            if self.poll_records is None:
+                _whole(self, "max_buffered", 1, "a whole number >= 1, or None for three polls")
+            else:
+                _whole(
+                    self,
+                    "max_buffered",
+                    self.poll_records,
+                    f"a whole number >= poll_records ({self.poll_records}): a full poll must "
+                    "fit, or None for 3 * poll_records",
+                )
         _whole(self, "retries", 0, "0 (no retry) or more")
         if self.registry_retries is not None:
             _whole(
@@ -317,13 +319,16 @@ class ServiceConfig:
             _properties(name, getattr(self, name))
 
     def for_broker(self, *, embedded: bool) -> ServiceConfig:
-        """This config with ``poll_records`` chosen for the broker when it is None (at most
-        ``max_buffered``); what the consumer loop runs with."""
+        """This config with ``poll_records`` chosen for the broker when it is None; what the
+        consumer loop runs with. Under a ``max_buffered`` of its own a poll is a third of it, up
+        to the broker's default and no less than Kafka's (or the whole buffer when smaller), so
+        that the poll thread need not wait for an empty buffer to poll again."""
         if self.poll_records is not None:
             return self
         poll = POLL_RECORDS_EMBEDDED if embedded else POLL_RECORDS_KAFKA
-        if self.max_buffered is not None:
-            poll = min(poll, self.max_buffered)
+        room = self.max_buffered
+        if room is not None:
+            poll = min(poll, max(min(POLL_RECORDS_KAFKA, room), room // 3))
         return replace(self, poll_records=poll)
 
     @property
@@ -338,9 +343,10 @@ class ServiceConfig:
 
     @property
     def in_flight(self) -> int:
-        """``max_in_flight``, or its default: ``buffered`` (no partition paused for holding
-        much of the buffer, only for a handler that makes no progress)."""
-        return self.max_in_flight if self.max_in_flight is not None else self.buffered
+        """``max_in_flight``, or its default: one more than ``buffered``, which no partition
+        being read reaches (a partition pauses when it holds ``max_in_flight``), so that only a
+        handler that makes no progress pauses its partition."""
+        return self.max_in_flight if self.max_in_flight is not None else self.buffered + 1
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""

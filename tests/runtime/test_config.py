@@ -14,6 +14,7 @@ import pytest
 
 from ferryman.broker import EmbeddedLocation, KafkaLocation, open_broker, parse_broker_url
 from ferryman.config import (
+    Locations,
     ServiceConfig,
     broker_location,
     make_directory_for,
@@ -21,6 +22,7 @@ from ferryman.config import (
 )
 from ferryman.errors import ConfigError
 from ferryman.records import TopicPartition
+from ferryman.runtime.connections import Connections
 from ferryman.runtime.offsets import Offsets
 from ferryman.service import Service
 from ferryman.topics import EventTopic
@@ -257,26 +259,47 @@ def test_poll_records_defaults_to_the_brokers_and_fits_max_buffered() -> None:
     kafka, embedded = (ServiceConfig().for_broker(embedded=e) for e in (False, True))
     assert (kafka.poll_records, kafka.buffered) == (2000, 6000)
     assert (embedded.poll_records, embedded.buffered) == (4000, 12_000)
-    assert ServiceConfig(max_buffered=3000).for_broker(embedded=True).poll_records == 3000
     assert ServiceConfig(poll_records=500).for_broker(embedded=True).poll_records == 500
-    assert ServiceConfig(max_buffered=1).for_broker(embedded=False).polled == 1
+    # Under a buffer of its own, a third of it: between Kafka's 2,000 and the broker's default,
+    # and never more than the buffer (the poll thread would wait for it to empty).
+    polls = {
+        (room, e): ServiceConfig(max_buffered=room).for_broker(embedded=e).polled
+        for room in (1, 1500, 4000, 9000, 20_000)
+        for e in (False, True)
+    }
+    assert polls == {
+        (1, False): 1,
+        (1, True): 1,
+        (1500, False): 1500,
+        (1500, True): 1500,
+        (4000, False): 2000,
+        (4000, True): 2000,
+        (9000, False): 2000,
+        (9000, True): 3000,
+        (20_000, False): 2000,
+        (20_000, True): 4000,
+    }
     with pytest.raises(ConfigError, match=r"max_buffered=1999: write a whole number >= poll_rec"):
         ServiceConfig(poll_records=2000, max_buffered=1999)  # a full poll would never fit
+    with pytest.raises(ConfigError, match=r"max_buffered=0: write a whole number >= 1, or None"):
+        ServiceConfig(max_buffered=0)
 
 
-def test_max_in_flight_follows_max_buffered_unless_set() -> None:
+def test_max_in_flight_is_past_max_buffered_unless_set() -> None:
     # A fixed per-partition bound below a raised max_buffered paused a busy partition under
     # normal load; on Kafka each pause drops its prefetch (half the throughput, bench/peers.py).
-    assert ServiceConfig().for_broker(embedded=False).in_flight == 6000
-    assert ServiceConfig(max_buffered=20_000).in_flight == 20_000
-    assert ServiceConfig(poll_records=4000).in_flight == 12_000
+    assert ServiceConfig().for_broker(embedded=False).in_flight == 6001
+    assert ServiceConfig(max_buffered=20_000).in_flight == 20_001
     assert ServiceConfig(max_buffered=20_000, max_in_flight=100).in_flight == 100
-    config = ServiceConfig(max_buffered=20_000)
-    offsets = Offsets(config.in_flight, config.buffered)
-    tp = TopicPartition("t", 0)
-    assert offsets.room_for(18_000)
-    assert not offsets.fetched(tp, 18_000), "one partition may hold most of the buffer"
-    assert offsets.paused() == set()
+    for config in (ServiceConfig().for_broker(embedded=False), ServiceConfig(max_buffered=20_000)):
+        offsets = Offsets(config.in_flight, config.buffered)
+        tp = TopicPartition("t", 0)
+        polls = 0
+        while offsets.room_for(config.polled):  # one partition takes every poll
+            assert not offsets.fetched(tp, config.polled), "paused while the buffer had room"
+            polls += 1
+        assert polls * config.polled == config.buffered, "it filled the whole buffer"
+        assert offsets.paused() == set()
 
 
 def test_backoff_grows_exponentially_up_to_its_cap() -> None:
@@ -303,3 +326,17 @@ def test_a_bad_max_poll_interval_is_refused_at_start(tmp_path: Path, value: str)
             await svc.stop()
 
     asyncio.run(main())
+
+
+def test_the_broker_a_service_was_given_decides_its_default_poll(tmp_path: Path) -> None:
+    # A service given an opened broker takes its locations from the environment, which may name
+    # another broker: the object's type decides (the embedded broker polls 4,000, Kafka 2,000).
+    kafka = Locations(KafkaLocation("127.0.0.1:1"), "embedded", "sqlite://")
+    embedded = Locations(EmbeddedLocation(tmp_path / "b.db"), "embedded", "sqlite://")
+    broker = open_broker(EmbeddedLocation(tmp_path / "given.db"))
+    try:
+        assert Connections(kafka, broker, None).embedded()
+        assert Connections(embedded, None, None).embedded()
+        assert not Connections(kafka, None, None).embedded()
+    finally:
+        broker.close()

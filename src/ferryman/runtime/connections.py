@@ -52,6 +52,17 @@ class Connections:
                 self._broker = open_broker(where)
             return self._broker
 
+    def embedded(self) -> bool:
+        """Whether the broker is the embedded one: an opened broker given to the service tells
+        by its type (its locations then come from the environment, not from it)."""
+        with self._lock:
+            broker = self._broker
+        if broker is None:
+            return isinstance(self.locations.broker, EmbeddedLocation)
+        from ferryman.broker.embedded.broker import EmbeddedBroker
+
+        return isinstance(broker, EmbeddedBroker)
+
     @property
     def admin(self) -> Admin:
         with self._lock:

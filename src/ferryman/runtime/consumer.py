@@ -25,7 +25,6 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from ferryman.broker import EmbeddedLocation
 from ferryman.broker.base import Consumer
 from ferryman.clock import current as current_clock
 from ferryman.config import ServiceConfig
@@ -163,8 +162,7 @@ class ConsumerLoop:
         self._conn = connections
         self.group = group
         self._routes = routes
-        embedded = isinstance(connections.locations.broker, EmbeddedLocation)
-        config = config.for_broker(embedded=embedded)  # poll_records, if None
+        config = config.for_broker(embedded=connections.embedded())  # poll_records, if None
         self._config = config
         self._on_fatal = on_fatal
         self._lock = threading.Lock()  # guards _offsets and _busy: poll thread vs event loop
