@@ -336,14 +336,16 @@ def _avro_values(a: argparse.Namespace) -> tuple[list[dict[str, Any]], Callable[
     return [vars(_event(i)) for i in range(a.events)], encode
 
 
-def run_bare_produce(a: argparse.Namespace, _: Check) -> None:
+def run_bare_produce(a: argparse.Namespace, _: Check, headers: bool = False) -> None:
     """Producer.produce(value, key, on_delivery) with ferryman's producer settings, fastavro
-    encoding per record, poll(0) per record, flush at the end."""
+    encoding per record, poll(0) per record, flush at the end; ``headers``: with the two
+    headers ferryman puts on every record (a message id of 32 hex digits, and the source)."""
     from confluent_kafka import Producer
 
     from ferryman.broker.kafka import PRODUCER_DEFAULTS
 
     events, encode = _avro_values(a)
+    source = a.group.encode()
     producer = Producer({"bootstrap.servers": a.bootstrap, **PRODUCER_DEFAULTS})
     failed = 0
 
@@ -356,9 +358,16 @@ def run_bare_produce(a: argparse.Namespace, _: Check) -> None:
     start, cpu = time.perf_counter(), time.process_time()
     for e in events:
         value = encode(e)
+        sent = (
+            [("ferryman.message-id", os.urandom(16).hex().encode()), ("ferryman.source", source)]
+            if headers
+            else None
+        )
         while True:
             try:
-                producer.produce(topic, value, e["order_id"].encode(), on_delivery=on_delivery)
+                producer.produce(
+                    topic, value, e["order_id"].encode(), on_delivery=on_delivery, headers=sent
+                )
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -560,6 +569,10 @@ def run_faust_produce(a: argparse.Namespace, _: Check) -> None:
 
 PRODUCERS: dict[str, tuple[str, Callable[[argparse.Namespace, Check], None]]] = {
     "bare-produce": ("bare confluent-kafka `Producer.produce` + fastavro", run_bare_produce),
+    "bare-produce-headers": (
+        "the same with ferryman's two headers per record",
+        lambda a, c: run_bare_produce(a, c, headers=True),
+    ),
     "ferryman-emit-awaited": (
         f"ferryman `emit`, awaited in batches of {BATCH}",
         lambda a, c: run_ferryman_emit(a, c, True),
