@@ -102,6 +102,30 @@ def test_a_failing_handler_leaves_neither_its_writes_nor_the_offsets(database: D
     assert stored_offsets(database, "g")({TopicPartition("orders", 0)}) == {}
 
 
+def test_offsets_are_not_saved_when_sqlite_ended_the_transaction(database: Database) -> None:
+    # SQLite rolls a transaction back by itself on a full disk or an I/O error, and a statement
+    # after that commits on its own: the offsets would be saved without the handler's writes.
+    # A handler that ends the transaction with a raw ROLLBACK stands in for that here.
+    if database.dialect != "sqlite":
+        pytest.skip("PostgreSQL refuses every statement of an aborted transaction")
+    table = counter(database)
+
+    def book(value: int, session: Session) -> None:
+        session.execute(table.insert().values(id=value))
+        if value == 2:
+            session.connection().exec_driver_sql("ROLLBACK")
+
+    run = TransactionalRun(
+        database, book, "g", batch=False, with_message=False, session_param="session"
+    )
+    handled, exc = run([Item("orders", 0, n, None, n) for n in range(3)])
+    assert handled == 0
+    assert isinstance(exc, fm.StoreError)
+    assert "SQLite ended the transaction" in str(exc)
+    assert stored_offsets(database, "g")({TopicPartition("orders", 0)}) == {}, "nothing done"
+    assert count(database, table) == 0
+
+
 def test_a_batch_handler_gets_the_values_and_the_session(database: Database) -> None:
     table = counter(database)
     seen: list[list[int]] = []
