@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -102,12 +103,12 @@ def test_a_failing_handler_leaves_neither_its_writes_nor_the_offsets(database: D
     assert stored_offsets(database, "g")({TopicPartition("orders", 0)}) == {}
 
 
-def test_offsets_are_not_saved_when_sqlite_ended_the_transaction(database: Database) -> None:
+def test_offsets_are_not_saved_when_sqlite_ended_the_transaction(tmp_path: Path) -> None:
     # SQLite rolls a transaction back by itself on a full disk or an I/O error, and a statement
     # after that commits on its own: the offsets would be saved without the handler's writes.
-    # A handler that ends the transaction with a raw ROLLBACK stands in for that here.
-    if database.dialect != "sqlite":
-        pytest.skip("PostgreSQL refuses every statement of an aborted transaction")
+    # A handler that ends the transaction with a raw ROLLBACK stands in for that here. (SQLite
+    # only: PostgreSQL refuses every statement of an aborted transaction.)
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     table = counter(database)
 
     def book(value: int, session: Session) -> None:
@@ -124,6 +125,7 @@ def test_offsets_are_not_saved_when_sqlite_ended_the_transaction(database: Datab
     assert "SQLite ended the transaction" in str(exc)
     assert stored_offsets(database, "g")({TopicPartition("orders", 0)}) == {}, "nothing done"
     assert count(database, table) == 0
+    database.dispose()
 
 
 def test_a_batch_handler_gets_the_values_and_the_session(database: Database) -> None:
