@@ -179,10 +179,9 @@ class Database:
                                 work.result = work.fn(conn)
                         except BaseException as exc:  # this work's alone: its savepoint
                             work.error, work.result = exc, None
-                            if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-                                # SQLite ended the whole transaction (a full disk, an I/O
-                                # error): the works before this one are undone too, and the
-                                # ones after would commit one by one. All of them fail.
+                            if self.transaction_lost(conn):
+                                # The works before this one are undone too, and the ones
+                                # after would commit one by one. All of them fail.
                                 raise
         except BaseException as exc:  # nothing of the group is committed
             for work in group:
@@ -191,6 +190,14 @@ class Database:
         finally:
             for work in group:
                 work.finished.set()
+
+    def transaction_lost(self, conn: Connection) -> bool:
+        """Whether SQLite ended ``conn``'s transaction by itself (it rolls back on a full disk
+        or an I/O error, and the driver then commits each later statement on its own); always
+        False on PostgreSQL, which refuses every statement of an aborted transaction instead."""
+        if self.dialect != "sqlite":
+            return False
+        return not conn.connection.driver_connection.in_transaction  # type: ignore[union-attr]
 
     def dispose(self) -> None:
         """Close the pooled connections (the Database can still be used; it reconnects)."""

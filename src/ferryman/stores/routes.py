@@ -163,9 +163,10 @@ class TransactionalRun:
                 )
                 self._call(fresh, session)
                 session.flush()
-                if self.database.dialect == "sqlite" and not _in_transaction(conn):
+                if self.database.transaction_lost(conn):
+                    name = getattr(self.fn, "__qualname__", repr(self.fn))
                     raise StoreError(
-                        f"SQLite ended the transaction of handler {_name(self.fn)} before the "
+                        f"SQLite ended the transaction of handler {name} before the "
                         "records' offsets were saved (a full disk, an I/O error, or a ROLLBACK "
                         "the handler ran); its writes before that are undone, so the records "
                         "are not marked done and go through the retry policy again"
@@ -199,16 +200,6 @@ class TransactionalRun:
                 self.fn(m.value, m, **kw)
             else:
                 self.fn(m.value, **kw)
-
-
-def _in_transaction(conn: Connection) -> bool:
-    """Whether the driver's connection is still in its transaction: SQLite rolls a transaction
-    back by itself on some errors, and a statement after that commits on its own."""
-    return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
-
-
-def _name(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__qualname__", repr(fn)))
 
 
 def session_parameter(fn: Callable[..., Any]) -> str | None:
